@@ -1,0 +1,40 @@
+"""astreaming: asyncio-native streaming of training data from object storage.
+
+Public names are resolved lazily so that ``import astreaming`` imports neither torch nor a cloud SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AstreamingError": "astreaming.errors",
+    "CacheError": "astreaming.errors",
+    "ConfigError": "astreaming.errors",
+    "FormatError": "astreaming.errors",
+    "HashMismatch": "astreaming.errors",
+    "ObjectNotFound": "astreaming.errors",
+    "PermissionDenied": "astreaming.errors",
+    "StorageError": "astreaming.errors",
+    "TransientStorageError": "astreaming.errors",
+    "UnknownOptionError": "astreaming.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'astreaming' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

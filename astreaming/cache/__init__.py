@@ -1,0 +1,1 @@
+"""Node-local shard cache: paths, locks, publish, budget and eviction."""

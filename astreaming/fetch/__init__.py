@@ -1,0 +1,1 @@
+"""The asyncio fetch scheduler and its loop thread."""

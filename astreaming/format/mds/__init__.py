@@ -1,0 +1,1 @@
+"""astreaming.format.mds."""

@@ -1,0 +1,1 @@
+"""Test support used by tests, demo and benchmarks: fake servers, fault injection, generators."""

@@ -1,0 +1,35 @@
+"""Developer and CI sessions. Run `nox -s tests lint typecheck` (the README's test command)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+# The CPU build of torch 2.13.0 installs in seconds; an unpinned torch pulls a multi-GB CUDA build.
+TORCH = "torch==2.13.0"
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Run the test suite against real fake servers (fake-gcs-server, moto, Azurite)."""
+    # moto must be resolved in the same pip command as aiobotocore, or pip breaks botocore's pin.
+    session.install(TORCH, "-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and the import-layer contract."""
+    session.install(TORCH, "-e", ".[typecheck]")
+    session.run("mypy")
+    session.run("lint-imports")
