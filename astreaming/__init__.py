@@ -22,6 +22,18 @@ _EXPORTS: dict[str, str] = {
     "StorageError": "astreaming.errors",
     "TransientStorageError": "astreaming.errors",
     "UnknownOptionError": "astreaming.errors",
+    "MDSWriter": "astreaming.format.mds.writer",
+    "JSONWriter": "astreaming.format.jsonl",
+    "CSVWriter": "astreaming.format.xsv",
+    "TSVWriter": "astreaming.format.xsv",
+    "XSVWriter": "astreaming.format.xsv",
+    "merge_index": "astreaming.format.merge",
+    "LocalDataset": "astreaming.format.local",
+    "Stream": "astreaming.stream",
+    "StreamingDataset": "astreaming.dataset",
+    "StreamingDataLoader": "astreaming.dataloader",
+    "register_stream": "astreaming.engine.args",
+    "streams_registry": "astreaming.engine.args",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

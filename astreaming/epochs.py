@@ -1,0 +1,147 @@
+"""Which epoch an iteration runs, and from which sample: shared by a dataset and its worker copies.
+
+A ``StreamingDataset`` is copied into every DataLoader worker (fork or spawn), and persistent workers
+keep their copy for the whole run. ``set_epoch``, ``load_state_dict`` and "the previous epoch was
+completed" must still reach every copy. mosaicml-streaming keeps this in POSIX shared memory (which
+leaks on crashes) and advances the epoch on every ``__iter__`` (so probing iterations shift epochs and
+loaded checkpoints get silently ignored, reference hazard 18).
+
+Here the state is one small JSON file per dataset instance, read at the start of each iteration and
+updated under ``flock``; the kernel releases the lock of a dead process, and nothing lives in
+``/dev/shm``. The rules:
+
+* ``set_epoch(n)`` pins the epoch of every following iteration until it is set again (the torch
+  ``DistributedSampler`` convention).
+* Otherwise an iteration runs ``next_epoch``, which advances only when an iteration of the current
+  epoch ran to its end (an abandoned or probing iteration does not advance it).
+* A loaded checkpoint applies to its epoch: that epoch starts at ``sample_in_epoch``; it is never
+  ignored as stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import uuid
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EpochControl", "EpochStart"]
+
+
+@dataclass(frozen=True)
+class EpochStart:
+    """Where one iteration starts: its epoch and the samples of that epoch already consumed."""
+
+    epoch: int
+    sample_in_epoch: int
+    resume: dict[str, Any] | None  # the checkpoint this start comes from, if any
+
+
+class EpochControl:
+    """Cross-process epoch and resume state of one dataset instance (picklable, no live resources)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        base = root if root is not None else Path(tempfile.gettempdir()) / "astreaming-control"
+        base.mkdir(parents=True, exist_ok=True)
+        self.path = base / f"{uuid.uuid4().hex}.json"
+        self._owner_pid = os.getpid()
+        self._write({"next_epoch": 0, "explicit_epoch": None, "resume": None, "last_started": None})
+        # Only the creating process removes the file; worker copies are unpickled, never constructed.
+        weakref.finalize(self, _remove_files, self.path, self._owner_pid)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_owner_pid": self._owner_pid}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._owner_pid = state["_owner_pid"]
+
+    # -- reads and writes --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # A separate, never-unlinked lock file: the state file itself is replaced by rename.
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read(self) -> dict[str, Any]:
+        with open(self.path, encoding="utf-8") as file:
+            state: dict[str, Any] = json.load(file)
+        return state
+
+    def _write(self, state: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def _update(self, **changes: Any) -> dict[str, Any]:
+        with self._locked():
+            state = self._read()
+            state.update(changes)
+            self._write(state)
+        return state
+
+    # -- the rules ---------------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pin the epoch of every following iteration (in every worker)."""
+        self._update(explicit_epoch=int(epoch))
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Make the next iteration resume ``checkpoint`` (its epoch, from its ``sample_in_epoch``)."""
+        epoch = int(checkpoint["epoch"])
+        # A checkpoint supersedes an earlier set_epoch: it says exactly where training stands.
+        self._update(resume=dict(checkpoint), next_epoch=epoch, explicit_epoch=None)
+
+    def start(self) -> EpochStart:
+        """Decide the epoch and first sample of an iteration that begins now, and record it."""
+        with self._locked():
+            state = self._read()
+            explicit = state["explicit_epoch"]
+            epoch = int(explicit) if explicit is not None else int(state["next_epoch"])
+            resume = state["resume"]
+            applies = resume is not None and int(resume["epoch"]) == epoch
+            state["last_started"] = epoch
+            self._write(state)
+        if applies:
+            return EpochStart(epoch, int(resume["sample_in_epoch"]), resume)
+        return EpochStart(epoch, 0, None)
+
+    def complete(self, epoch: int) -> None:
+        """Record that an iteration of ``epoch`` ran to its end: later iterations run the next one."""
+        with self._locked():
+            state = self._read()
+            state["next_epoch"] = max(int(state["next_epoch"]), epoch + 1)
+            self._write(state)
+
+    def current(self) -> EpochStart:
+        """The epoch of the latest started iteration (or the one the next would run) and its offset."""
+        state = self._read()
+        started = state["last_started"]
+        if started is None:
+            explicit = state["explicit_epoch"]
+            started = explicit if explicit is not None else state["next_epoch"]
+        epoch = int(started)
+        resume = state["resume"]
+        if resume is not None and int(resume["epoch"]) == epoch:
+            return EpochStart(epoch, int(resume["sample_in_epoch"]), resume)
+        return EpochStart(epoch, 0, None)
+
+
+def _remove_files(path: Path, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return
+    for name in (path, Path(f"{path}.lock")):
+        with contextlib.suppress(FileNotFoundError):
+            name.unlink()

@@ -1,0 +1,157 @@
+"""The registry of MDS column encodings (the complete mosaicml-streaming 0.13 set).
+
+``get_encoding(spec)`` turns a column spec (``"int32"``, ``"ndarray:int16:2,3"``, ``"list[jpeg]"``, ...)
+into an :class:`Encoding` object, built once per spec string. Readers keep the objects and call their
+``decode`` per sample, so the hot path holds no lookups or spec parsing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from astreaming.errors import FormatError
+from astreaming.format.mds.encodings_base import EncodingBase
+from astreaming.format.mds.encodings_image import (
+    ImageListEncoding,
+    JPEGArrayEncoding,
+    JPEGEncoding,
+    PILEncoding,
+    PNGEncoding,
+)
+from astreaming.format.mds.encodings_ndarray import NDArrayEncoding
+from astreaming.format.mds.encodings_scalar import (
+    NUMPY_SCALAR_NAMES,
+    BytesEncoding,
+    IntEncoding,
+    JSONEncoding,
+    NumpyScalarEncoding,
+    PickleEncoding,
+    StrDecimalEncoding,
+    StrEncoding,
+    StrFloatEncoding,
+    StrIntEncoding,
+)
+
+
+class Encoding(Protocol):
+    """One MDS column encoding.
+
+    Attributes:
+        name: canonical spec, e.g. ``"int32"``, ``"ndarray:int16:2,3"``, ``"list[jpeg]"``.
+        size: fixed encoded size in bytes, or None for a variable-size encoding.
+        unsafe: True only for ``pkl`` (readers decode it only with ``allow_unsafe_types=True``).
+    """
+
+    name: str
+    size: int | None
+    unsafe: bool
+
+    def encode(self, value: Any) -> bytes:
+        """Encodes a value; ``bytes`` values pass through unchanged. Raises FormatError on bad values."""
+        ...
+
+    def decode(self, data: bytes | memoryview) -> Any:
+        """Decodes a stored value into what mosaicml-streaming returns for it."""
+        ...
+
+
+_SIMPLE: dict[str, Callable[[], EncodingBase]] = {
+    "bytes": BytesEncoding,
+    "str": StrEncoding,
+    "int": IntEncoding,
+    **{name: functools.partial(NumpyScalarEncoding, name) for name in NUMPY_SCALAR_NAMES},
+    "str_int": StrIntEncoding,
+    "str_float": StrFloatEncoding,
+    "str_decimal": StrDecimalEncoding,
+    "json": JSONEncoding,
+    "pkl": PickleEncoding,
+    "pil": PILEncoding,
+    "jpeg": JPEGEncoding,
+    "png": PNGEncoding,
+    "list[pil]": lambda: ImageListEncoding(PILEncoding()),
+    "list[jpeg]": lambda: ImageListEncoding(JPEGEncoding()),
+    "list[png]": lambda: ImageListEncoding(PNGEncoding()),
+    "jpeg_array": lambda: JPEGArrayEncoding("jpeg_array"),
+    "jpegarray": lambda: JPEGArrayEncoding("jpegarray"),
+}
+_NAMES = sorted([*_SIMPLE, "ndarray"])
+
+
+@functools.lru_cache(maxsize=512)
+def _build(spec: str) -> EncodingBase:
+    factory = _SIMPLE.get(spec)
+    if factory is not None:
+        return factory()
+    name, sep, config = spec.partition(":")
+    if name == "ndarray":
+        try:
+            return NDArrayEncoding.from_config(config if sep else None)
+        except FormatError as err:
+            raise FormatError(f"invalid MDS encoding {spec!r}: {err}") from None
+    if name in _SIMPLE:
+        raise FormatError(f"invalid MDS encoding {spec!r}: only 'ndarray' takes ':' options")
+    raise FormatError(f"unknown MDS encoding {spec!r} (known: {', '.join(_NAMES)})")
+
+
+def get_encoding(spec: str) -> Encoding:
+    """Returns the encoding for a column spec, built once per spec string.
+
+    Args:
+        spec: an encoding name (``"int"``, ``"jpeg"``, ...) or an ndarray spec
+            (``"ndarray"``, ``"ndarray:float32"``, ``"ndarray:uint8:3,4"``).
+
+    Returns:
+        The shared :class:`Encoding` object.
+
+    Raises:
+        FormatError: the spec is unknown or invalid; the message names it.
+    """
+    if not isinstance(spec, str):
+        raise FormatError(f"MDS encoding spec must be a str, got {type(spec).__name__}: {spec!r:.80}")
+    return _build(spec)
+
+
+def is_encoding(spec: str) -> bool:
+    """Tells whether ``spec`` names a valid MDS encoding. Never raises (mosaic's version can)."""
+    try:
+        get_encoding(spec)
+    except FormatError:
+        return False
+    return True
+
+
+def encoding_names() -> list[str]:
+    """The encoding names of mosaicml-streaming's ``get_mds_encodings()``, sorted."""
+    return list(_NAMES)
+
+
+def encode_value(spec_or_enc: str | Encoding, value: Any, *, column: str) -> bytes:
+    """Encodes one column value and checks the length of fixed-size encodings.
+
+    Args:
+        spec_or_enc: the column's encoding spec or an :class:`Encoding` from :func:`get_encoding`.
+        value: the value; ``bytes`` pass through unchanged (and are still length-checked).
+        column: the column name, used in error messages.
+
+    Returns:
+        The encoded bytes.
+
+    Raises:
+        FormatError: the value cannot be encoded, or a fixed-size column got the wrong number of bytes
+            (mosaicml-streaming raised KeyError there); the message names the column.
+    """
+    enc = get_encoding(spec_or_enc) if isinstance(spec_or_enc, str) else spec_or_enc
+    try:
+        data = enc.encode(value)
+    except FormatError as err:
+        raise FormatError(f"column {column!r}: {err}") from err
+    if enc.size is not None and len(data) != enc.size:
+        raise FormatError(
+            f"column {column!r} ({enc.name}): unexpected data size {len(data)} bytes, expected {enc.size}"
+        )
+    return data
+
+
+__all__ = ["Encoding", "encode_value", "encoding_names", "get_encoding", "is_encoding"]

@@ -1,0 +1,240 @@
+"""Shared machinery of the dataset writers: arguments, size accounting, shard files, index publishing.
+
+Subclasses (MDS, JSON, XSV) say how a sample is encoded and how a finished shard is laid out; this
+module decides when a shard is flushed (reference §1.8, exactly as mosaic, including a 0-sample first
+shard when the first sample does not fit), writes each file raw or compressed (only the compressed file
+stays on disk, but the raw name, size and hashes are recorded), and publishes ``index.json`` through a
+temporary file and a rename.
+
+Unlike mosaic, leaving a ``with`` block by an exception does NOT publish an index (hazard 29): the shards
+written so far stay on disk, but no valid-looking partial dataset is created.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from astreaming._units import bytes_to_int
+from astreaming.errors import ConfigError, FormatError
+from astreaming.format.compression import Compression, get_compression
+from astreaming.format.hashing import hash_bytes, validate_hashes
+from astreaming.format.index import FileInfo, ShardEntry, dump_index, write_text_atomic
+
+__all__ = ["MissingColumnError", "OutputExistsError", "ShardWriter", "Uploader"]
+
+DEFAULT_SIZE_LIMIT = 1 << 26
+_W = TypeVar("_W", bound="ShardWriter")
+_OPTIONS = ("progress_bar", "max_workers", "retry", "exist_ok")
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class OutputExistsError(ConfigError, FileExistsError):
+    """The output directory is not empty and ``exist_ok`` is False (mosaic raised FileExistsError)."""
+
+
+class MissingColumnError(FormatError, KeyError):
+    """A sample lacks a column the writer was configured with (mosaic raised KeyError)."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ repr()s its argument; keep the plain message.
+        return str(self.args[0]) if self.args else ""
+
+
+class Uploader(Protocol):
+    """Where finished files go besides the local directory (the storage layer will provide one).
+
+    ``upload`` is called with each finished shard file (and last with index.json); ``finish`` waits for
+    every upload and raises the first failure.
+    """
+
+    def upload(self, path: Path, basename: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class ShardWriter(ABC):
+    """Base of MDSWriter, JSONWriter and XSVWriter.
+
+    Args:
+        out: the output directory. Remote URLs and ``(local, remote)`` tuples are accepted by mosaic;
+            here they raise ConfigError until remote output lands.
+        keep_local: keep local files after upload (meaningful with remote output only).
+        compression: ``None`` or a spec like ``"zstd"`` / ``"zstd:7"``, recorded verbatim.
+        hashes: hash algorithms, unique and sorted.
+        size_limit: shard size limit in bytes or a string like ``"64mb"``; ``None`` or 0 = one shard.
+        progress_bar, max_workers, retry, exist_ok: mosaic's keyword options. ``exist_ok=True`` empties a
+            non-empty output directory; ``False`` refuses it.
+    """
+
+    format: ClassVar[str]
+    extra_bytes_per_sample: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        *,
+        out: str | os.PathLike[str] | tuple[str, str],
+        keep_local: bool = False,
+        compression: str | None = None,
+        hashes: Sequence[str] | None = None,
+        size_limit: int | str | None = DEFAULT_SIZE_LIMIT,
+        **kwargs: Any,
+    ) -> None:
+        for key in kwargs:
+            if key not in _OPTIONS:
+                raise ConfigError(
+                    f"{type(self).__name__}: unknown argument {key!r} (allowed: {', '.join(_OPTIONS)})"
+                )
+        self.keep_local = keep_local
+        self.progress_bar = bool(kwargs.get("progress_bar", False))
+        self.max_workers = int(kwargs.get("max_workers") or min(32, (os.cpu_count() or 1) + 4))
+        self.retry = int(kwargs.get("retry", 2))
+        self.exist_ok = bool(kwargs.get("exist_ok", False))
+        self.compression = compression
+        self._codec: Compression | None = get_compression(compression)
+        self.hashes = validate_hashes(list(hashes) if hashes is not None else None)
+        self.size_limit = _parse_size_limit(size_limit)
+        self.local = _prepare_out(out, exist_ok=self.exist_ok)
+        # Remote output plugs in here: the storage layer sets an uploader that receives every file.
+        self.uploader: Uploader | None = None
+        self.shards: list[ShardEntry] = []
+        self._samples: list[bytes] = []
+        self._shard_size = -1  # set from extra_bytes_per_shard at the first write (subclass is ready then)
+        self._closed = False
+
+    # -- subclass interface ---------------------------------------------------------------------
+    @property
+    def extra_bytes_per_shard(self) -> int:
+        """Bytes a shard costs besides its samples (counted against size_limit)."""
+        return 0
+
+    @abstractmethod
+    def encode_sample(self, sample: Mapping[str, Any]) -> bytes:
+        """The stored bytes of one sample."""
+
+    @abstractmethod
+    def write_shard(self, index: int, samples: list[bytes]) -> ShardEntry:
+        """Write shard ``index`` holding ``samples`` (via :meth:`emit_file`) and return its entry."""
+
+    def config(self) -> dict[str, Any]:
+        """The writer config shared by the index entries (and embedded in MDS / meta files)."""
+        return {
+            "compression": self.compression,
+            "format": self.format,
+            "hashes": list(self.hashes),
+            "size_limit": self.size_limit,
+            "version": 2,
+        }
+
+    # -- public API -----------------------------------------------------------------------------
+    def write(self, sample: Mapping[str, Any]) -> None:
+        """Add one sample; flush the current shard first if the sample would overflow it."""
+        if self._closed:
+            raise ConfigError(f"{type(self).__name__}: write() after finish()")
+        blob = self.encode_sample(sample)
+        size = len(blob) + self.extra_bytes_per_sample
+        if self._shard_size < 0:
+            self._shard_size = self.extra_bytes_per_shard
+        # Mosaic's rule: flush first if the sample does not fit, then append WITHOUT re-checking, so
+        # a first sample larger than the limit yields a 0-sample shard followed by an oversized one.
+        if self.size_limit and self.size_limit < self._shard_size + size:
+            self.flush_shard()
+        self._samples.append(blob)
+        self._shard_size += size
+
+    def flush_shard(self) -> None:
+        """Write the current shard (even if empty, as mosaic does when a sample overflows) and reset."""
+        entry = self.write_shard(len(self.shards), self._samples)
+        self.shards.append(entry)
+        self._samples = []
+        self._shard_size = self.extra_bytes_per_shard
+
+    def finish(self) -> None:
+        """Flush the last shard and publish index.json (atomically). Idempotent."""
+        if self._closed:
+            return
+        if self._samples:
+            self.flush_shard()
+        index_path = self.local / "index.json"
+        write_text_atomic(index_path, dump_index(self.shards))
+        self._closed = True
+        if self.uploader is not None:
+            self.uploader.upload(index_path, "index.json")
+            self.uploader.finish()
+
+    def abandon(self) -> None:
+        """Stop without publishing an index (the shards written so far stay on disk)."""
+        self._closed = True
+        self._samples = []
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abandon()
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    def emit_file(self, basename: str, data: bytes) -> tuple[FileInfo, FileInfo | None]:
+        """Write one shard file, compressed if configured; return ``(raw_info, zip_info)``.
+
+        When compressing only ``basename + extension`` is written; the raw info still describes the
+        uncompressed bytes.
+        """
+        raw = FileInfo(basename, len(data), {algo: hash_bytes(algo, data) for algo in self.hashes})
+        if self._codec is None:
+            self._put(basename, data)
+            return raw, None
+        packed = self._codec.compress(data)
+        zip_name = basename + self._codec.extension
+        self._put(zip_name, packed)
+        return raw, FileInfo(zip_name, len(packed), {algo: hash_bytes(algo, packed) for algo in self.hashes})
+
+    def _put(self, basename: str, data: bytes) -> None:
+        path = self.local / basename
+        with open(path, "wb") as f:
+            f.write(data)
+        if self.uploader is not None:
+            self.uploader.upload(path, basename)
+
+
+def _parse_size_limit(size_limit: int | str | None) -> int | None:
+    if size_limit is None:
+        return None
+    value = bytes_to_int(size_limit, name="size_limit")
+    if value < 0:
+        raise ConfigError(f"size_limit must be >= 0, got {size_limit!r}")
+    if value >= 1 << 32:
+        # MDS offsets are uint32: a shard must stay under 4 GiB.
+        raise ConfigError(f"size_limit must be < 2**32 bytes, got {size_limit!r} ({value})")
+    return value or None
+
+
+def _prepare_out(out: object, *, exist_ok: bool) -> Path:
+    if isinstance(out, tuple) or (
+        isinstance(out, str) and _URL_RE.match(out) and not out.startswith("file://")
+    ):
+        raise ConfigError(f"out: remote output is not supported yet ({out!r}); write to a local directory")
+    if isinstance(out, str) and out.startswith("file://"):
+        out = out[len("file://") :]
+    if not isinstance(out, (str, os.PathLike)):
+        raise ConfigError(f"out: expected a directory path, got {out!r}")
+    local = Path(out)
+    if local.exists() and not local.is_dir():
+        raise ConfigError(f"out: {local} exists and is not a directory")
+    if local.is_dir() and any(local.iterdir()):
+        if not exist_ok:
+            raise OutputExistsError(f"out: directory {local} is not empty; pass exist_ok=True to replace it")
+        shutil.rmtree(local)
+    local.mkdir(parents=True, exist_ok=True)
+    return local
