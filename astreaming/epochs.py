@@ -41,7 +41,9 @@ class EpochStart:
 
     epoch: int
     sample_in_epoch: int
-    resume: dict[str, Any] | None  # the checkpoint this start comes from, if any
+    # The last loaded checkpoint, if any. Its order fields (num_canonical_nodes, shuffle_seed,
+    # initial_physical_nodes) stay in force for later epochs too, as on a mosaic dataset object.
+    resume: dict[str, Any] | None
 
 
 class EpochControl:
@@ -114,9 +116,7 @@ class EpochControl:
             applies = resume is not None and int(resume["epoch"]) == epoch
             state["last_started"] = epoch
             self._write(state)
-        if applies:
-            return EpochStart(epoch, int(resume["sample_in_epoch"]), resume)
-        return EpochStart(epoch, 0, None)
+        return EpochStart(epoch, int(resume["sample_in_epoch"]) if applies else 0, resume)
 
     def complete(self, epoch: int) -> None:
         """Record that an iteration of ``epoch`` ran to its end: later iterations run the next one."""
@@ -134,9 +134,8 @@ class EpochControl:
             started = explicit if explicit is not None else state["next_epoch"]
         epoch = int(started)
         resume = state["resume"]
-        if resume is not None and int(resume["epoch"]) == epoch:
-            return EpochStart(epoch, int(resume["sample_in_epoch"]), resume)
-        return EpochStart(epoch, 0, None)
+        applies = resume is not None and int(resume["epoch"]) == epoch
+        return EpochStart(epoch, int(resume["sample_in_epoch"]) if applies else 0, resume)
 
 
 def _remove_files(path: Path, owner_pid: int) -> None:

@@ -1,0 +1,63 @@
+"""When a plan next needs each shard: the input of the budget's "furthest next use" eviction.
+
+A worker's plan is a sequence of sample positions, each in one shard. A shard is used in runs of
+consecutive positions; the next use of shard ``s`` at consumer position ``p`` is ``p`` if a run of ``s``
+covers ``p``, else the start of the first later run, else never (``inf``). Runs are found with numpy once per
+plan; a query is a binary search within the shard's runs, so eviction decisions stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["NextUse"]
+
+
+class NextUse:
+    """Next-use positions of shards in one plan, relative to a moving consumer position.
+
+    Args:
+        plan_shards: The shard of every plan position (``-1`` for padding, which is ignored).
+
+    Attributes:
+        position: The consumer's current plan position; update it as the consumer advances.
+    """
+
+    def __init__(self, plan_shards: npt.NDArray[np.integer]) -> None:
+        shards = np.asarray(plan_shards, dtype=np.int64)
+        self.position: float = 0
+        if shards.size == 0:
+            self._run_shard = self._run_start = self._run_end = np.empty(0, np.int64)
+            self._first: dict[int, tuple[int, int]] = {}
+            return
+        change = np.flatnonzero(shards[1:] != shards[:-1]) + 1
+        starts = np.concatenate(([0], change)).astype(np.int64)
+        ends = np.concatenate((change, [shards.size])).astype(np.int64)
+        run_shard = shards[starts]
+        keep = run_shard >= 0
+        starts, ends, run_shard = starts[keep], ends[keep], run_shard[keep]
+        # Group runs by shard, in position order within each shard.
+        order = np.lexsort((starts, run_shard))
+        self._run_shard, self._run_start, self._run_end = run_shard[order], starts[order], ends[order]
+        ids, first, counts = np.unique(self._run_shard, return_index=True, return_counts=True)
+        triples = zip(ids.tolist(), first.tolist(), counts.tolist(), strict=True)
+        self._first = {int(s): (int(f), int(f + c)) for s, f, c in triples}
+
+    def advance(self, position: float) -> None:
+        """Set the consumer position."""
+        self.position = position
+
+    def __call__(self, shard: object) -> float:
+        """The next plan position needing ``shard`` at or after :attr:`position` (``inf``: never)."""
+        span = self._first.get(shard) if isinstance(shard, int) else None
+        if span is None:
+            return math.inf
+        lo, hi = span
+        # First run of this shard that ends after the current position.
+        i = lo + int(np.searchsorted(self._run_end[lo:hi], self.position, side="right"))
+        if i >= hi:
+            return math.inf
+        return float(max(int(self._run_start[i]), self.position))

@@ -1,0 +1,63 @@
+"""``StreamingDataLoader``: a torch DataLoader that counts what it yielded, for mid-epoch checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from astreaming.dataset import StreamingDataset
+from astreaming.order.world import World
+
+__all__ = ["StreamingDataLoader"]
+
+
+def _batch_len(batch: Any) -> int:
+    """Samples in a batch, as mosaic counts them (first value of a mapping, tensor length, or [0])."""
+    if isinstance(batch, Mapping):
+        first = next(iter(batch.values()))
+        return len(first)
+    if isinstance(batch, torch.Tensor):
+        return len(batch)
+    return len(batch[0])
+
+
+class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
+    """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()``.
+
+    Takes exactly the arguments of ``DataLoader``. Its ``batch_size`` must equal the dataset's.
+    ``state_dict()`` returns the dataset's checkpoint after the samples this loader yielded on every
+    rank (assumed equal across ranks, as in mosaicml-streaming).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_samples_yielded = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self.num_samples_yielded = 0
+        for batch in super().__iter__():
+            self.num_samples_yielded += _batch_len(batch)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The dataset's checkpoint after what this loader yielded (None for other datasets)."""
+        if not isinstance(self.dataset, StreamingDataset):
+            return None
+        world = World.detect()
+        replication = self.dataset.args.replication or 1
+        num_samples = self.num_samples_yielded * world.num_ranks // replication
+        return self.dataset.state_dict(num_samples, False)
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Resume the dataset from ``obj`` at the next iteration."""
+        if isinstance(self.dataset, StreamingDataset):
+            self.dataset.load_state_dict(obj)
+
+    def __del__(self) -> None:
+        # Shut persistent workers down now rather than at interpreter exit.
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()

@@ -1,0 +1,1 @@
+"""The engine behind ``StreamingDataset``: where order, fetch, cache, storage and format meet."""

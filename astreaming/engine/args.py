@@ -1,0 +1,150 @@
+"""Validation of ``StreamingDataset`` arguments: each bad value gets a ConfigError naming it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from astreaming._units import bytes_to_int, number_abbrev_to_int
+from astreaming.errors import ConfigError, UnknownOptionError
+from astreaming.stream import Stream
+
+__all__ = ["DatasetArgs", "build_streams", "register_stream", "streams_registry"]
+
+SAMPLING_METHODS = ("balanced", "fixed")
+PARTITION_ALGOS = ("orig", "relaxed")
+SHUFFLE_ALGOS = ("naive", "py1s", "py2s", "py1br", "py1e")
+BATCHING_METHODS = ("random", "stratified", "per_stream", "device_per_stream")
+
+#: Stream classes by name, for ``StreamingDataset(stream_name=..., stream_config=...)``.
+streams_registry: dict[str, type[Stream]] = {"stream": Stream}
+
+
+def register_stream(name: str, cls: type[Stream]) -> None:
+    """Make a ``Stream`` subclass available as ``StreamingDataset(stream_name=name)``."""
+    if not (isinstance(cls, type) and issubclass(cls, Stream)):
+        raise ConfigError(f"register_stream: {cls!r} is not a Stream subclass")
+    streams_registry[name] = cls
+
+
+@dataclass(frozen=True)
+class DatasetArgs:
+    """The order- and download-relevant arguments of a dataset, parsed and checked."""
+
+    download_retry: int
+    download_timeout: float
+    validate_hash: str | None
+    keep_zip: bool
+    epoch_size: int | None
+    predownload: int
+    cache_limit: int | None
+    sampling_method: str
+    sampling_granularity: int
+    partition_algo: str
+    num_canonical_nodes: int | None
+    batch_size: int | None
+    shuffle: bool
+    shuffle_algo: str
+    shuffle_seed: int
+    shuffle_block_size: int | None
+    batching_method: str
+    allow_unsafe_types: bool
+    replication: int | None
+    max_concurrent_downloads: int
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise UnknownOptionError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _positive(name: str, value: Any, *, allow_none: bool = True, minimum: int = 1) -> Any:
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(f"{name} must be given")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_args(**kw: Any) -> DatasetArgs:
+    """Check every argument; the error names the first bad one."""
+    if kw["download_retry"] is None or kw["download_retry"] < 0:
+        raise ConfigError(f"download_retry must be >= 0, got {kw['download_retry']!r}")
+    if not kw["download_timeout"] or kw["download_timeout"] <= 0:
+        raise ConfigError(f"download_timeout must be > 0 seconds, got {kw['download_timeout']!r}")
+    epoch_size = kw["epoch_size"]
+    if epoch_size is not None:
+        epoch_size = number_abbrev_to_int(epoch_size, name="epoch_size")
+        if epoch_size < 0:
+            raise ConfigError(f"epoch_size must be >= 0, got {kw['epoch_size']!r}")
+    cache_limit = kw["cache_limit"]
+    if cache_limit is not None:
+        cache_limit = bytes_to_int(cache_limit, name="cache_limit")
+    batch_size = _positive("batch_size", kw["batch_size"])
+    predownload = kw["predownload"]
+    if predownload is None:
+        predownload = 8 * batch_size if batch_size is not None else 64
+    predownload = _positive("predownload", predownload, minimum=0)
+    if kw["shuffle_seed"] is None or kw["shuffle_seed"] < 0:
+        raise ConfigError(f"shuffle_seed must be >= 0, got {kw['shuffle_seed']!r}")
+    return DatasetArgs(
+        download_retry=int(kw["download_retry"]),
+        download_timeout=float(kw["download_timeout"]),
+        validate_hash=kw["validate_hash"],
+        keep_zip=bool(kw["keep_zip"]),
+        epoch_size=epoch_size,
+        predownload=predownload,
+        cache_limit=cache_limit,
+        sampling_method=_choice("sampling_method", kw["sampling_method"], SAMPLING_METHODS),
+        sampling_granularity=_positive("sampling_granularity", kw["sampling_granularity"], allow_none=False),
+        partition_algo=_choice("partition_algo", kw["partition_algo"], PARTITION_ALGOS),
+        num_canonical_nodes=_positive("num_canonical_nodes", kw["num_canonical_nodes"]),
+        batch_size=batch_size,
+        shuffle=bool(kw["shuffle"]),
+        shuffle_algo=_choice("shuffle_algo", kw["shuffle_algo"], SHUFFLE_ALGOS),
+        shuffle_seed=int(kw["shuffle_seed"]),
+        shuffle_block_size=_positive("shuffle_block_size", kw["shuffle_block_size"]),
+        batching_method=_choice("batching_method", kw["batching_method"], BATCHING_METHODS),
+        allow_unsafe_types=bool(kw["allow_unsafe_types"]),
+        replication=_positive("replication", kw["replication"]),
+        max_concurrent_downloads=_positive(
+            "max_concurrent_downloads", kw["max_concurrent_downloads"], allow_none=False
+        ),
+    )
+
+
+def build_streams(
+    streams: Sequence[Stream] | None,
+    remote: str | None,
+    local: str | None,
+    split: str | None,
+    stream_name: str,
+    stream_config: dict[str, Any] | None,
+) -> list[Stream]:
+    """The dataset's streams: the given ones, or one built from ``remote``/``local``/``split``."""
+    if streams is not None:
+        if remote is not None or local is not None:
+            raise ConfigError("give either `streams` or `remote`/`local`, not both")
+        if not streams:
+            raise ConfigError("`streams` must not be empty")
+        for stream in streams:
+            if not isinstance(stream, Stream):
+                raise ConfigError(f"`streams` must hold Stream objects, got {type(stream).__name__}")
+        if split is not None:
+            # Like mosaic's apply_default: a stream without its own split takes the dataset's.
+            for stream in streams:
+                if stream.split is None:
+                    stream.split = split
+        return list(streams)
+    if remote is None and local is None:
+        raise ConfigError("give `streams`, or `remote` and/or `local`")
+    cls = streams_registry.get(stream_name)
+    if cls is None:
+        raise UnknownOptionError(
+            f"stream_name={stream_name!r} is not registered ({sorted(streams_registry)})"
+        )
+    return [cls(remote=remote, local=local, split=split, **(stream_config or {}))]

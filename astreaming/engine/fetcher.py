@@ -1,0 +1,143 @@
+"""Make one shard readable in the local cache: download, verify, decompress, publish by rename.
+
+Runs on the loop thread. Every file goes through :func:`astreaming.cache.publish.ensure_file`, so
+processes sharing ``local`` never see a half-written file and a crash costs only a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from astreaming.cache.publish import ensure_file
+from astreaming.engine.shards import ShardFile, ShardTable
+from astreaming.errors import ConfigError, FormatError, ObjectNotFound
+from astreaming.format.compression import get_compression
+from astreaming.format.hashing import verify_hash
+from astreaming.format.index import FileInfo
+from astreaming.storage.base import Backend
+from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
+
+__all__ = ["FetchCounters", "ShardFetcher"]
+
+
+@dataclass
+class FetchCounters:
+    """What the fetcher did, for ``StreamingDataset.stats()``."""
+
+    bytes_downloaded: int = 0
+    files_downloaded: int = 0
+    shards_fetched: int = 0
+    shards_already_local: int = 0
+    decompressed: int = 0
+
+
+class ShardFetcher:
+    """Prepares shards of a :class:`ShardTable` with one backend and retry policy per stream.
+
+    Args:
+        table: The dataset's shards.
+        backends: Open backend per stream id; streams without a remote are absent.
+        policies: Retry policy per stream id.
+        retry_stats: Shared retry counters.
+    """
+
+    def __init__(
+        self,
+        table: ShardTable,
+        backends: Mapping[int, Backend],
+        policies: Mapping[int, RetryPolicy],
+        retry_stats: RetryStats,
+    ) -> None:
+        self.table = table
+        self.backends = backends
+        self.policies = policies
+        self.retry_stats = retry_stats
+        self.counters = FetchCounters()
+
+    async def fetch(self, shard: int) -> int:
+        """Make every raw file of ``shard`` present; returns the bytes downloaded for it."""
+        before = self.counters.bytes_downloaded
+        produced = False
+        for file in self.table.files(shard):
+            produced |= await self._ensure_raw(shard, file)
+        if produced:
+            self.counters.shards_fetched += 1
+        else:
+            self.counters.shards_already_local += 1
+        return self.counters.bytes_downloaded - before
+
+    async def _ensure_raw(self, shard: int, file: ShardFile) -> bool:
+        if file.raw_path.exists():
+            return False
+        stream_id = int(self.table.stream_per_shard[shard])
+        options = self.table.streams[stream_id].options
+        if file.zip is None or file.zip_path is None:
+
+            async def download_raw(tmp: Path) -> None:
+                await self._download(stream_id, file.raw, tmp)
+                self._verify(options.validate_hash, file.raw, tmp)
+
+            return await ensure_file(file.raw_path, download_raw)
+
+        zip_info, zip_path = file.zip, file.zip_path
+        compression = get_compression(self.table.entries[shard].compression)
+        if compression is None:
+            raise FormatError(f"{zip_path}: index lists a compressed file but no compression")
+
+        async def decompress(tmp: Path) -> None:
+            await self._ensure_zip(stream_id, zip_info, zip_path)
+            await asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)
+            self.counters.decompressed += 1
+
+        produced = await ensure_file(file.raw_path, decompress)
+        if produced and not options.keep_zip:
+            # The zip was only a vehicle; the raw file is what readers map.
+            with contextlib.suppress(FileNotFoundError):
+                zip_path.unlink()
+        return produced
+
+    async def _ensure_zip(self, stream_id: int, info: FileInfo, path: Path) -> None:
+        options = self.table.streams[stream_id].options
+
+        async def download_zip(tmp: Path) -> None:
+            await self._download(stream_id, info, tmp)
+            self._verify(options.validate_hash, info, tmp)
+
+        await ensure_file(path, download_zip)
+
+    async def _download(self, stream_id: int, info: FileInfo, tmp: Path) -> None:
+        stream = self.table.streams[stream_id].stream
+        backend = self.backends.get(stream_id)
+        root = stream.remote_root
+        if backend is None or root is None:
+            raise ObjectNotFound(
+                f"{self.table.caches[stream_id].root / info.basename}: shard file missing from the local "
+                "directory of a stream without a remote",
+                url=str(self.table.caches[stream_id].root / info.basename),
+            )
+        url = root.rstrip("/") + "/" + info.basename
+        policy = self.policies[stream_id]
+        size = await with_retries(
+            policy, lambda: backend.download(url, tmp), url=url, stats=self.retry_stats, what="download"
+        )
+        if size != info.bytes:
+            tmp.unlink(missing_ok=True)
+            raise FormatError(f"{url}: downloaded {size} bytes but the index says {info.bytes}")
+        self.counters.bytes_downloaded += size
+        self.counters.files_downloaded += 1
+
+    @staticmethod
+    def _verify(algo: str | None, info: FileInfo, path: Path) -> None:
+        if algo is None:
+            return
+        expected = info.hashes.get(algo)
+        if expected is None:
+            raise ConfigError(
+                f"validate_hash={algo!r}, but the index records only {sorted(info.hashes)} for "
+                f"{info.basename}"
+            )
+        verify_hash(algo, expected, path=path, name=info.basename)

@@ -1,0 +1,69 @@
+"""Fetch and validate each stream's ``index.json`` once, keeping the local copy in step with the remote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from astreaming.cache.paths import CacheDir
+from astreaming.errors import FormatError, ObjectNotFound
+from astreaming.format.index import ShardEntry, parse_index, write_text_atomic
+from astreaming.storage.base import Backend
+from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
+from astreaming.storage.urls import redact
+from astreaming.stream import Stream
+
+__all__ = ["index_url", "load_stream_index"]
+
+INDEX_NAME = "index.json"
+
+
+def index_url(remote_root: str) -> str:
+    """The URL of the index under a remote directory (any scheme, or a local path)."""
+    return remote_root.rstrip("/") + "/" + INDEX_NAME
+
+
+async def load_stream_index(
+    stream: Stream,
+    backend: Backend | None,
+    policy: RetryPolicy,
+    stats: RetryStats,
+) -> tuple[tuple[ShardEntry, ...], int]:
+    """Load a stream's index: from its remote when it has one, else from its local directory.
+
+    The remote index is authoritative: a cached copy that differs from it is replaced (mosaic trusted a
+    local ``index.json`` forever, so a re-written remote dataset was read with a stale index).
+
+    Returns:
+        The parsed shard entries and the index's size in bytes.
+
+    Raises:
+        FormatError: the index is malformed, or a stream has no samples.
+        StorageError: the remote index could not be read (after retries).
+    """
+    cache = CacheDir(stream.local_root)
+    local_path = cache.index_path()
+    remote_root = stream.remote_root
+    if remote_root is None or backend is None:
+        data = _read_local(local_path)
+        source = str(local_path)
+    else:
+        url = index_url(remote_root)
+        data = await with_retries(policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read")
+        source = redact(url)
+    entries = tuple(parse_index(data, source=source))
+    if source != str(local_path) and (not local_path.exists() or local_path.read_bytes() != data):
+        # Parsed first, so only a valid index replaces the cached copy.
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(local_path, data.decode("utf-8"))
+    if sum(e.samples for e in entries) == 0:
+        raise FormatError(f"{source}: the dataset has no samples")
+    return entries, len(data)
+
+
+def _read_local(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ObjectNotFound(
+            f"{path}: no index.json in the local directory of a stream without a remote", url=str(path)
+        ) from None

@@ -1,0 +1,71 @@
+"""The dataset's bridge to ``astreaming.order``: build the order spec, get this worker's sample ids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from astreaming.engine.args import DatasetArgs
+from astreaming.engine.shards import ShardTable
+from astreaming.order.plan import plan_worker_epoch
+from astreaming.order.spec import EpochSpec
+from astreaming.order.weights import StreamWeights
+from astreaming.order.world import World
+
+__all__ = ["build_spec", "worker_sample_ids"]
+
+
+def build_spec(
+    args: DatasetArgs,
+    table: ShardTable,
+    weights: Sequence[StreamWeights],
+    world: World,
+    resume: dict[str, Any] | None,
+) -> EpochSpec:
+    """The order spec of an iteration; a checkpoint's order fields override the constructor's."""
+    parallel = world.replicate(args.replication)
+    per_stream = [
+        table.samples_per_shard[start : start + count]
+        for start, count in zip(
+            table.shard_offset_per_stream.tolist(), table.shards_per_stream.tolist(), strict=True
+        )
+    ]
+    spec = EpochSpec.build(
+        per_stream,
+        batch_size=args.batch_size or 1,
+        num_nodes=parallel.num_nodes,
+        weights=weights,
+        epoch_size=args.epoch_size,
+        num_canonical_nodes=args.num_canonical_nodes,
+        shuffle=args.shuffle,
+        shuffle_algo=args.shuffle_algo,
+        shuffle_seed=args.shuffle_seed,
+        shuffle_block_size=args.shuffle_block_size,
+        partition_algo=args.partition_algo,
+        batching_method=args.batching_method,
+        sampling_method=args.sampling_method,
+        sampling_granularity=args.sampling_granularity,
+        initial_physical_nodes=None,
+        replication=args.replication,
+    )
+    if resume is None:
+        return spec
+    ncn = int(resume.get("num_canonical_nodes") or spec.num_canonical_nodes)
+    initial = resume.get("initial_physical_nodes")
+    return spec.with_resume(
+        num_canonical_nodes=ncn,
+        shuffle_seed=int(resume.get("shuffle_seed", spec.shuffle_seed)),
+        initial_physical_nodes=None if initial is None else int(initial),
+        shuffle_block_size=args.shuffle_block_size,
+    )
+
+
+def worker_sample_ids(
+    spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int
+) -> npt.NDArray[np.int64]:
+    """This worker's sample ids for the epoch, in the order the DataLoader yields them (no padding)."""
+    plan = plan_worker_epoch(spec, world.replicate(spec.replication), epoch, sample_in_epoch)
+    return np.asarray(plan.sample_ids, dtype=np.int64)

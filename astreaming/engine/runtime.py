@@ -1,0 +1,146 @@
+"""The live resources of a dataset in one process and one event loop: backends, fetcher, scheduler.
+
+Nothing here exists until first needed in the process that uses it (fork-safe: a dataset pickles into
+DataLoader workers without live resources). A :class:`Runtime` belongs to one event loop: the caller's
+for ``async for``, the process's loop thread for sync iteration and random access.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from astreaming.engine.fetcher import ShardFetcher
+from astreaming.engine.shards import ShardTable
+from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
+from astreaming.fetch.scheduler import FetchScheduler
+from astreaming.fetch.waiter import ShardWaiter
+from astreaming.storage.base import Backend
+from astreaming.storage.registry import backend_for
+from astreaming.storage.retry import RetryPolicy, RetryStats
+
+__all__ = ["Runtime", "SyncRuntime", "retry_policy"]
+
+
+def retry_policy(download_retry: int, download_timeout: float) -> RetryPolicy:
+    """The retry policy of one stream (``download_retry`` retries after the first attempt)."""
+    return RetryPolicy.from_download_retry(download_retry, download_timeout)
+
+
+@dataclass
+class _Open:
+    backends: dict[int, Backend]
+    fetcher: ShardFetcher
+    scheduler: FetchScheduler
+
+
+class Runtime:
+    """Backends, fetcher and scheduler of one dataset on one event loop (an async resource)."""
+
+    def __init__(self, table: ShardTable, *, max_in_flight: int, predownload: int | None) -> None:
+        self.table = table
+        self.max_in_flight = max_in_flight
+        self.predownload = predownload
+        self.retry_stats = RetryStats()
+        self._open: _Open | None = None
+
+    async def open(self) -> None:
+        """Create the backends and the scheduler on the running loop."""
+        backends: dict[int, Backend] = {}
+        policies: dict[int, RetryPolicy] = {}
+        try:
+            for stream_id, shards in enumerate(self.table.streams):
+                options = shards.options
+                policies[stream_id] = retry_policy(options.download_retry, options.download_timeout)
+                root = shards.stream.remote_root
+                if root is not None:
+                    backend = backend_for(root, timeout=options.download_timeout)
+                    await backend.__aenter__()
+                    backends[stream_id] = backend
+        except BaseException:
+            for backend in backends.values():
+                await backend.aclose()
+            raise
+        fetcher = ShardFetcher(self.table, backends, policies, self.retry_stats)
+        scheduler = FetchScheduler(
+            fetcher.fetch, max_in_flight=self.max_in_flight, predownload=self.predownload
+        )
+        self._open = _Open(backends, fetcher, scheduler)
+
+    @property
+    def scheduler(self) -> FetchScheduler:
+        """The fetch scheduler (after :meth:`open`)."""
+        assert self._open is not None, "Runtime.open() was not awaited"
+        return self._open.scheduler
+
+    @property
+    def fetcher(self) -> ShardFetcher:
+        """The shard fetcher (after :meth:`open`)."""
+        assert self._open is not None, "Runtime.open() was not awaited"
+        return self._open.fetcher
+
+    def enqueue(self, shards: npt.NDArray[np.int64], first_need: npt.NDArray[np.int64]) -> None:
+        """Start a plan: want every shard at the position it is first needed (on the loop)."""
+        self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
+        self.scheduler.want_many(shards.tolist(), first_need.tolist())
+
+    async def aclose(self) -> None:
+        """Cancel fetches and close the backends."""
+        opened, self._open = self._open, None
+        if opened is None:
+            return
+        await opened.scheduler.aclose()
+        for backend in opened.backends.values():
+            with contextlib.suppress(Exception):
+                await backend.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class SyncRuntime:
+    """A :class:`Runtime` on the process's loop thread, used from sync code (any thread but the loop's)."""
+
+    def __init__(self, table: ShardTable, *, max_in_flight: int, predownload: int | None) -> None:
+        self.pid = os.getpid()
+        self.loop_thread: LoopThread = get_loop_thread()
+        self.runtime = Runtime(table, max_in_flight=max_in_flight, predownload=predownload)
+        self.loop_thread.call(self.runtime.open())
+        self.waiter = ShardWaiter(self.runtime.scheduler, self.loop_thread)
+        # Registered after the loop thread's own atexit hook, so it runs first (atexit is LIFO):
+        # the backends close their sessions while the loop is still alive.
+        ref = weakref.ref(self)
+        self._atexit = lambda: _close_ref(ref)
+        atexit.register(self._atexit)
+
+    def enqueue(self, shards: npt.NDArray[np.int64], first_need: npt.NDArray[np.int64]) -> None:
+        """Want the plan's shards (blocks only for the hand-over to the loop)."""
+
+        async def run() -> None:
+            self.runtime.enqueue(shards, first_need)
+
+        self.loop_thread.call(run())
+
+    def close(self) -> None:
+        """Close the runtime on its loop (idempotent; a no-op in a forked child)."""
+        if os.getpid() != self.pid or not self.loop_thread.alive:
+            return
+        with contextlib.suppress(Exception):
+            self.loop_thread.call(self.runtime.aclose(), timeout=30)
+        atexit.unregister(self._atexit)
+
+
+def _close_ref(ref: weakref.ReferenceType[SyncRuntime]) -> None:
+    runtime = ref()
+    if runtime is not None:
+        runtime.close()

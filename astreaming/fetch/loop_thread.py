@@ -1,0 +1,176 @@
+"""One background event loop per process, in a daemon thread, created on first use.
+
+Sync code (the ``for sample in ds`` iterator, ``ds[i]``, DataLoader workers) hands coroutines to this loop
+and gets a :class:`concurrent.futures.Future` back, like anyio's blocking portal. The loop belongs to the
+process that started it: after ``fork`` the child sees the parent's object but not its thread, so
+:func:`get_loop_thread` notices the pid change and starts a fresh loop instead of reusing a dead one.
+The thread is stopped and joined at interpreter exit (``atexit`` through a weak reference), and it is a
+daemon so that a failure in that path can never keep the process alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["LoopThread", "get_loop_thread"]
+
+T = TypeVar("T")
+
+#: How long stop() waits for pending tasks to unwind before giving up on them.
+_STOP_GRACE = 5.0
+
+
+class LoopThread:
+    """An asyncio event loop running in its own daemon thread.
+
+    Args:
+        name: Thread name (shows in ``py-spy`` and thread dumps).
+    """
+
+    def __init__(self, name: str = "astreaming-loop") -> None:
+        self.pid = os.getpid()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._thread.start()
+        self._started.wait()
+        ref = weakref.ref(self)
+        self._atexit = lambda: _stop_ref(ref)
+        atexit.register(self._atexit)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._started.set)
+        try:
+            self._loop.run_forever()
+        finally:
+            try:
+                self._cancel_pending()
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            finally:
+                self._loop.close()
+
+    def _cancel_pending(self) -> None:
+        pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            gathered = asyncio.gather(*pending, return_exceptions=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                self._loop.run_until_complete(asyncio.wait_for(gathered, _STOP_GRACE))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop (only to pass to ``call_soon_threadsafe``-style APIs)."""
+        return self._loop
+
+    @property
+    def alive(self) -> bool:
+        """Whether the loop thread is running in this process."""
+        return self.pid == os.getpid() and not self._stopped and self._thread.is_alive()
+
+    @property
+    def thread_ident(self) -> int | None:
+        """``threading.get_ident()`` of the loop thread."""
+        return self._thread.ident
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on the loop thread itself."""
+        return threading.current_thread() is self._thread
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop; returns a thread-safe future of its result."""
+        self._check_usable(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block the calling thread until it returns (or raises).
+
+        Raises:
+            RuntimeError: Called from the loop thread itself (that would deadlock).
+            TimeoutError: ``timeout`` elapsed; the coroutine is cancelled.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError("LoopThread.call() from the loop thread would deadlock; await instead")
+        future = self.run(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
+        """Run the plain callable ``fn(*args)`` on the loop thread as soon as possible (fire and forget)."""
+        self._check_usable(None)
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _check_usable(self, coro: Coroutine[Any, Any, Any] | None) -> None:
+        if self.pid != os.getpid():
+            if coro is not None:
+                coro.close()
+            raise RuntimeError("this LoopThread belongs to the parent process; use get_loop_thread()")
+        if self._stopped or not self._thread.is_alive():
+            if coro is not None:
+                coro.close()
+            raise RuntimeError("the astreaming loop thread is stopped")
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Cancel pending tasks, stop the loop and join the thread. Idempotent; no-op in a forked child."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        atexit.unregister(self._atexit)
+        if self.pid != os.getpid():
+            return  # the thread only exists in the parent
+        if self.in_loop_thread():
+            self._loop.stop()
+            return
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+
+def _stop_ref(ref: weakref.ReferenceType[LoopThread]) -> None:
+    thread = ref()
+    if thread is not None:
+        thread.stop()
+
+
+_current: LoopThread | None = None
+_current_lock = threading.Lock()
+
+
+def get_loop_thread() -> LoopThread:
+    """The process's loop thread, started on first use (and again in a forked child)."""
+    global _current
+    current = _current
+    if current is not None and current.alive:
+        return current
+    with _current_lock:
+        if _current is None or not _current.alive:
+            if _current is not None and _current.pid == os.getpid():
+                _current.stop()
+            _current = LoopThread()
+        return _current
+
+
+def _after_fork_in_child() -> None:
+    # The parent's lock may have been held by another thread at fork time; the child gets fresh ones.
+    global _current, _current_lock
+    _current = None
+    _current_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,61 @@
+"""Batching methods: how an epoch's samples are grouped into global batches and dealt to workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from astreaming.errors import UnknownOptionError
+from astreaming.order.batching.device_per_stream import generate_work_device_per_stream
+from astreaming.order.batching.per_stream import generate_work_per_stream
+from astreaming.order.batching.random import generate_work_random, random_worker_ids
+from astreaming.order.batching.stratified import generate_work_stratified
+from astreaming.order.spec import EpochSpec
+from astreaming.order.world import World
+
+__all__ = ["BATCHING_METHODS", "generate_work", "worker_work"]
+
+WorkFn = Callable[[EpochSpec, World, int, int], np.ndarray]
+
+BATCHING_METHODS: dict[str, WorkFn] = {
+    "random": generate_work_random,
+    "stratified": generate_work_stratified,
+    "per_stream": generate_work_per_stream,
+    "device_per_stream": generate_work_device_per_stream,
+}
+
+
+def _method(batching_method: str) -> WorkFn:
+    try:
+        return BATCHING_METHODS[batching_method]
+    except KeyError:
+        raise UnknownOptionError(
+            f"batching_method: unknown method {batching_method!r}; expected one of {sorted(BATCHING_METHODS)}"
+        ) from None
+
+
+def generate_work(
+    batching_method: str, dataset: EpochSpec, world: World, epoch: int, sample_in_epoch: int
+) -> np.ndarray:
+    """The epoch's full (P, R, W, batches, B) array of sample ids, -1 padding (mosaic's ``generate_work``).
+
+    Args:
+        batching_method: ``random``, ``stratified``, ``per_stream`` or ``device_per_stream``.
+        dataset: The order description of the dataset.
+        world: The parallel (replicated) world; only its layout is used, not its worker.
+        epoch: Epoch.
+        sample_in_epoch: Samples of this epoch already consumed over all ranks (resumption).
+    """
+    return _method(batching_method)(dataset, world, epoch, sample_in_epoch)
+
+
+def worker_work(dataset: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> np.ndarray:
+    """The (batches, B) sample ids of ``world``'s worker, -1 for padding.
+
+    Random batching computes only this worker's part; the other methods build the epoch and slice it.
+    """
+    if dataset.batching_method == "random":
+        return random_worker_ids(dataset, world, epoch, sample_in_epoch)
+    full = _method(dataset.batching_method)(dataset, world, epoch, sample_in_epoch)
+    return np.ascontiguousarray(full[world.node, world.rank_of_node, world.worker_of_rank])

@@ -1,0 +1,81 @@
+"""``device_per_stream`` batching: every device batch comes from a single stream."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from astreaming.errors import ConfigError
+from astreaming.order.batching._common import drop_and_layout, stream_ids
+from astreaming.order.spec import EpochSpec
+from astreaming.order.world import World
+
+log = logging.getLogger(__name__)
+
+__all__ = ["generate_work_device_per_stream"]
+
+
+def generate_work_device_per_stream(
+    spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int
+) -> np.ndarray:
+    """The full (P, R, W, batches, B) array of sample ids for device-per-stream batching.
+
+    Raises:
+        ConfigError: if C is not a multiple of P, or a stream's proportional block size is 0.
+    """
+    c, p, b = spec.num_canonical_nodes, world.num_nodes, spec.batch_size
+    if c % p:
+        raise ConfigError(
+            "For `device_per_stream` batching, num_canonical_nodes must be divisible by physical nodes. Got "
+            f"{c} canonical nodes and {p} physical nodes."
+        )
+    rows_per_node = c // p
+    node_batches: list[list[np.ndarray]] = [[] for _ in range(p)]
+    for index in range(len(spec.samples_per_shard)):
+        proportion = spec.proportion_per_stream[index]
+        block = int(spec.shuffle_block_size * proportion)
+        if block == 0:
+            raise ConfigError(
+                f"Samples from stream {index} are not being used. Please either increase the "
+                f"`shuffle_block_size` from {spec.shuffle_block_size}, or increase the stream proportion "
+                f"from {proportion}."
+            )
+        # Partition over C "nodes" (one per canonical node) with the real ranks, one worker and batch 1, then
+        # read each physical node's canonical nodes in traversal order (batch, worker, node, rank).
+        ids = stream_ids(spec, epoch, index, (c, world.ranks_per_node, 1, 1), block)
+        for node in range(p):
+            part = ids[node * rows_per_node : (node + 1) * rows_per_node]
+            flat = part.transpose(3, 2, 0, 1, 4).reshape(-1)
+            full = len(flat) // b
+            node_batches[node].append(flat[: full * b].reshape(full, b))
+    balanced = spec.shuffle and spec.sampling_method == "balanced"
+    rng = np.random.default_rng(spec.shuffle_seed + epoch if balanced else spec.shuffle_seed)
+    ordered = []
+    for node in range(p):
+        streams = node_batches[node]
+        origins = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(streams)])
+        rng.shuffle(origins)
+        out = np.empty((len(origins), b), dtype=np.int64)
+        for index, batches in enumerate(streams):
+            out[origins == index] = batches
+        ordered.append(out)
+    devices = world.ranks_per_node
+    most = max(len(o) for o in ordered)
+    # mosaic always adds at least one round of -1 batches here, even when `most` is already divisible.
+    rounds = most + (devices - most % devices)
+    stacked = np.full((rounds, p, b), -1, dtype=np.int64)
+    for node, out in enumerate(ordered):
+        stacked[: len(out), node] = out
+    global_batch = p * devices * b
+    if sample_in_epoch % global_batch:
+        # mosaic drops the partial global batch silently here (no warning); log it.
+        log.info(
+            "%s batching resumes at whole global batches: skipping to batch %d (sample_in_epoch %d)",
+            "device_per_stream",
+            sample_in_epoch // global_batch,
+            sample_in_epoch,
+        )
+    return drop_and_layout(
+        stacked.reshape(-1, global_batch), sample_in_epoch, p, devices, world.workers_per_rank, b
+    )

@@ -1,0 +1,96 @@
+"""Translate HTTP statuses, aiohttp and OS exceptions into :mod:`astreaming.errors`, once, at the boundary.
+
+Backends wrap their I/O in ``try/except`` and call these functions (the httpx
+``map_httpcore_exceptions`` pattern), so the rest of astreaming only ever sees the typed errors:
+
+=====================================  ===============================================
+cause                                  error
+=====================================  ===============================================
+404, 410, missing file                 ObjectNotFound (not retried)
+401, 403, EACCES                       PermissionDenied (not retried)
+408, 429, 5xx                          TransientStorageError (``retry_after`` from header)
+reset, refused, payload error, timeout TransientStorageError
+other 4xx                              StorageError (not retried)
+=====================================  ===============================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import time
+from collections.abc import Mapping
+
+import aiohttp
+
+from astreaming.errors import ObjectNotFound, PermissionDenied, StorageError, TransientStorageError
+from astreaming.storage.urls import redact
+
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def from_status(
+    status: int,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    detail: str = "",
+    what: str = "request",
+) -> StorageError:
+    """The typed error for an HTTP error ``status`` on ``url`` (redacted in the message)."""
+    shown = redact(url)
+    tail = f": {detail.strip()[:300]}" if detail and detail.strip() else ""
+    msg = f"{shown}: {what} failed with HTTP {status}{tail}"
+    if status in (404, 410):
+        return ObjectNotFound(f"{shown}: object not found (HTTP {status}){tail}", url=shown)
+    if status in (401, 403):
+        return PermissionDenied(f"{shown}: access denied (HTTP {status}){tail}", url=shown)
+    if status in _RETRYABLE_STATUS or status >= 500:
+        retry_after = retry_after_seconds((headers or {}).get("Retry-After"))
+        return TransientStorageError(msg, url=shown, retry_after=retry_after)
+    return StorageError(msg, url=shown)
+
+
+def map_aiohttp(e: BaseException, url: str, *, what: str = "request") -> StorageError | None:
+    """The typed error for an aiohttp/network exception, or ``None`` if ``e`` is not one."""
+    shown = redact(url)
+    if isinstance(e, aiohttp.ClientResponseError):
+        headers = dict(e.headers) if e.headers else None
+        return from_status(e.status, url, headers=headers, detail=str(e.message), what=what)
+    if isinstance(e, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)):
+        kind = type(e).__name__
+        return TransientStorageError(f"{shown}: {what} failed ({kind}: {e})", url=shown)
+    return None
+
+
+def map_os_error(e: OSError, url: str) -> StorageError:
+    """The typed error for an OSError reading a local object."""
+    shown = redact(url)
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return ObjectNotFound(f"{shown}: no such file ({e.strerror})", url=shown)
+    if isinstance(e, PermissionError):
+        return PermissionDenied(f"{shown}: permission denied ({e.strerror})", url=shown)
+    if e.errno in (errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EINTR):
+        # Network filesystems (NFS, FUSE mounts of buckets) fail like networks do.
+        return TransientStorageError(f"{shown}: I/O error ({e})", url=shown)
+    return StorageError(f"{shown}: {e}", url=shown)
+
+
+__all__ = ["from_status", "map_aiohttp", "map_os_error", "retry_after_seconds"]

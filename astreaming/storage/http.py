@@ -1,0 +1,139 @@
+"""Read-only ``http://`` and ``https://`` backend (GET, HEAD, Range) on aiohttp.
+
+Any static file server works (nginx, a CDN, ``python -m http.server``, a signed URL). Listing, upload
+and delete have no meaning over plain HTTP and raise ConfigError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+
+from astreaming.errors import ConfigError, ObjectNotFound, StorageError
+from astreaming.storage.base import Backend, ObjectInfo, check_range
+from astreaming.storage.errormap import map_aiohttp
+from astreaming.storage.httpsession import make_session, raise_for_status, read_body, stream_to_file
+from astreaming.storage.urls import redact
+
+T = TypeVar("T")
+
+
+class HTTPBackend(Backend):
+    """Backend for ``http(s)://host/path`` URLs.
+
+    Args:
+        timeout: Connect and socket-read timeout in seconds.
+        headers: Extra headers sent with every request (for example ``Authorization``).
+        max_connections: Size of the connection pool.
+    """
+
+    scheme = ("http", "https")
+
+    def __init__(
+        self, *, timeout: float = 60.0, headers: dict[str, str] | None = None, max_connections: int = 256
+    ) -> None:
+        super().__init__(timeout=timeout)
+        self.headers = dict(headers or {})
+        self.max_connections = max_connections
+        self._client: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ConfigError("HTTPBackend is closed")
+        if self._client is None:
+            # Created here, inside the running loop that uses it (fork-safe, no loop binding at init).
+            self._client = make_session(self.timeout, self.max_connections)
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        await super().aclose()
+
+    async def _do(self, url: str, what: str, fn: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
+        self.stats.requests += 1
+        try:
+            return await fn(self._session())
+        except StorageError:
+            self.stats.errors += 1
+            raise
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+            self.stats.errors += 1
+            mapped = map_aiohttp(e, url, what=what)
+            assert mapped is not None
+            raise mapped from e
+
+    async def read_bytes(self, url: str) -> bytes:
+        async def go(s: aiohttp.ClientSession) -> bytes:
+            async with s.get(url, headers=self.headers) as resp:
+                await raise_for_status(resp, url, "read")
+                return await read_body(resp, url)
+
+        data = await self._do(url, "read", go)
+        self.stats.bytes_downloaded += len(data)
+        return data
+
+    async def download(self, url: str, dest: Path) -> int:
+        async def go(s: aiohttp.ClientSession) -> int:
+            async with s.get(url, headers=self.headers) as resp:
+                await raise_for_status(resp, url, "download")
+                return await stream_to_file(resp, Path(dest), url)
+
+        n = await self._do(url, "download", go)
+        self.stats.bytes_downloaded += n
+        return n
+
+    async def read_range(self, url: str, start: int, end: int) -> bytes:
+        check_range(url, start, end)
+        if start == end:
+            return b""
+
+        async def go(s: aiohttp.ClientSession) -> bytes:
+            headers = {**self.headers, "Range": f"bytes={start}-{end - 1}"}
+            async with s.get(url, headers=headers) as resp:
+                if resp.status == 416:  # range starts past the end of the object
+                    return b""
+                await raise_for_status(resp, url, "range read")
+                if resp.status == 206:
+                    return await read_body(resp, url)
+                # The server ignored Range and sends the whole object: skip to start, stop at end.
+                data = await read_body(resp, url, limit=end)
+                return data[start:end]
+
+        data = await self._do(url, "range read", go)
+        self.stats.bytes_downloaded += len(data)
+        return data
+
+    async def stat(self, url: str) -> ObjectInfo:
+        async def go(s: aiohttp.ClientSession) -> ObjectInfo:
+            async with s.head(url, headers=self.headers, allow_redirects=True) as resp:
+                await raise_for_status(resp, url, "stat")
+                if resp.content_length is None:
+                    raise StorageError(f"{redact(url)}: server sent no Content-Length", url=redact(url))
+                return ObjectInfo(url=url, size=resp.content_length, etag=resp.headers.get("ETag"))
+
+        return await self._do(url, "stat", go)
+
+    async def list(self, url_prefix: str) -> AsyncIterator[ObjectInfo]:
+        raise ConfigError(f"cannot list {redact(url_prefix)}: HTTP has no listing; name the objects instead")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def upload(self, src: Path, url: str) -> None:
+        raise ConfigError(f"cannot upload to {redact(url)}: the http(s) backend is read-only")
+
+    async def exists(self, url: str) -> bool:
+        try:
+            await self.stat(url)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def delete(self, url: str) -> None:
+        raise ConfigError(f"cannot delete {redact(url)}: the http(s) backend is read-only")
+
+
+__all__ = ["HTTPBackend"]

@@ -1,0 +1,83 @@
+"""The aiohttp plumbing shared by the HTTP-based backends (http, gs): session, status check, streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from astreaming.storage.base import CHUNK_SIZE, check_length
+from astreaming.storage.errormap import from_status
+from astreaming.storage.partfile import PartFile
+
+#: Headers sent with every request. We store and verify raw bytes (hashes are over the stored object),
+#: so transparent compression must not happen: ask for identity instead of aiohttp's default gzip.
+BASE_HEADERS = {"Accept-Encoding": "identity"}
+
+
+def make_session(timeout: float, max_connections: int) -> aiohttp.ClientSession:
+    """One pooled session per backend instance.
+
+    ``timeout`` bounds connecting and each socket read (so a stall is noticed), not the whole transfer;
+    the whole attempt is bounded by the retry policy's ``asyncio.timeout``.
+    """
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        auto_decompress=False,
+        headers=BASE_HEADERS,
+    )
+
+
+async def raise_for_status(resp: aiohttp.ClientResponse, url: str, what: str) -> None:
+    """Raise the typed error for an error response (reading a short error body for the message)."""
+    if resp.status < 400:
+        return
+    try:
+        detail = (await resp.content.read(2048)).decode("utf-8", "replace")
+    except (aiohttp.ClientError, TimeoutError):
+        detail = ""
+    raise from_status(resp.status, url, headers=resp.headers, detail=detail, what=what)
+
+
+def announced_length(resp: aiohttp.ClientResponse) -> int | None:
+    """Content-Length of a response whose body arrives unmodified, else ``None``."""
+    if resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        return None
+    return resp.content_length
+
+
+async def stream_to_file(resp: aiohttp.ClientResponse, dest: Path, url: str) -> int:
+    """Stream a response body into ``dest`` through a ``.part`` file; check the announced length."""
+    async with PartFile(dest, url) as part:
+        async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+            await part.write(chunk)
+        return await part.commit(expected=announced_length(resp))
+
+
+async def read_body(resp: aiohttp.ClientResponse, url: str, limit: int | None = None) -> bytes:
+    """Read a body (at most ``limit`` bytes when given) and check it against Content-Length."""
+    if limit is None:
+        data = await resp.read()
+        check_length(url, len(data), announced_length(resp))
+        return data
+    chunks: list[bytes] = []
+    got = 0
+    while got < limit:
+        chunk = await resp.content.read(min(CHUNK_SIZE, limit - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+__all__ = [
+    "BASE_HEADERS",
+    "announced_length",
+    "make_session",
+    "raise_for_status",
+    "read_body",
+    "stream_to_file",
+]

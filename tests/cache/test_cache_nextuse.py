@@ -1,0 +1,47 @@
+"""NextUse against a brute-force scan of the plan."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from astreaming.cache.nextuse import NextUse
+
+
+def brute(plan: list[int], shard: int, position: int) -> float:
+    for i in range(position, len(plan)):
+        if plan[i] == shard:
+            return float(i)
+    return math.inf
+
+
+def test_matches_a_brute_force_scan() -> None:
+    rng = np.random.default_rng(7)
+    plan = rng.integers(-1, 6, size=300)
+    plan = np.repeat(plan, rng.integers(1, 4, size=300))  # runs of varying length
+    nu = NextUse(plan)
+    as_list = plan.tolist()
+    for position in range(0, len(as_list) + 2, 3):
+        nu.advance(position)
+        for shard in range(-1, 8):
+            expected = math.inf if shard < 0 else brute(as_list, shard, position)
+            assert nu(shard) == expected, (position, shard)
+
+
+def test_hand_checked_example() -> None:
+    nu = NextUse(np.array([3, 3, 1, 1, 3, 2, -1, 2]))
+    assert (nu(3), nu(1), nu(2), nu(0)) == (0, 2, 5, math.inf)
+    nu.advance(1)
+    assert nu(3) == 1  # in use right now
+    nu.advance(2)
+    assert (nu(3), nu(1)) == (4, 2)
+    nu.advance(5)
+    assert (nu(3), nu(1), nu(2)) == (math.inf, math.inf, 5)
+    nu.advance(6)
+    assert nu(2) == 7
+    assert nu("not a shard") == math.inf
+
+
+def test_empty_plan() -> None:
+    assert NextUse(np.empty(0, np.int64))(0) == math.inf
