@@ -283,14 +283,17 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def _plan(self) -> tuple[int, np.ndarray]:
+    def _plan(self) -> tuple[int, World, np.ndarray]:
         if self.args.batch_size is None:
             raise ConfigError("batch_size must be given to iterate a StreamingDataset")
         world = World.detect()
         start = self._control.start()
         spec = self._order_spec(start.resume, world)
         ids = worker_sample_ids(spec, world, start.epoch, start.sample_in_epoch)
-        return start.epoch, ids
+        return start.epoch, world, ids
+
+    def _complete(self, epoch: int, world: World) -> None:
+        self._control.complete(epoch, world.worker_of_rank, world.workers_per_rank)
 
     def _sync_parts(self) -> tuple[SyncRuntime, ReaderCache]:
         if self._sync is None or self._sync.pid != os.getpid():
@@ -298,31 +301,33 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
                 self._table,
                 max_in_flight=self.args.max_concurrent_downloads,
                 predownload=self.args.predownload,
+                cache_limit=self.args.cache_limit,
             )
             self._readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         assert self._readers is not None
         return self._sync, self._readers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        epoch, ids = self._plan()
+        epoch, world, ids = self._plan()
         runtime, readers = self._sync_parts()
         yield from iter_plan(self._table, readers, runtime, ids)
-        self._control.complete(epoch)
+        self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        epoch, ids = self._plan()
+        epoch, world, ids = self._plan()
         readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         try:
             async with Runtime(
                 self._table,
                 max_in_flight=self.args.max_concurrent_downloads,
                 predownload=self.args.predownload,
+                cache_limit=self.args.cache_limit,
             ) as runtime:
                 async for sample in aiter_plan(self._table, readers, runtime, ids):
                     yield sample
         finally:
             readers.close()
-        self._control.complete(epoch)
+        self._complete(epoch, world)
 
     # -- random access -------------------------------------------------------------------------------
 
@@ -330,9 +335,22 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         """Sample ``sample_id`` (0 ≤ id < size), downloading its shard if needed."""
         shard, index = self._table.locate(sample_id)
         runtime, readers = self._sync_parts()
-        if not runtime.runtime.scheduler.is_ready(shard) and not self._table.is_local(shard):
-            runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
-        return readers.get(shard)[index]
+        core = runtime.runtime
+        budget = core.budget
+        while core.evicted:  # close readers of shards evicted since the last read
+            readers.drop(core.evicted.popleft())
+        if budget is None or not core.evictable[shard]:
+            if not core.scheduler.is_ready(shard) and not self._table.is_local(shard):
+                runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
+            return readers.get(shard)[index]
+        while True:
+            runtime.waiter.wait_ready(shard, -math.inf)
+            if budget.pin(shard):  # resident, and stays so while we read it
+                try:
+                    return readers.get(shard)[index]
+                finally:
+                    budget.unpin(shard)
+            budget.unpin(shard)  # evicted in between: fetch it again
 
     def __getitem__(self, at: Any) -> Any:
         """``ds[i]`` (negative wraps), ``ds[a:b:c]``, ``ds[[i, j]]`` or an integer ndarray."""

@@ -118,11 +118,23 @@ class EpochControl:
             self._write(state)
         return EpochStart(epoch, int(resume["sample_in_epoch"]) if applies else 0, resume)
 
-    def complete(self, epoch: int) -> None:
-        """Record that an iteration of ``epoch`` ran to its end: later iterations run the next one."""
+    def complete(self, epoch: int, worker: int = 0, num_workers: int = 1) -> None:
+        """Record that ``worker`` of ``num_workers`` ran its part of ``epoch`` to the end.
+
+        The epoch counts as completed (later iterations run the next one) once every worker of the
+        rank finished it: a worker with a small share must not move the epoch on while its siblings
+        have not even started theirs.
+        """
         with self._locked():
             state = self._read()
-            state["next_epoch"] = max(int(state["next_epoch"]), epoch + 1)
+            done: dict[str, list[int]] = state.setdefault("done", {})
+            key = f"{epoch}/{num_workers}"
+            finished = sorted(set(done.get(key, [])) | {worker})
+            if len(finished) >= num_workers:
+                state["next_epoch"] = max(int(state["next_epoch"]), epoch + 1)
+                done.pop(key, None)
+            else:
+                done[key] = finished
             self._write(state)
 
     def current(self) -> EpochStart:

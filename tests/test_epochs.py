@@ -64,3 +64,15 @@ def test_pickled_copy_shares_state_and_only_owner_removes_file(tmp_path: Path) -
     assert path.exists()
     del control
     assert not path.exists()
+
+
+def test_epoch_completes_only_when_every_worker_finished(tmp_path: Path) -> None:
+    control = EpochControl(tmp_path)
+    assert control.start().epoch == 0
+    control.complete(0, worker=0, num_workers=2)
+    # Worker 1 starts late, after its sibling finished: it must still run epoch 0.
+    assert control.start().epoch == 0
+    control.complete(0, worker=0, num_workers=2)  # the same worker again does not complete it
+    assert control.start().epoch == 0
+    control.complete(0, worker=1, num_workers=2)
+    assert control.start().epoch == 1

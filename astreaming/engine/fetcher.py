@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from astreaming.cache.budget import CacheBudget
 from astreaming.cache.publish import ensure_file
 from astreaming.engine.shards import ShardFile, ShardTable
 from astreaming.errors import ConfigError, FormatError, ObjectNotFound
@@ -51,7 +52,10 @@ class ShardFetcher:
         backends: Mapping[int, Backend],
         policies: Mapping[int, RetryPolicy],
         retry_stats: RetryStats,
+        *,
+        budget: CacheBudget[int] | None = None,
     ) -> None:
+        self.budget = budget
         self.table = table
         self.backends = backends
         self.policies = policies
@@ -60,6 +64,26 @@ class ShardFetcher:
 
     async def fetch(self, shard: int) -> int:
         """Make every raw file of ``shard`` present; returns the bytes downloaded for it."""
+        budget = self.budget
+        if budget is None:
+            return await self._fetch(shard)
+        if self.table.is_local(shard):
+            if not budget.is_resident(shard):
+                # Published by another process sharing the cache: it counts against our limit too.
+                budget.add(shard, self.table.local_bytes(shard))
+            return await self._fetch(shard)
+        # Room for the peak footprint (zip and raw both exist while decompressing), evicting the
+        # shards needed furthest in the future; then the real size once the files are published.
+        await budget.reserve(shard, self.table.max_bytes(shard))
+        try:
+            downloaded = await self._fetch(shard)
+        except BaseException:
+            budget.release(shard)
+            raise
+        budget.commit(shard, self.table.local_bytes(shard))
+        return downloaded
+
+    async def _fetch(self, shard: int) -> int:
         before = self.counters.bytes_downloaded
         produced = False
         for file in self.table.files(shard):

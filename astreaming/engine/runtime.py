@@ -8,6 +8,7 @@ for ``async for``, the process's loop thread for sync iteration and random acces
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import os
 import weakref
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from astreaming.cache.budget import CacheBudget
+from astreaming.cache.nextuse import NextUse
 from astreaming.engine.fetcher import ShardFetcher
 from astreaming.engine.shards import ShardTable
 from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
@@ -43,12 +46,50 @@ class _Open:
 class Runtime:
     """Backends, fetcher and scheduler of one dataset on one event loop (an async resource)."""
 
-    def __init__(self, table: ShardTable, *, max_in_flight: int, predownload: int | None) -> None:
+    def __init__(
+        self,
+        table: ShardTable,
+        *,
+        max_in_flight: int,
+        predownload: int | None,
+        cache_limit: int | None = None,
+    ) -> None:
         self.table = table
         self.max_in_flight = max_in_flight
         self.predownload = predownload
         self.retry_stats = RetryStats()
         self._open: _Open | None = None
+        self.next_use = NextUse(np.empty(0, dtype=np.int64))
+        # Shards evicted by the loop thread; the consumer drops their readers at its next shard switch.
+        self.evicted: collections.deque[int] = collections.deque()
+        self.budget: CacheBudget[int] | None = None
+        # Only shards of streams with a remote can be fetched again, so only they may be evicted.
+        self.evictable: list[bool] = [
+            table.stream_of(shard).stream.has_remote for shard in range(table.num_shards)
+        ]
+        if cache_limit is not None:
+            self.budget = CacheBudget(
+                cache_limit,
+                next_use=lambda shard: self.next_use(shard),
+                remove=self._remove_shard,
+                on_evict=self._on_evict,
+            )
+            for shard in range(table.num_shards):
+                # Shards already in the cache count against the limit; only re-fetchable ones may go.
+                if self.evictable[shard] and table.is_local(shard):
+                    self.budget.add(shard, table.local_bytes(shard))
+
+    def _remove_shard(self, shard: int) -> None:
+        for file in self.table.files(shard):
+            for path in (file.raw_path, file.zip_path):
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+
+    def _on_evict(self, shard: int) -> None:
+        if self._open is not None:
+            self._open.scheduler.forget(shard)
+        self.evicted.append(shard)
 
     async def open(self) -> None:
         """Create the backends and the scheduler on the running loop."""
@@ -67,7 +108,7 @@ class Runtime:
             for backend in backends.values():
                 await backend.aclose()
             raise
-        fetcher = ShardFetcher(self.table, backends, policies, self.retry_stats)
+        fetcher = ShardFetcher(self.table, backends, policies, self.retry_stats, budget=self.budget)
         scheduler = FetchScheduler(
             fetcher.fetch, max_in_flight=self.max_in_flight, predownload=self.predownload
         )
@@ -85,8 +126,20 @@ class Runtime:
         assert self._open is not None, "Runtime.open() was not awaited"
         return self._open.fetcher
 
-    def enqueue(self, shards: npt.NDArray[np.int64], first_need: npt.NDArray[np.int64]) -> None:
-        """Start a plan: want every shard at the position it is first needed (on the loop)."""
+    def enqueue(
+        self,
+        plan_shards: npt.NDArray[np.int64],
+        shards: npt.NDArray[np.int64],
+        first_need: npt.NDArray[np.int64],
+    ) -> None:
+        """Start a plan: want every shard at the position it is first needed (on the loop).
+
+        Args:
+            plan_shards: The shard of every plan position (drives "furthest next use" eviction).
+            shards: The plan's distinct shards in first-need order.
+            first_need: The position first needing each of ``shards``.
+        """
+        self.next_use = NextUse(plan_shards)
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
         self.scheduler.want_many(shards.tolist(), first_need.tolist())
 
@@ -111,10 +164,19 @@ class Runtime:
 class SyncRuntime:
     """A :class:`Runtime` on the process's loop thread, used from sync code (any thread but the loop's)."""
 
-    def __init__(self, table: ShardTable, *, max_in_flight: int, predownload: int | None) -> None:
+    def __init__(
+        self,
+        table: ShardTable,
+        *,
+        max_in_flight: int,
+        predownload: int | None,
+        cache_limit: int | None = None,
+    ) -> None:
         self.pid = os.getpid()
         self.loop_thread: LoopThread = get_loop_thread()
-        self.runtime = Runtime(table, max_in_flight=max_in_flight, predownload=predownload)
+        self.runtime = Runtime(
+            table, max_in_flight=max_in_flight, predownload=predownload, cache_limit=cache_limit
+        )
         self.loop_thread.call(self.runtime.open())
         self.waiter = ShardWaiter(self.runtime.scheduler, self.loop_thread)
         # Registered after the loop thread's own atexit hook, so it runs first (atexit is LIFO):
@@ -123,11 +185,16 @@ class SyncRuntime:
         self._atexit = lambda: _close_ref(ref)
         atexit.register(self._atexit)
 
-    def enqueue(self, shards: npt.NDArray[np.int64], first_need: npt.NDArray[np.int64]) -> None:
+    def enqueue(
+        self,
+        plan_shards: npt.NDArray[np.int64],
+        shards: npt.NDArray[np.int64],
+        first_need: npt.NDArray[np.int64],
+    ) -> None:
         """Want the plan's shards (blocks only for the hand-over to the loop)."""
 
         async def run() -> None:
-            self.runtime.enqueue(shards, first_need)
+            self.runtime.enqueue(plan_shards, shards, first_need)
 
         self.loop_thread.call(run())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,16 @@ class ShardTable:
     def is_local(self, shard: int) -> bool:
         """Whether every raw file of ``shard`` is in the cache (published files are always complete)."""
         return all(f.raw_path.exists() for f in self.files(shard))
+
+    def local_bytes(self, shard: int) -> int:
+        """Bytes the shard's files (raw, and zip where kept) occupy in the cache now."""
+        total = 0
+        for file in self.files(shard):
+            for path in (file.raw_path, file.zip_path):
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += path.stat().st_size
+        return total
 
     def raw_bytes(self, shard: int) -> int:
         """Bytes of the shard's raw files once decompressed."""

@@ -165,6 +165,20 @@ class _ResponseTracker:
                     response.close()
 
 
+def _connection_string_credential(connection_string: str) -> Any:
+    """The SAS token or shared key of a connection string (for use with an endpoint override)."""
+    parts: dict[str, str] = {}
+    for item in connection_string.split(";"):
+        name, sep, value = item.partition("=")
+        if sep:
+            parts[name.strip().lower()] = value.strip()
+    if parts.get("sharedaccesssignature"):
+        return parts["sharedaccesssignature"].lstrip("?")
+    if parts.get("accountname") and parts.get("accountkey"):
+        return {"account_name": parts["accountname"], "account_key": parts["accountkey"]}
+    return None
+
+
 def _block_id(token: str, index: int) -> str:
     # Every id of a blob must have the same length; the per-upload token keeps two concurrent uploads
     # of one blob from committing each other's blocks.
@@ -278,6 +292,11 @@ class AzureBackend(Backend):
         client = self._clients.get(key)
         if client is not None:
             return client
+        credential = ref.sas or self._shared_credential(ref.host)
+        if credential is None and self.connection_string and self.endpoint_url:
+            credential = _connection_string_credential(self.connection_string)
+        if credential is None and not self.connection_string:
+            credential = self._default_credential()
         if self._client_responses is None:
             self._client_responses = _ResponseTracker()
         # Our own session (the SDK's defaults otherwise) so that responses can be tracked.
@@ -297,19 +316,11 @@ class AzureBackend(Backend):
             "max_single_get_size": 4 * _MiB,
             "max_chunk_get_size": 4 * _MiB,
         }
-        credential = ref.sas or self._shared_credential(ref.host)
         if self.connection_string and not self.endpoint_url:
             if credential is not None:
-                options["credential"] = credential
+                options["credential"] = credential  # overrides the connection string's own
             client = BlobServiceClient.from_connection_string(self.connection_string, **options)
         else:
-            if credential is None and not self.connection_string:
-                credential = self._default_credential()
-            elif credential is None:
-                raise ConfigError(
-                    "AzureBackend: endpoint_url together with a connection string needs a credential "
-                    "(account_key, sas_token or credential)"
-                )
             client = BlobServiceClient(self._account_url(ref.host), credential=credential, **options)
         self._clients[key] = client
         return client

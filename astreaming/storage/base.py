@@ -117,9 +117,9 @@ class Backend(abc.ABC):
         self._closed = True
 
     def __getstate__(self) -> dict[str, Any]:
-        # Live clients never cross a pickle/fork boundary: subclasses keep them in attributes whose
-        # names start with ``_client`` and they are recreated lazily in the new process.
-        # A copy starts open: closing is about this process's connections, which the copy never shares.
+        # Live clients never cross a pickle boundary (spawned DataLoader workers): subclasses keep them
+        # in attributes whose names start with ``_client`` and the copy recreates them lazily in its own
+        # loop. A copy starts open: closing concerns this process's connections, which it never shares.
         state = {k: (None if k.startswith("_client") else v) for k, v in self.__dict__.items()}
         state["_closed"] = False
         return state

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import mimetypes
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 #: Resumable-upload chunk size; GCS requires a multiple of 256 KiB for every chunk but the last.
 UPLOAD_CHUNK = 16 << 20
 _QUANTUM = 256 << 10
+
+
+def _content_type(key: str) -> str:
+    # Shards (.mds, .zstd, ...) have no registered type; say what they are rather than send an empty header.
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 class _NoToken:
@@ -64,11 +70,13 @@ class GCSBackend(Backend):
     Args:
         timeout: Connect and socket-read timeout in seconds.
         emulator_host: ``http://host:port`` of an emulator (fake-gcs-server) or a proxy in front of one;
-            default: the ``STORAGE_EMULATOR_HOST`` environment variable.
+            default: the ``STORAGE_EMULATOR_HOST`` environment variable. Emulators get no credentials.
+        api_root: Base URL of a real, authenticated JSON API endpoint used instead of Google's (for
+            example a Private Service Connect endpoint).
         service_file: Path of a service-account or authorized-user JSON key; default: gcloud's lookup
             (``GOOGLE_APPLICATION_CREDENTIALS``, application-default credentials, metadata server).
-        anonymous: ``True`` never sends credentials; ``False`` requires them; ``None`` (default) falls
-            back to anonymous access when no credentials can be obtained.
+        anonymous: ``True`` never sends credentials; ``False`` requires them; ``None`` (default) goes
+            anonymous when no credentials are configured (see :mod:`astreaming.storage.gcs_auth`).
         max_connections: Size of the connection pool (concurrent requests).
         upload_chunk_size: Chunk size of resumable uploads (rounded up to 256 KiB).
         resumable_threshold: Files larger than this are uploaded with a resumable session.
@@ -258,7 +266,14 @@ class GCSBackend(Backend):
 
             async def simple(s: _Storage) -> None:
                 with open(src, "rb") as f:  # aiohttp streams the file object, reading it in a thread
-                    await s.upload(bucket, key, f, force_resumable_upload=False, timeout=self._int_timeout)
+                    await s.upload(
+                        bucket,
+                        key,
+                        f,
+                        content_type=_content_type(key),
+                        force_resumable_upload=False,
+                        timeout=self._int_timeout,
+                    )
 
             await self._do(url, "upload", simple)
         else:
@@ -273,7 +288,12 @@ class GCSBackend(Backend):
         async with http.post(
             f"{self.api_root}/upload/storage/v1/b/{bucket}/o",
             params={"uploadType": "resumable", "name": key},
-            headers={**headers, "X-Upload-Content-Length": str(size), "Content-Type": "application/json"},
+            headers={
+                **headers,
+                "X-Upload-Content-Length": str(size),
+                "X-Upload-Content-Type": _content_type(key),
+                "Content-Type": "application/json",
+            },
             data=b"{}",
         ) as resp:
             await raise_for_status(resp, url, "upload")

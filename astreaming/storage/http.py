@@ -21,6 +21,14 @@ from astreaming.storage.urls import redact
 T = TypeVar("T")
 
 
+def _total_size(resp: aiohttp.ClientResponse) -> int | None:
+    """Object size from a ranged GET: ``Content-Range: bytes 0-0/<total>``, or the length of a full 200."""
+    if resp.status == 206:
+        total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    return resp.content_length
+
+
 class HTTPBackend(Backend):
     """Backend for ``http(s)://host/path`` URLs.
 
@@ -111,10 +119,20 @@ class HTTPBackend(Backend):
     async def stat(self, url: str) -> ObjectInfo:
         async def go(s: aiohttp.ClientSession) -> ObjectInfo:
             async with s.head(url, headers=self.headers, allow_redirects=True) as resp:
+                # Signed URLs (S3/GCS presigned, SAS) only allow the signed method and answer HEAD with
+                # 403; some servers refuse HEAD (405) or omit its length: ask for one byte instead.
+                if resp.status not in (403, 405, 501) and (
+                    resp.status >= 400 or resp.content_length is not None
+                ):
+                    await raise_for_status(resp, url, "stat")
+                    assert resp.content_length is not None
+                    return ObjectInfo(url=url, size=resp.content_length, etag=resp.headers.get("ETag"))
+            async with s.get(url, headers={**self.headers, "Range": "bytes=0-0"}) as resp:
                 await raise_for_status(resp, url, "stat")
-                if resp.content_length is None:
-                    raise StorageError(f"{redact(url)}: server sent no Content-Length", url=redact(url))
-                return ObjectInfo(url=url, size=resp.content_length, etag=resp.headers.get("ETag"))
+                size = _total_size(resp)
+                if size is None:
+                    raise StorageError(f"{redact(url)}: server reports no object size", url=redact(url))
+                return ObjectInfo(url=url, size=size, etag=resp.headers.get("ETag"))
 
         return await self._do(url, "stat", go)
 

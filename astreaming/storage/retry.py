@@ -171,14 +171,9 @@ async def with_retries(
         if attempt > 1:
             assert last is not None
             wait = policy.delay(attempt - 1, last)
+            # The error message already names the (redacted) URL.
             log.warning(
-                "%s of %s failed (%s); retry %d/%d in %.2f s",
-                what,
-                shown,
-                last,
-                attempt - 1,
-                policy.attempts - 1,
-                wait,
+                "%s retry %d/%d in %.2f s after: %s", what, attempt - 1, policy.attempts - 1, wait, last
             )
             stats.retries += 1
             stats.slept += wait

@@ -1,0 +1,41 @@
+"""Datasets written with astreaming's own MDSWriter for engine tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from astreaming import MDSWriter
+
+MakeDataset = Callable[..., Path]
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> MakeDataset:
+    """Write an MDS dataset whose int column ``id`` holds each sample's global index."""
+    counter = iter(range(1_000_000))
+
+    def make(
+        num_samples: int = 100,
+        *,
+        size_limit: int | str = 600,
+        compression: str | None = None,
+        hashes: list[str] | None = None,
+        first_id: int = 0,
+        name: str | None = None,
+    ) -> Path:
+        out = tmp_path / (name or f"remote{next(counter)}")
+        with MDSWriter(
+            out=str(out),
+            columns={"id": "int", "pad": "str"},
+            compression=compression,
+            hashes=hashes,
+            size_limit=size_limit,
+        ) as writer:
+            for i in range(num_samples):
+                writer.write({"id": first_id + i, "pad": "x" * (i % 17)})
+        return out
+
+    return make

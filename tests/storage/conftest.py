@@ -1,0 +1,150 @@
+"""Session-scoped fake servers and per-test storage cases for the storage tests.
+
+Servers (all on 127.0.0.1, free ports, started here and stopped at the end of the session):
+fake-gcs-server (the real Go binary), moto's threaded S3 server, and an aiohttp static server.
+Every test gets its own prefix (``<bucket>/<uuid>/``), so tests never see each other's objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from storage_cases import GCS_BUCKET, S3_BUCKET, StorageCase, gcs_put
+
+from astreaming.storage.registry import backend_for
+from astreaming.testing.servers import FakeGCSServer, MotoS3Server, StaticHTTPServer
+
+CASES = ["local", "file", "gs", "s3", "http"]
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[FakeGCSServer]:
+    with FakeGCSServer() as server:
+        server.create_bucket(GCS_BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3Server]:
+    with MotoS3Server() as server:
+        server.create_bucket(S3_BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("http-root")
+
+
+@pytest.fixture(scope="session")
+def http_server(http_root: Path) -> Iterator[StaticHTTPServer]:
+    with StaticHTTPServer(http_root) as server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake AWS credentials for moto, isolated from any real ~/.aws configuration."""
+    for var in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "S3_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def _local_put(root: Path) -> Callable[[str, bytes], None]:
+    def put(key: str, data: bytes) -> None:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    return put
+
+
+def make_case(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> StorageCase:
+    """Build the StorageCase ``name`` (starting its server on first use)."""
+    prefix = uuid.uuid4().hex[:12]
+    if name in ("local", "file"):
+        root = tmp_path / "remote"
+        root.mkdir()
+        base = f"{root}/" if name == "local" else f"file://{root}/"
+        return StorageCase(name, base, lambda: backend_for(base, timeout=30), _local_put(root))
+    if name == "gs":
+        gcs: FakeGCSServer = request.getfixturevalue("gcs_server")
+        return StorageCase(
+            name,
+            f"gs://{GCS_BUCKET}/{prefix}/",
+            lambda: backend_for(
+                "gs://",
+                timeout=30,
+                emulator_host=gcs.url,
+                page_size=3,
+                resumable_threshold=1 << 20,
+                upload_chunk_size=256 << 10,
+            ),
+            lambda key, data: gcs_put(gcs, GCS_BUCKET, f"{prefix}/{key}", data),
+            page_size=3,
+        )
+    if name == "s3":
+        s3: MotoS3Server = request.getfixturevalue("s3_server")
+        request.getfixturevalue("aws_env")
+        client = s3.client()
+        request.addfinalizer(client.close)
+        return StorageCase(
+            name,
+            f"s3://{S3_BUCKET}/{prefix}/",
+            lambda: backend_for(
+                "s3://",
+                timeout=30,
+                endpoint_url=s3.url,
+                page_size=3,
+                multipart_threshold=5 << 20,
+                part_size=5 << 20,
+            ),
+            lambda key, data: client.put_object(Bucket=S3_BUCKET, Key=f"{prefix}/{key}", Body=data),
+            page_size=3,
+            large_upload=11 << 20,
+        )
+    if name == "http":
+        server: StaticHTTPServer = request.getfixturevalue("http_server")
+        root = request.getfixturevalue("http_root") / prefix
+        root.mkdir()
+        return StorageCase(
+            name,
+            f"{server.url}/{prefix}/",
+            lambda: backend_for(server.url, timeout=30),
+            _local_put(root),
+            writable=False,
+            listable=False,
+        )
+    raise ValueError(name)
+
+
+@pytest.fixture(params=CASES)
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> StorageCase:
+    """Every backend in turn (the conformance suite is parametrised by this fixture)."""
+    return make_case(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["gs", "s3", "http"])
+def remote_case(request: pytest.FixtureRequest, tmp_path: Path) -> StorageCase:
+    """The network backends (their downloads stream through PartFile)."""
+    return make_case(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["local", "file", "gs", "s3"])
+def writable_case(request: pytest.FixtureRequest, tmp_path: Path) -> StorageCase:
+    """The backends that support upload and delete."""
+    return make_case(request.param, request, tmp_path)
