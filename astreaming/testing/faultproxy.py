@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass
@@ -304,7 +305,10 @@ class FaultProxy:
         for name, value in upstream.headers.items():
             if name.lower() not in _HOP_BY_HOP:
                 response.headers.add(name, self._rewrite_location(name, value))
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionError:
+            return response  # the client left before the headers went out
         length = upstream.content_length
         has_body = request.method != "HEAD" and upstream.status not in (204, 304) and length != 0
         cut_at: int | None = None
@@ -335,7 +339,8 @@ class FaultProxy:
             self._stats.upstream_failures += 1
             self._break_connection(request, reset=True, count=False)
             return response
-        await response.write_eof()
+        with contextlib.suppress(ConnectionError):  # the client left right at the end
+            await response.write_eof()
         return response
 
     async def _send(self, response: web.StreamResponse, data: bytes, pacer: Pacer | None) -> None:

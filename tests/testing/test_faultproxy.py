@@ -128,6 +128,11 @@ async def test_latency_added_to_every_request(upstream: Any) -> None:
 
 async def test_bandwidth_cap_shared_and_per_connection(upstream: Any) -> None:
     rate = 1_000_000.0  # 256 KiB at 1 MB/s: ~0.26 s
+
+    def least(nbytes: int) -> float:
+        # An idle link may send 50 ms worth of bytes at once (Pacer's burst); the rest is paced.
+        return 0.95 * (nbytes - 0.05 * rate) / rate
+
     async with FaultProxy(upstream.url, FaultPlan(bandwidth=rate)) as proxy, aiohttp.ClientSession() as c:
 
         async def fetch() -> bytes:
@@ -137,20 +142,20 @@ async def test_bandwidth_cap_shared_and_per_connection(upstream: Any) -> None:
         start = time.monotonic()
         assert await fetch() == upstream.blob
         single = time.monotonic() - start
-        assert 0.9 * len(upstream.blob) / rate <= single <= 4 * len(upstream.blob) / rate
+        assert least(len(upstream.blob)) <= single <= 4 * len(upstream.blob) / rate
 
         # Shared link: two concurrent downloads take about twice as long as one.
         start = time.monotonic()
         assert await asyncio.gather(fetch(), fetch()) == [upstream.blob] * 2
         shared = time.monotonic() - start
-        assert shared >= 0.9 * 2 * len(upstream.blob) / rate
+        assert shared >= least(2 * len(upstream.blob))
 
         # Per connection: each gets the full rate, so two take about as long as one.
         proxy.plan = FaultPlan(bandwidth=rate, per_connection_bandwidth=True)
         start = time.monotonic()
         assert await asyncio.gather(fetch(), fetch()) == [upstream.blob] * 2
         per_connection = time.monotonic() - start
-        assert 0.9 * len(upstream.blob) / rate <= per_connection < shared
+        assert least(len(upstream.blob)) <= per_connection < shared
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(503, "2"), (429, "0.5"), (500, None)])
