@@ -27,7 +27,14 @@ from astreaming.format.compression import Compression, get_compression
 from astreaming.format.hashing import hash_bytes, validate_hashes
 from astreaming.format.index import FileInfo, ShardEntry, dump_index, write_text_atomic
 
-__all__ = ["MissingColumnError", "OutputExistsError", "ShardWriter", "Uploader"]
+__all__ = [
+    "MissingColumnError",
+    "OutputExistsError",
+    "ShardWriter",
+    "Uploader",
+    "is_remote_out",
+    "prepare_local_out",
+]
 
 DEFAULT_SIZE_LIMIT = 1 << 26
 _W = TypeVar("_W", bound="ShardWriter")
@@ -48,23 +55,28 @@ class MissingColumnError(FormatError, KeyError):
 
 
 class Uploader(Protocol):
-    """Where finished files go besides the local directory (the storage layer will provide one).
+    """Where finished files go besides the local directory (``astreaming.output`` provides one).
 
     ``upload`` is called with each finished shard file (and last with index.json); ``finish`` waits for
-    every upload and raises the first failure.
+    every upload and raises the first failure; ``abort`` is called instead of ``finish`` when the
+    writer is abandoned.
     """
 
     def upload(self, path: Path, basename: str) -> None: ...
 
     def finish(self) -> None: ...
 
+    def abort(self) -> None:
+        """The writer is abandoned (the ``with`` body raised): stop uploading, publish nothing."""
+
 
 class ShardWriter(ABC):
     """Base of MDSWriter, JSONWriter and XSVWriter.
 
     Args:
-        out: the output directory. Remote URLs and ``(local, remote)`` tuples are accepted by mosaic;
-            here they raise ConfigError until remote output lands.
+        out: the output directory. Remote URLs and ``(local, remote)`` tuples are accepted by the
+            uploading subclasses in :mod:`astreaming.output` (exported by ``astreaming``); here they
+            raise ConfigError.
         keep_local: keep local files after upload (meaningful with remote output only).
         compression: ``None`` or a spec like ``"zstd"`` / ``"zstd:7"``, recorded verbatim.
         hashes: hash algorithms, unique and sorted.
@@ -100,15 +112,23 @@ class ShardWriter(ABC):
         self._codec: Compression | None = get_compression(compression)
         self.hashes = validate_hashes(list(hashes) if hashes is not None else None)
         self.size_limit = _parse_size_limit(size_limit)
-        self.local = _prepare_out(out, exist_ok=self.exist_ok)
-        # Remote output plugs in here: the storage layer sets an uploader that receives every file.
+        # Remote output plugs in here: a subclass's _open_output may set an uploader for every file.
         self.uploader: Uploader | None = None
+        self.local = self._open_output(out)
         self.shards: list[ShardEntry] = []
         self._samples: list[bytes] = []
         self._shard_size = -1  # set from extra_bytes_per_shard at the first write (subclass is ready then)
         self._closed = False
 
     # -- subclass interface ---------------------------------------------------------------------
+    def _open_output(self, out: object) -> Path:
+        """Resolve ``out`` to the local directory to write into (local directories only here).
+
+        ``astreaming.output`` overrides this to accept remote URLs and ``(local, remote)`` tuples and to
+        set :attr:`uploader`; ``format`` itself never imports the storage layer.
+        """
+        return _prepare_out(out, exist_ok=self.exist_ok, writer=type(self).__name__)
+
     @property
     def extra_bytes_per_shard(self) -> int:
         """Bytes a shard costs besides its samples (counted against size_limit)."""
@@ -172,6 +192,8 @@ class ShardWriter(ABC):
         """Stop without publishing an index (the shards written so far stay on disk)."""
         self._closed = True
         self._samples = []
+        if self.uploader is not None:
+            self.uploader.abort()
 
     def __enter__(self: _W) -> _W:
         return self
@@ -208,6 +230,11 @@ class ShardWriter(ABC):
             self.uploader.upload(path, basename)
 
 
+def prepare_local_out(local: str | os.PathLike[str], *, exist_ok: bool) -> Path:
+    """The local half of a remote output: the same checks as a local ``out`` (used by astreaming.output)."""
+    return _prepare_out(os.fspath(local), exist_ok=exist_ok)
+
+
 def _parse_size_limit(size_limit: int | str | None) -> int | None:
     if size_limit is None:
         return None
@@ -220,11 +247,20 @@ def _parse_size_limit(size_limit: int | str | None) -> int | None:
     return value or None
 
 
-def _prepare_out(out: object, *, exist_ok: bool) -> Path:
-    if isinstance(out, tuple) or (
-        isinstance(out, str) and _URL_RE.match(out) and not out.startswith("file://")
-    ):
-        raise ConfigError(f"out: remote output is not supported yet ({out!r}); write to a local directory")
+def is_remote_out(out: object) -> bool:
+    """Whether ``out`` names remote output: a ``(local, remote)`` tuple or a URL other than file://."""
+    return isinstance(out, tuple) or (
+        isinstance(out, str) and bool(_URL_RE.match(out)) and not out.startswith("file://")
+    )
+
+
+def _prepare_out(out: object, *, exist_ok: bool, writer: str = "this writer") -> Path:
+    """Validate the local output directory, emptying it if ``exist_ok`` (mosaic's rmtree)."""
+    if is_remote_out(out):
+        raise ConfigError(
+            f"out: remote output is not supported yet by astreaming.format's {writer} ({out!r}); "
+            f"use the uploading writer: from astreaming.output import {writer}"
+        )
     if isinstance(out, str) and out.startswith("file://"):
         out = out[len("file://") :]
     if not isinstance(out, (str, os.PathLike)):
