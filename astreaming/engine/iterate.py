@@ -1,13 +1,20 @@
 """Walk a worker's plan: wait for each shard once, then decode its samples in the consumer's thread.
 
 Only shard readiness crosses threads (DESIGN §2): the consumer checks readiness when the plan moves to
-another shard and otherwise reads straight from the mapped file. Positions are reported to the
-scheduler so downloads stay ``predownload`` samples ahead. With a ``cache_limit``, the shard being read
-is pinned (never evicted) and readers of evicted shards are closed at the next shard switch.
+another shard and otherwise reads straight from the mapped file. With a ``cache_limit``, the shard being
+read is pinned (never evicted) and readers of evicted shards are closed at the next shard switch.
+
+The hot loop works on *segments*: maximal runs of plan positions in one shard, also cut where the
+consumer has something to report. Within a segment the samples come from ``map(get_item, indices)``, a
+loop in C, so a cached sequential epoch costs little more than the decoder itself. The position goes to
+the scheduler (a cross-thread call that wakes the loop thread) only where it can start a download: at
+each "trigger", the first position within ``predownload`` of a shard's first need, and before waiting.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,12 +25,12 @@ from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
 
-__all__ = ["aiter_plan", "first_needs", "iter_plan"]
+__all__ = ["aiter_plan", "first_needs", "iter_plan", "segments"]
 
 #: Plan entries converted to Python ints at a time (bounds the memory of the conversion).
 _CHUNK = 1 << 16
-#: Report the consumer's position to the scheduler at least this often (in samples).
-_ADVANCE_EVERY = 64
+#: Update the consumer position seen by cache eviction ("furthest next use") at least this often.
+_AT_EVERY = 64
 
 
 def first_needs(
@@ -34,6 +41,34 @@ def first_needs(
     unique, first = np.unique(shards, return_index=True)
     order = np.argsort(first, kind="stable")
     return shards, unique[order].astype(np.int64), first[order].astype(np.int64)
+
+
+def triggers(first: npt.NDArray[np.int64], predownload: float | None) -> npt.NDArray[np.int64]:
+    """Plan positions where reporting the consumer's position lets the scheduler start a shard.
+
+    The scheduler starts a shard once ``first_need <= position + predownload``; the positions at or
+    before 0 need no report (a plan starts at position 0).
+    """
+    if predownload is None or math.isinf(predownload):
+        return np.empty(0, np.int64)
+    points = first - int(predownload)
+    return np.unique(points[points > 0])
+
+
+def segments(
+    shards: npt.NDArray[np.int64], start: int, cuts: npt.NDArray[np.int64]
+) -> tuple[list[int], list[int], list[int]]:
+    """Split ``shards`` (plan positions ``start``..) into runs of one shard, also cut at ``cuts``.
+
+    Every run is also cut at each multiple of ``_AT_EVERY``. Returns the start and end offsets of each
+    run within ``shards`` and its shard.
+    """
+    n = len(shards)
+    change = np.flatnonzero(shards[1:] != shards[:-1]) + 1
+    inside = cuts[(cuts > start) & (cuts < start + n)] - start
+    bounds = np.unique(np.concatenate((np.arange(0, n, _AT_EVERY), change, inside)))
+    begins = bounds.tolist()
+    return begins, [*begins[1:], n], shards[bounds].tolist()
 
 
 class _Walk:
@@ -76,23 +111,47 @@ class _Walk:
         self.runtime.next_use.advance(position)
 
 
+def _chunks(
+    table: ShardTable, sample_ids: npt.NDArray[np.int64], shards: npt.NDArray[np.int64]
+) -> Iterator[tuple[int, list[int], npt.NDArray[np.int64]]]:
+    """``(start, indices within their shards, shards)`` of the plan, ``_CHUNK`` positions at a time."""
+    for start in range(0, len(sample_ids), _CHUNK):
+        chunk = shards[start : start + _CHUNK]
+        yield start, (sample_ids[start : start + _CHUNK] - table.bounds[chunk]).tolist(), chunk
+
+
 def iter_plan(
     table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, sample_ids: npt.NDArray[np.int64]
 ) -> Iterator[dict[str, Any]]:
-    """Yield the samples of ``sample_ids`` in order, fetching shards ahead on the loop thread."""
+    """Yield the samples of ``sample_ids`` in order, fetching shards ahead on the loop thread.
+
+    The samples come from a chain of per-segment ``map`` iterators, so the Python code of the walk runs
+    once per segment, not per sample. Closing or dropping the returned iterator closes the walk (its
+    ``finally`` runs when the chain releases it).
+    """
+    return itertools.chain.from_iterable(_segment_maps(table, readers, runtime, sample_ids))
+
+
+def _segment_maps(
+    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, sample_ids: npt.NDArray[np.int64]
+) -> Iterator[Iterator[dict[str, Any]]]:
+    """One iterator of decoded samples per segment, each handed out once its shard is ready.
+
+    The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
+    exhausted the previous iterator, so a shard stays pinned while its samples are decoded.
+    """
     shards, order, first = first_needs(table, sample_ids)
     runtime.enqueue(shards, order, first)
     waiter = runtime.waiter
     walk = _Walk(runtime.runtime, readers)
-    bounds = table.bounds.tolist()
-    current, base, reader = -1, 0, None
+    cuts = triggers(first, runtime.runtime.predownload)
+    report = cuts.tolist()[::-1]  # pending trigger positions, the next one last
+    current, get = -1, _not_open
     try:
-        for start in range(0, len(sample_ids), _CHUNK):
-            ids_chunk = sample_ids[start : start + _CHUNK].tolist()
-            shards_chunk = shards[start : start + _CHUNK].tolist()
-            for offset, (sample_id, shard) in enumerate(zip(ids_chunk, shards_chunk, strict=True)):
+        for start, local, chunk in _chunks(table, sample_ids, shards):
+            for begin, end, shard in zip(*segments(chunk, start, cuts), strict=True):
+                position = start + begin
                 if shard != current:
-                    position = start + offset
                     walk.leave()
                     while not walk.enter(shard):
                         # Report the position first: the scheduler only starts shards within the
@@ -100,16 +159,22 @@ def iter_plan(
                         waiter.advance(position)
                         waiter.wait_ready(shard, position)
                         walk.ready.add(shard)
-                    reader, base, current = readers.get(shard), bounds[shard], shard
-                if not offset % _ADVANCE_EVERY:
-                    waiter.advance(start + offset)
-                    walk.at(start + offset)
-                yield reader[sample_id - base]  # type: ignore[index]
+                    get, current = readers.get(shard).get_item, shard
+                if report and position >= report[-1]:
+                    while report and position >= report[-1]:
+                        report.pop()
+                    waiter.advance(position)
+                walk.at(position)
+                yield map(get, local[begin:end])
     finally:
         walk.leave()
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
         # on the same scheduler, such as random access, are left alone).
         waiter.cancel_many(order.tolist())
+
+
+def _not_open(index: int) -> dict[str, Any]:
+    raise AssertionError("no shard reader is open")  # unreachable: the first segment opens one
 
 
 async def aiter_plan(
@@ -120,25 +185,23 @@ async def aiter_plan(
     runtime.enqueue(shards, order, first)
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
-    bounds = table.bounds.tolist()
-    current, base, reader = -1, 0, None
+    current, get = -1, _not_open
     try:
-        for start in range(0, len(sample_ids), _CHUNK):
-            ids_chunk = sample_ids[start : start + _CHUNK].tolist()
-            shards_chunk = shards[start : start + _CHUNK].tolist()
-            for offset, (sample_id, shard) in enumerate(zip(ids_chunk, shards_chunk, strict=True)):
+        for start, local, chunk in _chunks(table, sample_ids, shards):
+            # Same loop thread as the scheduler: reporting the position is a plain call, so no triggers.
+            for begin, end, shard in zip(*segments(chunk, start, np.empty(0, np.int64)), strict=True):
+                position = start + begin
                 if shard != current:
-                    position = start + offset
                     walk.leave()
                     while not walk.enter(shard):
                         scheduler.advance(position)
                         await scheduler.wait(shard, position)
                         walk.ready.add(shard)
-                    reader, base, current = readers.get(shard), bounds[shard], shard
-                if not offset % _ADVANCE_EVERY:
-                    scheduler.advance(start + offset)
-                    walk.at(start + offset)
-                yield reader[sample_id - base]  # type: ignore[index]
+                    get, current = readers.get(shard).get_item, shard
+                scheduler.advance(position)
+                walk.at(position)
+                for sample in map(get, local[begin:end]):
+                    yield sample
     finally:
         walk.leave()
         scheduler.cancel_many(order.tolist())

@@ -7,6 +7,7 @@ for ``async for``, the process's loop thread for sync iteration and random acces
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import contextlib
@@ -110,7 +111,7 @@ class Runtime:
             raise
         fetcher = ShardFetcher(self.table, backends, policies, self.retry_stats, budget=self.budget)
         scheduler = FetchScheduler(
-            fetcher.fetch, max_in_flight=self.max_in_flight, predownload=self.predownload
+            fetcher.fetch, max_in_flight=self.max_in_flight, predownload=self.predownload, head_first=True
         )
         self._open = _Open(backends, fetcher, scheduler)
 
@@ -179,11 +180,11 @@ class SyncRuntime:
         )
         self.loop_thread.call(self.runtime.open())
         self.waiter = ShardWaiter(self.runtime.scheduler, self.loop_thread)
-        # Registered after the loop thread's own atexit hook, so it runs first (atexit is LIFO):
-        # the backends close their sessions while the loop is still alive.
-        ref = weakref.ref(self)
-        self._atexit = lambda: _close_ref(ref)
-        atexit.register(self._atexit)
+        # Close the backends (their HTTP sessions) when this object is collected or at exit, on the
+        # loop that owns them. The finalizer holds the runtime, never this object.
+        self._finalizer = weakref.finalize(self, _close_runtime, self.pid, self.loop_thread, self.runtime)
+        # Registered after the loop thread's own exit hook, so it runs first (atexit is LIFO).
+        atexit.register(self._finalizer)
 
     def enqueue(
         self,
@@ -200,14 +201,14 @@ class SyncRuntime:
 
     def close(self) -> None:
         """Close the runtime on its loop (idempotent; a no-op in a forked child)."""
-        if os.getpid() != self.pid or not self.loop_thread.alive:
-            return
+        self._finalizer()
+
+
+def _close_runtime(pid: int, loop_thread: LoopThread, runtime: Runtime) -> None:
+    if os.getpid() != pid or not loop_thread.alive:
+        return  # a forked child's copy: the parent's loop and sessions are not ours to touch
+    future = asyncio.run_coroutine_threadsafe(runtime.aclose(), loop_thread.loop)
+    if not loop_thread.in_loop_thread():
+        # Wait (bounded) so that sessions are closed before the interpreter or the loop goes away.
         with contextlib.suppress(Exception):
-            self.loop_thread.call(self.runtime.aclose(), timeout=30)
-        atexit.unregister(self._atexit)
-
-
-def _close_ref(ref: weakref.ReferenceType[SyncRuntime]) -> None:
-    runtime = ref()
-    if runtime is not None:
-        runtime.close()
+            future.result(timeout=30)

@@ -85,6 +85,9 @@ class FetchScheduler:
             last reported. ``None`` means unbounded.
         urgent_slots: Extra slots only random-access requests (``priority=-inf``) may use, so that
             ``ds[i]`` does not wait behind a full window of look-ahead downloads.
+        head_first: While a shard the consumer needs now (priority <= position) is downloading, start
+            no look-ahead fetch: on a bandwidth-bound link the needed shard gets the whole link, so the
+            first sample costs one shard transfer instead of a window's.
 
     Use as ``async with FetchScheduler(...) as sched:``; leaving the block cancels everything still running.
     All methods except :meth:`aclose` and :meth:`wait` are synchronous and must run on the scheduler's loop.
@@ -97,6 +100,7 @@ class FetchScheduler:
         max_in_flight: int = 8,
         predownload: float | None = None,
         urgent_slots: int = 1,
+        head_first: bool = False,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -107,6 +111,7 @@ class FetchScheduler:
         self._fetch = fetch
         self.max_in_flight = max_in_flight
         self.urgent_slots = urgent_slots
+        self.head_first = head_first
         self.predownload = math.inf if predownload is None else float(predownload)
         self._position: float = 0
         self._entries: dict[int, _Entry] = {}  # wanted and not ready: queued or running
@@ -116,6 +121,8 @@ class FetchScheduler:
         self._heap: list[tuple[float, int, int]] = []
         self._seq = itertools.count()
         self._running = 0
+        # Priority of each running fetch: those at or before the consumer's position are what it waits on.
+        self._running_priority: dict[int, float] = {}
         self._tasks: set[asyncio.Task[int | None]] = set()
         self._closed = False
         # Counters; consumer waits may be reported from another thread, hence the lock.
@@ -314,6 +321,11 @@ class FetchScheduler:
                 continue
             if priority > limit:
                 break
+            if self.head_first and priority > self._position and self._consumer_blocked():
+                # Head-of-line first: while a shard the consumer needs now is downloading, start no
+                # look-ahead fetch that would share the link with it. The first sample then costs one
+                # shard transfer, not the whole window's.
+                break
             # The heap's top is the most urgent request, so if it may not start, nothing may.
             slots = self.max_in_flight + (self.urgent_slots if priority == URGENT else 0)
             if self._running >= slots:
@@ -321,10 +333,15 @@ class FetchScheduler:
             heapq.heappop(self._heap)
             entry.state = _State.RUNNING
             self._running += 1
+            self._running_priority[shard] = priority
             task = asyncio.get_running_loop().create_task(self._run(shard), name=f"fetch shard {shard}")
             entry.task = task
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._on_task_done, shard, entry))
+
+    def _consumer_blocked(self) -> bool:
+        position = self._position
+        return any(p <= position for p in self._running_priority.values())
 
     async def _run(self, shard: int) -> int | None:
         return await self._fetch(shard)
@@ -337,6 +354,7 @@ class FetchScheduler:
 
     def _on_task_done(self, shard: int, entry: _Entry, task: asyncio.Task[int | None]) -> None:
         self._running -= 1
+        self._running_priority.pop(shard, None)
         self._tasks.discard(task)
         current = self._entries.get(shard) is entry
         if task.cancelled():

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -139,6 +140,15 @@ class FakeGCSServer(_Server):
             if e.code != 409:
                 raise
 
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        """Upload an object directly (simple media upload), bypassing astreaming's backends."""
+        query = urllib.parse.urlencode({"uploadType": "media", "name": key})
+        req = urllib.request.Request(
+            f"{self.url}/upload/storage/v1/b/{bucket}/o?{query}", data=data, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.terminate()
@@ -198,6 +208,14 @@ class MotoS3Server(_Server):
             client.create_bucket(Bucket=name)
         except client.exceptions.BucketAlreadyOwnedByYou:
             pass
+        finally:
+            client.close()
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        """Upload an object directly with botocore, bypassing astreaming's backends."""
+        client = self.client()
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=data)
         finally:
             client.close()
 

@@ -39,3 +39,7 @@ def make_dataset(tmp_path: Path) -> MakeDataset:
         return out
 
     return make
+
+
+# Session-wide fake object stores (fake-gcs-server, moto) with the golden datasets.
+from .remotes import gcs_store, golden_remote, s3_store  # noqa: E402, F401

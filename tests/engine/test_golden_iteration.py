@@ -8,6 +8,7 @@ fresh process, as the golden data was produced.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,30 +16,33 @@ from typing import Any
 
 import pytest
 
+from .remotes import Remote
+
 GOLDEN = Path(__file__).parent.parent / "golden" / "iteration"
 RUNNER = Path(__file__).parent / "golden_runner.py"
 CASES: list[dict[str, Any]] = json.loads((GOLDEN / "cases.json").read_text())["cases"]
 
 
-def run_phase(phase: str, case: dict[str, Any], remotes: dict[str, str], tmp_path: Path) -> dict[str, Any]:
-    request = {"phase": phase, "case": case, "remotes": remotes, "local_base": str(tmp_path / "cache")}
+def run_phase(phase: str, case: dict[str, Any], remote: Remote, tmp_path: Path) -> dict[str, Any]:
+    request = {"phase": phase, "case": case, "remotes": remote.roots, "local_base": str(tmp_path / "cache")}
     path = tmp_path / f"{phase}.json"
     path.write_text(json.dumps(request))
+    env = {**os.environ, **remote.env}
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), str(path)], capture_output=True, text=True, timeout=240
+        [sys.executable, str(RUNNER), str(path)], capture_output=True, text=True, timeout=240, env=env
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
-def local_remotes() -> dict[str, str]:
-    return {name: str(GOLDEN / "datasets" / name) for name in ("A", "B", "C")}
+BACKENDS = pytest.mark.parametrize("golden_remote", ["gs", "s3"], indirect=True)
 
 
+@BACKENDS
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_epochs_and_state_dict(case: dict[str, Any], tmp_path: Path) -> None:
-    got = run_phase("main", case, local_remotes(), tmp_path)
+def test_epochs_and_state_dict(case: dict[str, Any], golden_remote: Remote, tmp_path: Path) -> None:
+    got = run_phase("main", case, golden_remote, tmp_path)
     expected = case["expected"]
     for epoch in (0, 1):
         assert got["epochs"][epoch] == expected["epochs"][epoch]["ranks"], f"epoch {epoch}"
@@ -51,13 +55,16 @@ def test_epochs_and_state_dict(case: dict[str, Any], tmp_path: Path) -> None:
 RESUME_CASES = [c for c in CASES if "resume" in c]
 
 
+@BACKENDS
 @pytest.mark.parametrize("case", RESUME_CASES, ids=[c["name"] for c in RESUME_CASES])
-def test_stop_and_resume_in_a_fresh_process(case: dict[str, Any], tmp_path: Path) -> None:
+def test_stop_and_resume_in_a_fresh_process(
+    case: dict[str, Any], golden_remote: Remote, tmp_path: Path
+) -> None:
     resume = case["resume"]
     expected = resume["expected"]
-    captured = run_phase("capture", case, local_remotes(), tmp_path)
+    captured = run_phase("capture", case, golden_remote, tmp_path)
     assert captured["state_dict"] == resume["state_dict"]
-    got = run_phase("resume", case, local_remotes(), tmp_path)
+    got = run_phase("resume", case, golden_remote, tmp_path)
     if resume["mode"] == "stale":
         # mosaic silently ignores a checkpoint older than the dataset's epoch and starts epoch 1;
         # astreaming applies it (reference hazard 18): the rest of epoch 0 after the checkpoint.

@@ -415,3 +415,26 @@ async def test_random_operations_keep_the_invariants(seed: int) -> None:
     for shard, pos in started_at:
         # A fetch only starts within the look-ahead of the position at that moment (or when urgent).
         assert priorities[shard] <= pos + look_ahead or priorities[shard] == URGENT or pos == math.inf
+
+
+async def test_head_first_gives_the_needed_shard_the_link_alone() -> None:
+    fetch = FakeFetch()
+    async with FetchScheduler(fetch, max_in_flight=4, head_first=True) as sched:
+        for shard in range(5):
+            fetch.gate(shard)
+        futures = [sched.want(s, s * 10) for s in range(6)]
+        await settle()
+        assert fetch.started == [0]  # the consumer waits for shard 0: nothing shares its link
+        fetch.gate(0).set()
+        await futures[0]
+        await settle()
+        assert sorted(fetch.started) == [0, 1, 2, 3, 4]  # then the look-ahead window fills up
+        sched.advance(20)  # the consumer reached shard 2, still downloading: no new starts
+        for shard in (1, 3, 4):
+            fetch.gate(shard).set()
+        await asyncio.gather(futures[1], futures[3], futures[4])
+        await settle()
+        assert 5 not in fetch.started
+        fetch.gate(2).set()
+        await asyncio.gather(*futures)
+    assert fetch.started == [0, 1, 2, 3, 4, 5]

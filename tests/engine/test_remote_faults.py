@@ -1,0 +1,118 @@
+"""The engine against an HTTP store behind the fault proxy: prioritisation, retries, typed failures."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset, TransientStorageError
+from astreaming.testing.faults import FaultPlan
+from astreaming.testing.servers import StaticHTTPServer
+from astreaming.testing.threadedproxy import ThreadedFaultProxy
+
+SHARD_BYTES = 100_000
+SAMPLES_PER_SHARD = 10
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StaticHTTPServer, Path]]:
+    """16 uncompressed shards of ~100 KB of incompressible bytes, served over HTTP."""
+    root = tmp_path_factory.mktemp("served")
+    with MDSWriter(
+        out=str(root / "data"), columns={"id": "int", "blob": "bytes"}, size_limit=SHARD_BYTES + 2000
+    ) as w:
+        for i in range(16 * SAMPLES_PER_SHARD):
+            w.write({"id": i, "blob": os.urandom(SHARD_BYTES // SAMPLES_PER_SHARD)})
+    with StaticHTTPServer(root) as server:
+        yield server, root / "data"
+
+
+def test_first_sample_costs_one_shard_not_the_window(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, data = served
+    latency, bandwidth = 0.05, 500_000.0  # one shard: ~0.2 s; the 8-download window: ~1.6 s
+    with ThreadedFaultProxy(server.url, FaultPlan(latency=latency, bandwidth=bandwidth)) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data", local=str(tmp_path / "c"), batch_size=10, predownload=1000
+        )
+        start = time.perf_counter()
+        it = iter(ds)
+        first = next(it)
+        first_sample = time.perf_counter() - start
+        rest = list(it)
+        epoch = time.perf_counter() - start
+    shard = latency + SHARD_BYTES / bandwidth
+    assert first["id"] == 0
+    assert len(rest) == 16 * SAMPLES_PER_SHARD - 1
+    # About one shard transfer (plus round trips), far below the look-ahead window's 8 transfers.
+    assert first_sample < 2.5 * shard, (first_sample, shard)
+    # The whole cold epoch stays close to the link's floor (bytes / bandwidth).
+    floor = sum(p.stat().st_size for p in data.glob("shard.*")) / bandwidth
+    assert epoch < 1.5 * floor + 1.0, (epoch, floor)
+    assert ds.stats()["bytes_downloaded"] == sum(p.stat().st_size for p in data.glob("shard.*"))
+
+
+def test_every_fault_is_survived_with_identical_samples(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, _ = served
+    plan = FaultPlan(
+        error_rate=0.15,
+        retry_after=0.01,
+        reset_rate=0.1,
+        truncate_rate=0.1,
+        stall_rate=0.05,
+        stall_seconds=5.0,
+        seed=7,
+        match=lambda r: "shard." in r.path,
+    )
+    with ThreadedFaultProxy(server.url, plan) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data",
+            local=str(tmp_path / "f"),
+            batch_size=10,
+            download_retry=8,
+            download_timeout=1.0,
+        )
+        got = [(s["id"], s["blob"]) for s in ds]
+    clean = StreamingDataset(remote=f"{server.url}/data", local=str(tmp_path / "g"), batch_size=10)
+    assert got == [(s["id"], s["blob"]) for s in clean]
+    assert ds.stats()["retries"] > 0
+
+
+def test_exhausted_retries_raise_in_the_consumer(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, _ = served
+    plan = FaultPlan(error_rate=1.0, error_statuses=(503,), match=lambda r: "shard.00003" in r.path)
+    with ThreadedFaultProxy(server.url, plan) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data", local=str(tmp_path / "h"), batch_size=10, download_retry=1
+        )
+        seen = []
+        start = time.perf_counter()
+        with pytest.raises(TransientStorageError, match=r"shard\.00003\.mds"):
+            for sample in ds:
+                seen.append(sample["id"])
+        assert time.perf_counter() - start < 30
+    # Everything before the failed shard was yielded; nothing after it (no silent skip).
+    assert seen == list(range(3 * SAMPLES_PER_SHARD))
+
+
+def test_worker_download_failure_raises_in_the_main_process(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, _ = served
+    plan = FaultPlan(error_rate=1.0, error_statuses=(500,), match=lambda r: "shard.00005" in r.path)
+    with ThreadedFaultProxy(server.url, plan) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data", local=str(tmp_path / "w"), batch_size=10, download_retry=0
+        )
+        loader = StreamingDataLoader(ds, batch_size=10, num_workers=2)
+        with pytest.raises(TransientStorageError, match=r"shard\.00005\.mds"):
+            list(loader)
