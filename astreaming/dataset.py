@@ -16,6 +16,7 @@ from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
 from astreaming.engine.ordering import build_spec, worker_sample_ids
+from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
@@ -154,6 +155,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         self._control = EpochControl()
         self._sync: SyncRuntime | None = None
         self._readers: ReaderCache | None = None
+        self._ranges = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
 
     # -- construction --------------------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         state = self.__dict__.copy()
         state["_sync"] = None
         state["_readers"] = None
+        state["_ranges"] = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         return state
 
     # -- sizes (mosaic's derived attributes) ---------------------------------------------------------
@@ -245,6 +248,18 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
     def sample_offset_per_stream(self) -> np.ndarray:
         """Global id of each stream's first sample."""
         return self._table.sample_offset_per_stream
+
+    @property
+    def cache_usage(self) -> int:
+        """Bytes of shards this process's cache budget accounts for (0 without ``cache_limit``)."""
+        if self._sync is None or self._sync.pid != os.getpid() or self._sync.runtime.budget is None:
+            return 0
+        return self._sync.runtime.budget.usage()
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch the next iteration will run (shared with DataLoader workers)."""
+        return self._control.upcoming()
 
     # -- epochs and checkpoints ----------------------------------------------------------------------
 
@@ -339,6 +354,12 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         budget = core.budget
         while core.evicted:  # close readers of shards evicted since the last read
             readers.drop(core.evicted.popleft())
+        if (
+            not core.scheduler.is_ready(shard)
+            and self._ranges.eligible(shard)
+            and not self._table.is_local(shard)
+        ):
+            return runtime.loop_thread.call(self._ranges.sample(core, shard, index))
         if budget is None or not core.evictable[shard]:
             if not core.scheduler.is_ready(shard) and not self._table.is_local(shard):
                 runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue

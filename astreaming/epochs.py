@@ -137,6 +137,12 @@ class EpochControl:
                 done[key] = finished
             self._write(state)
 
+    def upcoming(self) -> int:
+        """The epoch an iteration starting now would run."""
+        state = self._read()
+        explicit = state["explicit_epoch"]
+        return int(explicit) if explicit is not None else int(state["next_epoch"])
+
     def current(self) -> EpochStart:
         """The epoch of the latest started iteration (or the one the next would run) and its offset."""
         state = self._read()

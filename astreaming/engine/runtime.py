@@ -115,6 +115,11 @@ class Runtime:
         )
         self._open = _Open(backends, fetcher, scheduler)
 
+    def backend(self, stream_id: int) -> tuple[Backend, RetryPolicy]:
+        """The open backend and retry policy of a stream with a remote (after :meth:`open`)."""
+        assert self._open is not None, "Runtime.open() was not awaited"
+        return self._open.backends[stream_id], self._open.fetcher.policies[stream_id]
+
     @property
     def scheduler(self) -> FetchScheduler:
         """The fetch scheduler (after :meth:`open`)."""

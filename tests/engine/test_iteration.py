@@ -201,3 +201,47 @@ def test_cache_limit_never_evicts_local_only_data(make_dataset: MakeDataset, tmp
     )
     assert sorted(ids(list(ds))) == list(range(200))
     assert sorted(p.name for p in source.iterdir()) == files
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_epochs_and_set_epoch(
+    make_dataset: MakeDataset, tmp_path: Path, context: str
+) -> None:
+    remote = make_dataset(48)
+    kwargs = dict(remote=str(remote), batch_size=4, shuffle=True)
+
+    def epoch(ds: StreamingDataset, loader: StreamingDataLoader) -> list[list[int]]:
+        return [b["id"].tolist() for b in loader]
+
+    reference = StreamingDataset(local=str(tmp_path / "ref"), **kwargs)  # type: ignore[arg-type]
+    ref_loader = StreamingDataLoader(reference, batch_size=4, num_workers=2)
+    expected = [epoch(reference, ref_loader) for _ in range(3)]
+    assert expected[0] != expected[1] != expected[2]
+
+    ds = StreamingDataset(local=str(tmp_path / "p"), **kwargs)  # type: ignore[arg-type]
+    loader = StreamingDataLoader(
+        ds, batch_size=4, num_workers=2, persistent_workers=True, multiprocessing_context=context
+    )
+    assert epoch(ds, loader) == expected[0]
+    assert epoch(ds, loader) == expected[1]
+    ds.set_epoch(0)  # reaches the persistent workers
+    assert epoch(ds, loader) == expected[0]
+    ds.set_epoch(2)
+    assert epoch(ds, loader) == expected[2]
+    state = loader.state_dict()
+    assert state is not None and state["epoch"] == 2 and state["sample_in_epoch"] == 48
+
+
+def test_keep_zip_and_derived_attributes(make_dataset: MakeDataset, tmp_path: Path) -> None:
+    remote = make_dataset(90, compression="zstd", hashes=["xxh64"])
+    local = tmp_path / "z"
+    ds = StreamingDataset(remote=str(remote), local=str(local), batch_size=10, keep_zip=True)
+    assert ds.next_epoch == 0
+    assert sorted(ids(list(ds))) == list(range(90))
+    assert ds.next_epoch == 1
+    raws = sorted(p.name for p in local.glob("shard.*.mds"))
+    zips = sorted(p.name for p in local.glob("shard.*.mds.zstd"))
+    assert len(raws) == ds.num_shards and [z.removesuffix(".zstd") for z in zips] == raws
+    assert (ds.num_samples, ds.size, len(ds), ds.epoch_size) == (90, 90, 90, 90)
+    assert int(ds.samples_per_shard.sum()) == 90 and len(ds.shards) == ds.num_shards
+    assert ds.cache_usage == 0  # no cache_limit: nothing accounted

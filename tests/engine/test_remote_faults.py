@@ -116,3 +116,21 @@ def test_worker_download_failure_raises_in_the_main_process(
         loader = StreamingDataLoader(ds, batch_size=10, num_workers=2)
         with pytest.raises(TransientStorageError, match=r"shard\.00005\.mds"):
             list(loader)
+
+
+def test_random_access_reads_byte_ranges_of_uncached_shards(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, data = served
+    local = tmp_path / "r"
+    ds = StreamingDataset(remote=f"{server.url}/data", local=str(local))
+    expected = StreamingDataset(remote=str(data), local=str(tmp_path / "ref"))
+    for i in (37, 5, 159, 38):
+        sample = ds[i]
+        assert sample["id"] == i
+        assert sample["blob"] == expected[i]["blob"]
+    assert not list(local.glob("shard.*"))  # nothing downloaded whole
+    assert ds.stats()["bytes_downloaded"] == 0
+    # A map-style pass over one shard switches to downloading it once.
+    assert [ds[i]["id"] for i in range(40, 50)] == list(range(40, 50))
+    assert (local / "shard.00004.mds").exists()
