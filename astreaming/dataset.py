@@ -254,7 +254,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         """Bytes of shards this process's cache budget accounts for (0 without ``cache_limit``)."""
         if self._sync is None or self._sync.pid != os.getpid() or self._sync.runtime.budget is None:
             return 0
-        return self._sync.runtime.budget.usage()
+        return self._sync.runtime.budget.usage
 
     @property
     def next_epoch(self) -> int:
