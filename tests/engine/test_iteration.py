@@ -188,6 +188,7 @@ def test_cache_limit_bounds_disk_use_and_keeps_order(make_dataset: MakeDataset, 
         peak = max(peak, disk_use(local))
     assert seen == unlimited
     assert peak <= limit
+    assert 0 < ds.cache_usage <= limit
     assert ds.stats()["shards_downloaded"] > ds.num_shards  # some shards were evicted and re-fetched
     assert [ds[i]["id"] for i in (0, 399, 200)] == [0, 399, 200]
 
