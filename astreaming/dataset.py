@@ -310,14 +310,17 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
     def _complete(self, epoch: int, world: World) -> None:
         self._control.complete(epoch, world.worker_of_rank, world.workers_per_rank)
 
+    def _new_runtime(self) -> Runtime:
+        return Runtime(
+            self._table,
+            max_in_flight=self.args.max_concurrent_downloads,
+            predownload=self.args.predownload,
+            cache_limit=self.args.cache_limit,
+        )
+
     def _sync_parts(self) -> tuple[SyncRuntime, ReaderCache]:
         if self._sync is None or self._sync.pid != os.getpid():
-            self._sync = SyncRuntime(
-                self._table,
-                max_in_flight=self.args.max_concurrent_downloads,
-                predownload=self.args.predownload,
-                cache_limit=self.args.cache_limit,
-            )
+            self._sync = SyncRuntime(self._new_runtime())
             self._readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         assert self._readers is not None
         return self._sync, self._readers
@@ -332,12 +335,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         epoch, world, ids = self._plan()
         readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         try:
-            async with Runtime(
-                self._table,
-                max_in_flight=self.args.max_concurrent_downloads,
-                predownload=self.args.predownload,
-                cache_limit=self.args.cache_limit,
-            ) as runtime:
+            async with self._new_runtime() as runtime:
                 async for sample in aiter_plan(self._table, readers, runtime, ids):
                     yield sample
         finally:

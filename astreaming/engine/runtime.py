@@ -168,21 +168,12 @@ class Runtime:
 
 
 class SyncRuntime:
-    """A :class:`Runtime` on the process's loop thread, used from sync code (any thread but the loop's)."""
+    """A :class:`Runtime` opened on the process's loop thread, used from sync code (any other thread)."""
 
-    def __init__(
-        self,
-        table: ShardTable,
-        *,
-        max_in_flight: int,
-        predownload: int | None,
-        cache_limit: int | None = None,
-    ) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.pid = os.getpid()
         self.loop_thread: LoopThread = get_loop_thread()
-        self.runtime = Runtime(
-            table, max_in_flight=max_in_flight, predownload=predownload, cache_limit=cache_limit
-        )
+        self.runtime = runtime
         self.loop_thread.call(self.runtime.open())
         self.waiter = ShardWaiter(self.runtime.scheduler, self.loop_thread)
         # Close the backends (their HTTP sessions) when this object is collected or at exit, on the
