@@ -15,11 +15,15 @@ __all__ = ["StreamingDataLoader"]
 
 
 def _batch_len(batch: Any) -> int:
-    """Samples in a batch, as mosaic counts them (first value of a mapping, tensor length, or [0])."""
+    """Samples in a batch, as mosaic counts them: the first value of a mapping, a tensor's length, or
+    the length of ``batch[0]`` for a tuple of columns — except that a list of sample dicts (a
+    ``collate_fn`` that keeps samples apart) counts its samples, where mosaic counted columns."""
     if isinstance(batch, Mapping):
         first = next(iter(batch.values()))
         return len(first)
     if isinstance(batch, torch.Tensor):
+        return len(batch)
+    if isinstance(batch, list) and batch and isinstance(batch[0], Mapping):
         return len(batch)
     return len(batch[0])
 

@@ -385,6 +385,27 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             return [self[i] for i in (at.tolist() if isinstance(at, np.ndarray) else at)]
         raise TypeError(f"dataset indices must be int, slice, list or ndarray, not {type(at).__name__}")
 
+    # -- lifetime ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop this process's downloads and close its storage clients and open shards.
+
+        Optional: collection and interpreter exit do the same. The dataset stays usable; the next
+        iteration or ``ds[i]`` starts afresh.
+        """
+        sync, readers = self._sync, self._readers
+        self._sync, self._readers = None, None
+        if readers is not None:
+            readers.close()
+        if sync is not None and sync.pid == os.getpid():
+            sync.close()
+
+    def __enter__(self) -> StreamingDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- statistics ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -404,7 +425,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         return {
             "bytes_downloaded": fetch.bytes_downloaded,
             "shards_downloaded": fetch.shards_fetched,
-            "cache_hits": fetch.shards_already_local + sched.hits,
+            "cache_hits": fetch.shards_already_local,
             "retries": runtime.retry_stats.retries,
             "wait_seconds": sched.consumer_wait_seconds,
             "in_flight": sched.in_flight,

@@ -246,3 +246,29 @@ def test_keep_zip_and_derived_attributes(make_dataset: MakeDataset, tmp_path: Pa
     assert (ds.num_samples, ds.size, len(ds), ds.epoch_size) == (90, 90, 90, 90)
     assert int(ds.samples_per_shard.sum()) == 90 and len(ds.shards) == ds.num_shards
     assert ds.cache_usage == 0  # no cache_limit: nothing accounted
+
+
+def test_close_stops_downloads_and_the_dataset_stays_usable(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    remote = make_dataset(60)
+    local = tmp_path / "closed"
+    with StreamingDataset(remote=str(remote), local=str(local), batch_size=6) as ds:
+        it = iter(ds)
+        next(it)
+        del it
+    shutil.rmtree(local / "")  # nothing keeps writing into the cache after close()
+    local.mkdir()
+    ds.close()  # idempotent
+    assert ds[59]["id"] == 59
+
+
+def test_list_of_dicts_batches_count_samples(make_dataset: MakeDataset, tmp_path: Path) -> None:
+    remote = make_dataset(40)
+    ds = StreamingDataset(remote=str(remote), local=str(tmp_path / "l"), batch_size=8)
+    loader = StreamingDataLoader(ds, batch_size=8, collate_fn=lambda samples: samples)
+    it = iter(loader)
+    next(it)
+    next(it)
+    state = loader.state_dict()
+    assert state is not None and state["sample_in_epoch"] == 16
