@@ -134,6 +134,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         ):
             setattr(self, name, getattr(self.args, name))  # mosaic exposes these as attributes
         self._table = _run_blocking(self._load_table())
+        self._table.check_columns(allow_unsafe_types=self.args.allow_unsafe_types)
         samples = self._table.samples_per_stream.tolist()
         weights, total = apply_weights(
             [s.weights for s in self.streams], samples, self.args.epoch_size, self.args.shuffle_seed

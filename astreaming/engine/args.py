@@ -8,6 +8,7 @@ from typing import Any
 
 from astreaming._units import bytes_to_int, number_abbrev_to_int
 from astreaming.errors import ConfigError, UnknownOptionError
+from astreaming.format.hashing import hash_names
 from astreaming.stream import Stream
 
 __all__ = ["DatasetArgs", "build_streams", "register_stream", "streams_registry"]
@@ -89,6 +90,10 @@ def parse_args(**kw: Any) -> DatasetArgs:
     if predownload is None:
         predownload = 8 * batch_size if batch_size is not None else 64
     predownload = _positive("predownload", predownload, minimum=0)
+    if kw["validate_hash"] is not None and kw["validate_hash"] not in hash_names():
+        raise UnknownOptionError(
+            f"validate_hash={kw['validate_hash']!r} is not a supported hash ({', '.join(hash_names())})"
+        )
     if kw["shuffle_seed"] is None or kw["shuffle_seed"] < 0:
         raise ConfigError(f"shuffle_seed must be >= 0, got {kw['shuffle_seed']!r}")
     return DatasetArgs(

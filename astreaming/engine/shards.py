@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from astreaming.cache.paths import CacheDir
-from astreaming.format.index import FileInfo, ShardEntry
+from astreaming.format.index import FileInfo, MDSEntry, ShardEntry
+from astreaming.format.mds.reader import MDSReader
 from astreaming.stream import DownloadOptions, Stream
 
 __all__ = ["ShardFile", "ShardTable", "StreamShards"]
@@ -79,6 +80,20 @@ class ShardTable:
     def shards_of(self, sample_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Vectorised :meth:`locate` (shard ids only); O(n log S), no per-sample Python."""
         return (np.searchsorted(self.bounds, sample_ids, side="right") - 1).astype(np.int64)
+
+    def check_columns(self, *, allow_unsafe_types: bool) -> None:
+        """Compile every distinct MDS column layout once, so that an unknown encoding or a ``pkl``
+        column without ``allow_unsafe_types`` fails at construction, before any shard is read."""
+        seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+        for shard, entry in enumerate(self.entries):
+            if not isinstance(entry, MDSEntry):
+                continue
+            layout = (entry.column_names, entry.column_encodings)
+            if layout in seen:
+                continue
+            seen.add(layout)
+            source = str(self.caches[int(self.stream_per_shard[shard])].root / entry.raw_data.basename)
+            MDSReader.plan(entry, source=source, allow_unsafe_types=allow_unsafe_types)
 
     def stream_of(self, shard: int) -> StreamShards:
         """The stream a shard belongs to."""

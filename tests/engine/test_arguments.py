@@ -29,6 +29,7 @@ from astreaming.stream import default_local
         ({"batch_size": 0}, ConfigError, "batch_size"),
         ({"num_canonical_nodes": 0}, ConfigError, "num_canonical_nodes"),
         ({"max_concurrent_downloads": 0}, ConfigError, "max_concurrent_downloads"),
+        ({"validate_hash": "crc32"}, UnknownOptionError, "validate_hash"),
     ],
 )
 def test_bad_dataset_arguments_are_named(kwargs: dict[str, Any], error: type[Exception], name: str) -> None:

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from astreaming import (
+    ConfigError,
+    MDSWriter,
     ObjectNotFound,
     Stream,
     StreamingDataLoader,
@@ -272,3 +274,15 @@ def test_list_of_dicts_batches_count_samples(make_dataset: MakeDataset, tmp_path
     next(it)
     state = loader.state_dict()
     assert state is not None and state["sample_in_epoch"] == 16
+
+
+def test_pickle_columns_refused_at_construction_unless_allowed(tmp_path: Path) -> None:
+    remote = tmp_path / "pkl"
+    with MDSWriter(out=str(remote), columns={"id": "int", "obj": "pkl"}) as writer:
+        for i in range(5):
+            writer.write({"id": i, "obj": {"i": i}})
+    with pytest.raises(ConfigError, match="allow_unsafe_types"):
+        StreamingDataset(remote=str(remote), local=str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("shard.*"))
+    ds = StreamingDataset(remote=str(remote), local=str(tmp_path / "b"), allow_unsafe_types=True)
+    assert ds[3]["obj"] == {"i": 3}
