@@ -20,12 +20,18 @@ import asyncio
 import email.utils
 import errno
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 
 from astreaming.errors import ObjectNotFound, PermissionDenied, StorageError, TransientStorageError
 from astreaming.storage.urls import redact
+
+if TYPE_CHECKING:
+    from astreaming.storage.base import BackendStats
+
+T = TypeVar("T")
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -94,3 +100,22 @@ def map_os_error(e: OSError, url: str) -> StorageError:
 
 
 __all__ = ["from_status", "map_aiohttp", "map_os_error", "retry_after_seconds"]
+
+
+async def call_mapped(stats: BackendStats, url: str, what: str, op: Callable[[], Awaitable[T]]) -> T:
+    """Run one aiohttp-based request, counting it, with client errors translated once at the boundary.
+
+    Typed :class:`StorageError` s pass through (counted as errors); aiohttp, timeout and connection errors
+    become the typed error :func:`map_aiohttp` chooses; anything else propagates untouched.
+    """
+    stats.requests += 1
+    try:
+        return await op()
+    except StorageError:
+        stats.errors += 1
+        raise
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+        stats.errors += 1
+        mapped = map_aiohttp(e, url, what=what)
+        assert mapped is not None
+        raise mapped from e

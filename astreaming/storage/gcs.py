@@ -28,7 +28,7 @@ from gcloud.aio.storage.storage import init_api_root
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.storage.base import Backend, ObjectInfo, check_range
-from astreaming.storage.errormap import from_status, map_aiohttp
+from astreaming.storage.errormap import call_mapped, from_status
 from astreaming.storage.gcs_auth import GCSAuth
 from astreaming.storage.httpsession import make_session, raise_for_status, read_body, stream_to_file
 from astreaming.storage.urls import parse_url
@@ -164,17 +164,7 @@ class GCSBackend(Backend):
         return f"{self.api_root}/storage/v1/b/{bucket}/o/{quote(key, safe='')}"
 
     async def _do(self, url: str, what: str, fn: Callable[[_Storage], Awaitable[T]]) -> T:
-        self.stats.requests += 1
-        try:
-            return await fn(self._storage())
-        except StorageError:
-            self.stats.errors += 1
-            raise
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
-            self.stats.errors += 1
-            mapped = map_aiohttp(e, url, what=what)
-            assert mapped is not None
-            raise mapped from e
+        return await call_mapped(self.stats, url, what, lambda: fn(self._storage()))
 
     async def _get(self, s: _Storage, url: str, headers: dict[str, str] | None = None) -> Any:
         """Start a media GET (aiohttp response as an async context manager); errors raise typed."""

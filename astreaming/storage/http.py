@@ -14,7 +14,7 @@ import aiohttp
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.storage.base import Backend, ObjectInfo, check_range
-from astreaming.storage.errormap import map_aiohttp
+from astreaming.storage.errormap import call_mapped
 from astreaming.storage.httpsession import make_session, raise_for_status, read_body, stream_to_file
 from astreaming.storage.urls import redact
 
@@ -63,17 +63,7 @@ class HTTPBackend(Backend):
         await super().aclose()
 
     async def _do(self, url: str, what: str, fn: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
-        self.stats.requests += 1
-        try:
-            return await fn(self._session())
-        except StorageError:
-            self.stats.errors += 1
-            raise
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
-            self.stats.errors += 1
-            mapped = map_aiohttp(e, url, what=what)
-            assert mapped is not None
-            raise mapped from e
+        return await call_mapped(self.stats, url, what, lambda: fn(self._session()))
 
     async def read_bytes(self, url: str) -> bytes:
         async def go(s: aiohttp.ClientSession) -> bytes:
