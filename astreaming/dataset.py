@@ -370,7 +370,11 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
                     return readers.get(shard)[index]
                 finally:
                     budget.unpin(shard)
-            budget.unpin(shard)  # evicted in between: fetch it again
+            budget.unpin(shard)
+            # Evicted in between. The scheduler may still count it as ready (an eviction can land
+            # between a fetch's commit and the scheduler marking it ready): make it forget the shard,
+            # on the loop and before the next wait is submitted, or the wait would return at once forever.
+            runtime.loop_thread.call_soon(core.scheduler.forget, shard)
 
     def __getitem__(self, at: Any) -> Any:
         """``ds[i]`` (negative wraps), ``ds[a:b:c]``, ``ds[[i, j]]`` or an integer ndarray."""

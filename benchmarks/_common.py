@@ -109,20 +109,25 @@ def write_dataset(
     return info
 
 
-def ensure_dataset(out: str | Path, num: int, kind: str = "small", writer: str = "auto") -> dict[str, Any]:
-    """Reuse the dataset at ``out`` if an earlier call wrote the same ``num`` and ``kind``, else write it."""
+def ensure_dataset(
+    out: str | Path, num: int, kind: str = "small", writer: str = "auto", size_limit: int | None = 1 << 26
+) -> dict[str, Any]:
+    """Reuse the dataset at ``out`` if an earlier call wrote the same ``num``, ``kind`` and ``size_limit``,
+    else write it (see :func:`write_dataset`)."""
     out = Path(out)
     marker = out / MARKER
     if marker.exists():
         info: dict[str, Any] = json.loads(marker.read_text())
-        if info.get("samples") == num and info.get("kind") == kind and (out / "index.json").exists():
+        same = info.get("samples") == num and info.get("kind") == kind
+        if same and info.get("size_limit", 1 << 26) == size_limit and (out / "index.json").exists():
             return info
     if out.exists():
         # Only ever delete what this function wrote: a directory with our marker, or an empty one.
         if not marker.exists() and any(out.iterdir()):
             raise FileExistsError(f"{out} exists and was not written by ensure_dataset: not overwriting it")
         shutil.rmtree(out)
-    info = write_dataset(out, num, kind, writer)
+    info = write_dataset(out, num, kind, writer, size_limit)
+    info["size_limit"] = size_limit
     marker.write_text(json.dumps(info))
     return info
 
@@ -204,13 +209,16 @@ def _mosaic_segments() -> set[str]:
         return set()
 
 
-def run_peer(script: str, args: Sequence[str] = (), timeout: float = 1800.0) -> dict[str, Any]:
+def run_peer(
+    script: str, args: Sequence[str] = (), timeout: float = 1800.0, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``benchmarks/peers/<script>`` with the peer python in a fresh subprocess; return its JSON.
 
     The script prints one JSON object as its last stdout line. It runs with a private ``TMPDIR`` (mosaic
     leaves lock files there and never deletes them) that is removed afterwards, and any mosaic
     ``/dev/shm`` segment that appeared during the run and outlived it is unlinked and reported under
-    ``"leaked_shm"`` (the script already calls mosaic's own cleanup; this is the safety net).
+    ``"leaked_shm"`` (the script already calls mosaic's own cleanup; this is the safety net). ``env``
+    adds variables to the inherited environment (e.g. an S3 endpoint).
 
     Raises:
         FileNotFoundError: the peer venv is missing (run ``benchmarks/setup_peer.sh``).
@@ -222,12 +230,12 @@ def run_peer(script: str, args: Sequence[str] = (), timeout: float = 1800.0) -> 
     path = PEERS_DIR / script
     before = _mosaic_segments()
     tmp = tempfile.mkdtemp(prefix="peer-run-")
-    env = dict(os.environ, TMPDIR=tmp)
+    full_env = dict(os.environ, **(env or {}), TMPDIR=tmp)
     # Also on PYTHONPATH, not only on the scripts' sys.path: spawned DataLoader workers need the stand-in.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STUBS_DIR), str(BENCH_DIR)) if p)
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STUBS_DIR), str(BENCH_DIR)) if p)
     try:
         proc = subprocess.run(
-            [str(python), str(path), *args], env=env, capture_output=True, text=True, timeout=timeout
+            [str(python), str(path), *args], env=full_env, capture_output=True, text=True, timeout=timeout
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,18 +4,20 @@ Only shard readiness crosses threads (DESIGN §2): the consumer checks readiness
 another shard and otherwise reads straight from the mapped file. With a ``cache_limit``, the shard being
 read is pinned (never evicted) and readers of evicted shards are closed at the next shard switch.
 
-The hot loop works on *segments*: maximal runs of plan positions in one shard, also cut where the
-consumer has something to report. Within a segment the samples come from ``map(get_item, indices)``, a
-loop in C, so a cached sequential epoch costs little more than the decoder itself. The position goes to
+The hot loop works on *segments*: runs of plan positions in one shard (at most ``_AT_EVERY`` long),
+also cut where the consumer has something to report. A segment is decoded in one call (the MDS reader's
+``get_many``, a loop without a Python call per sample) and the sync iterator chains the segments in C,
+so a cached sequential epoch costs little more than the decoder itself. The position goes to
 the scheduler (a cross-thread call that wakes the loop thread) only where it can start a download: at
 each "trigger", the first position within ``predownload`` of a shard's first need, and before waiting.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,8 +26,12 @@ import numpy.typing as npt
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
+from astreaming.format.reader import ShardReader
 
-__all__ = ["aiter_plan", "first_needs", "iter_plan", "segments", "shards_of", "triggers"]
+__all__ = ["aiter_plan", "batch_decoder", "first_needs", "iter_plan", "segments", "shards_of", "triggers"]
+
+#: Decodes the samples at a list of indices of one shard.
+Decoder = Callable[[list[int]], Iterable[dict[str, Any]]]
 
 #: Plan entries converted to Python ints at a time (bounds the memory of the conversion).
 _CHUNK = 1 << 16
@@ -117,6 +123,8 @@ class _Walk:
         self.readers = readers
         self.ready: set[int] = set()  # shards this walk saw ready: no cross-thread check again
         self.pinned = -1
+        # Set when a shard the scheduler reported ready turned out evicted (see enter).
+        self.stale = False
 
     def leave(self) -> None:
         """Unpin the shard being left and forget shards evicted meanwhile."""
@@ -140,9 +148,12 @@ class _Walk:
         if budget.pin(shard):
             self.pinned = shard
             return True
-        # Evicted between "ready" and the pin: fetch it again.
+        # Evicted between "ready" and the pin: fetch it again. The scheduler may still count it as
+        # ready (an eviction can land between a fetch's commit and the scheduler marking the shard
+        # ready), so the caller makes it forget the shard first, or waiting would return at once, forever.
         budget.unpin(shard)
         self.ready.discard(shard)
+        self.stale = True
         return False
 
     def at(self, position: int) -> None:
@@ -167,26 +178,27 @@ def iter_plan(
     once per segment, not per sample. Closing or dropping the returned iterator closes the walk (its
     ``finally`` runs when the chain releases it).
     """
-    return itertools.chain.from_iterable(_segment_maps(table, readers, runtime, sample_ids))
+    return itertools.chain.from_iterable(_decoded_segments(table, readers, runtime, sample_ids))
 
 
-def _segment_maps(
+def _decoded_segments(
     table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, sample_ids: npt.NDArray[np.int64]
-) -> Iterator[Iterator[dict[str, Any]]]:
-    """One iterator of decoded samples per segment, each handed out once its shard is ready.
+) -> Iterator[Iterable[dict[str, Any]]]:
+    """The decoded samples of each segment, each handed out once its shard is ready.
 
     The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
-    exhausted the previous iterator, so a shard stays pinned while its samples are decoded.
+    exhausted the previous one, so a shard stays pinned while its samples are decoded.
     """
     shards, order, first = first_needs(table, sample_ids)
     # The plan's shards per position only feed cache_limit eviction ("furthest next use"); building
     # that index costs seconds on a huge shuffled plan, so without a budget it gets an empty plan.
     runtime.enqueue(shards if runtime.runtime.budget is not None else shards[:0], order, first)
     waiter = runtime.waiter
+    forget = functools.partial(runtime.loop_thread.call_soon, runtime.runtime.scheduler.forget)
     walk = _Walk(runtime.runtime, readers)
     cuts = triggers(first, runtime.runtime.predownload)
     report = cuts.tolist()[::-1]  # pending trigger positions, the next one last
-    current, get = -1, _not_open
+    current, decode = -1, _NOT_OPEN
     try:
         for start, local, chunk in _chunks(table, sample_ids, shards):
             for begin, end, shard in zip(*segments(chunk, start, cuts), strict=True):
@@ -194,18 +206,21 @@ def _segment_maps(
                 if shard != current:
                     walk.leave()
                     while not walk.enter(shard):
+                        if walk.stale:
+                            walk.stale = False
+                            forget(shard)  # runs on the loop before the wait below is submitted
                         # Report the position first: the scheduler only starts shards within the
                         # look-ahead of the last reported position.
                         waiter.advance(position)
                         waiter.wait_ready(shard, position)
                         walk.ready.add(shard)
-                    get, current = readers.get(shard).get_item, shard
+                    decode, current = batch_decoder(readers.get(shard)), shard
                 if report and position >= report[-1]:
                     while report and position >= report[-1]:
                         report.pop()
                     waiter.advance(position)
                 walk.at(position)
-                yield map(get, local[begin:end])
+                yield decode(local[begin:end])
     finally:
         walk.leave()
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
@@ -213,8 +228,18 @@ def _segment_maps(
         waiter.cancel_many(order.tolist())
 
 
-def _not_open(index: int) -> dict[str, Any]:
+def batch_decoder(reader: ShardReader) -> Decoder:
+    """The fastest way to decode a run of samples of ``reader``: MDS readers decode a list in one loop
+    (``get_many``), other formats map ``get_item``."""
+    many: Decoder | None = getattr(reader, "get_many", None)
+    return many if many is not None else functools.partial(map, reader.get_item)
+
+
+def _not_open(indices: list[int]) -> Iterable[dict[str, Any]]:
     raise AssertionError("no shard reader is open")  # unreachable: the first segment opens one
+
+
+_NOT_OPEN: Decoder = _not_open
 
 
 async def aiter_plan(
@@ -225,7 +250,7 @@ async def aiter_plan(
     runtime.enqueue(shards if runtime.budget is not None else shards[:0], order, first)
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
-    current, get = -1, _not_open
+    current, decode = -1, _NOT_OPEN
     try:
         for start, local, chunk in _chunks(table, sample_ids, shards):
             # Same loop thread as the scheduler: reporting the position is a plain call, so no triggers.
@@ -234,13 +259,16 @@ async def aiter_plan(
                 if shard != current:
                     walk.leave()
                     while not walk.enter(shard):
+                        if walk.stale:
+                            walk.stale = False
+                            scheduler.forget(shard)
                         scheduler.advance(position)
                         await scheduler.wait(shard, position)
                         walk.ready.add(shard)
-                    get, current = readers.get(shard).get_item, shard
+                    decode, current = batch_decoder(readers.get(shard)), shard
                 scheduler.advance(position)
                 walk.at(position)
-                for sample in map(get, local[begin:end]):
+                for sample in decode(local[begin:end]):
                     yield sample
     finally:
         walk.leave()

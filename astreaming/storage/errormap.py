@@ -99,7 +99,7 @@ def map_os_error(e: OSError, url: str) -> StorageError:
     return StorageError(f"{shown}: {e}", url=shown)
 
 
-__all__ = ["from_status", "map_aiohttp", "map_os_error", "retry_after_seconds"]
+__all__ = ["call_mapped", "from_status", "map_aiohttp", "map_os_error", "retry_after_seconds"]
 
 
 async def call_mapped(stats: BackendStats, url: str, what: str, op: Callable[[], Awaitable[T]]) -> T:

@@ -169,8 +169,13 @@ class S3Backend(Backend):
         keys = {} if key is None else {"aws_access_key_id": key, "aws_secret_access_key": secret}
         if key is not None and token:
             keys["aws_session_token"] = token
+        url = self._endpoint(endpoint)
+        # Plain HTTP has no certificate to verify (None keeps botocore's default). Skipping verification
+        # also keeps aiobotocore from building an SSL context in a helper thread, a step that hung
+        # intermittently in forked DataLoader workers.
+        verify = False if url is not None and url.startswith("http://") else None
         return session.create_client(
-            "s3", endpoint_url=self._endpoint(endpoint), region_name=self.region, config=config, **keys
+            "s3", endpoint_url=url, region_name=self.region, config=config, verify=verify, **keys
         )
 
     async def _go_unsigned(self) -> None:

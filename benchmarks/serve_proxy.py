@@ -1,0 +1,136 @@
+"""Serve a dataset directory over HTTP or S3 (moto) behind a fault proxy, in its own process.
+
+The benchmarks run the server and the proxy here, not in the measured process: both are Python threads
+that would otherwise compete for the measured process's GIL. Started by :func:`serve` (a context
+manager); by hand:
+
+    python benchmarks/serve_proxy.py --root DIR --kind http --latency 0.02 --bandwidth 50e6
+
+Prints one JSON line ``{"url": <proxy base URL>, "upstream": <server URL>, "root": <URL of the dataset
+through the proxy>, "env": {...}}``, then answers each ``stats`` line on stdin with the proxy's
+counters as JSON (``bytes_sent``, ``requests``, ...), and exits when stdin closes.
+
+For ``--kind s3`` the files are uploaded to moto's bucket ``bench`` under ``--prefix`` and ``root`` is
+``s3://bench/<prefix>``; ``env`` holds what a client needs (``S3_ENDPOINT_URL`` = the proxy, fake
+credentials), for astreaming and mosaic alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+BUCKET = "bench"
+HERE = Path(__file__).resolve().parent
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """Environment for an S3 client of moto at ``endpoint`` (no real AWS config is read)."""
+    return {
+        "S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent/bench-aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/bench-aws-credentials",
+    }
+
+
+class Served:
+    """A running ``serve_proxy.py`` process: its URLs and a way to read the proxy's counters."""
+
+    def __init__(self, proc: subprocess.Popen[str], info: dict[str, Any]) -> None:
+        self.proc = proc
+        self.url: str = info["url"]
+        self.root: str = info["root"]
+        self.env: dict[str, str] = info["env"]
+
+    def stats(self) -> dict[str, Any]:
+        """The proxy's counters now (``bytes_sent``, ``requests``, ...)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+
+@contextlib.contextmanager
+def serve(
+    root: str | Path, kind: str, latency: float, bandwidth: float | None, prefix: str = "data"
+) -> Iterator[Served]:
+    """Run ``serve_proxy.py`` for ``root`` until the block ends."""
+    args = [sys.executable, str(HERE / "serve_proxy.py"), "--root", str(root), "--kind", kind]
+    args += ["--latency", str(latency), "--prefix", prefix]
+    if bandwidth:
+        args += ["--bandwidth", str(bandwidth)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"serve_proxy.py exited with {proc.wait()} before serving")
+        yield Served(proc, json.loads(line))
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answer(stdin: IO[str], proxy: Any) -> None:
+    for line in stdin:
+        if line.strip() == "stats":
+            print(json.dumps(dataclasses.asdict(proxy.statistics())), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--root", required=True, help="dataset directory to serve")
+    parser.add_argument("--kind", choices=["http", "s3"], default="http")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every request")
+    parser.add_argument("--bandwidth", type=float, default=None, help="bytes/s shared by all connections")
+    parser.add_argument("--prefix", default="data", help="key prefix of the dataset in the S3 bucket")
+    args = parser.parse_args()
+
+    from astreaming.testing.faults import FaultPlan
+    from astreaming.testing.servers import MotoS3Server, StaticHTTPServer
+    from astreaming.testing.threadedproxy import ThreadedFaultProxy
+
+    root = Path(args.root)
+    plan = FaultPlan(latency=args.latency, bandwidth=args.bandwidth)
+    with contextlib.ExitStack() as stack:
+        if args.kind == "http":
+            server: Any = stack.enter_context(StaticHTTPServer(root))
+        else:
+            server = stack.enter_context(MotoS3Server())
+            server.create_bucket(BUCKET)
+            client = server.client()
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                key = f"{args.prefix}/{path.relative_to(root).as_posix()}"
+                client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+            client.close()
+        proxy = stack.enter_context(ThreadedFaultProxy(server.url, plan))
+        if args.kind == "http":
+            info = {"url": proxy.url, "upstream": server.url, "root": proxy.url, "env": {}}
+        else:
+            info = {"url": proxy.url, "upstream": server.url, "root": f"s3://{BUCKET}/{args.prefix}"}
+            info["env"] = s3_env(proxy.url)
+        print(json.dumps(info), flush=True)
+        _answer(sys.stdin, proxy)
+    os._exit(0)  # moto's and the servers' daemon threads need no orderly interpreter shutdown
+
+
+if __name__ == "__main__":
+    main()
