@@ -12,6 +12,7 @@ environment variables themselves (for example with ``monkeypatch``).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
@@ -59,14 +60,18 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
 _S = TypeVar("_S", bound="_Server")
 
 
-class _Server:
+class _Server(abc.ABC):
+    """A test server on 127.0.0.1: a context manager that starts it and always stops it."""
+
     url: str
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the server; :attr:`url` is set on return."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the server and remove its files."""
 
     def __enter__(self: _S) -> _S:
         self.start()
