@@ -329,7 +329,15 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
         runtime, readers = self._sync_parts()
-        yield from iter_plan(self._table, readers, runtime, ids)
+        samples = iter_plan(self._table, readers, runtime, ids)
+        if type(self).__getitem__ is StreamingDataset.__getitem__:
+            yield from samples
+        else:
+            # mosaic yields ``self[sample_id]``, so a subclass that transforms samples in __getitem__
+            # (tokenising, augmenting) sees iteration too. The plan walk still drives prefetching and
+            # guarantees the shard is ready (and pinned) when the override reads it.
+            for sample_id, _ in zip(ids.tolist(), samples, strict=True):
+                yield self[sample_id]
         self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:

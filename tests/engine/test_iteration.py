@@ -286,3 +286,22 @@ def test_pickle_columns_refused_at_construction_unless_allowed(tmp_path: Path) -
     assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("shard.*"))
     ds = StreamingDataset(remote=str(remote), local=str(tmp_path / "b"), allow_unsafe_types=True)
     assert ds[3]["obj"] == {"i": 3}
+
+
+class Doubling(StreamingDataset):
+    """A mosaic-style subclass that transforms samples in __getitem__."""
+
+    def __getitem__(self, at: object) -> object:
+        sample = super().__getitem__(at)
+        return {"id": sample["id"], "twice": 2 * sample["id"]}
+
+
+def test_subclass_getitem_applies_to_iteration(make_dataset: MakeDataset, tmp_path: Path) -> None:
+    remote = make_dataset(50)
+    ds = Doubling(remote=str(remote), local=str(tmp_path / "sub"), batch_size=5, shuffle=True)
+    plain = StreamingDataset(remote=str(remote), local=str(tmp_path / "plain"), batch_size=5, shuffle=True)
+    got = list(ds)
+    assert [s["id"] for s in got] == ids(list(plain))
+    assert all(s["twice"] == 2 * s["id"] for s in got)
+    loader = StreamingDataLoader(ds, batch_size=5, num_workers=2)
+    assert sorted(int(i) for b in loader for i in b["twice"]) == [2 * i for i in range(50)]
