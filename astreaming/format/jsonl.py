@@ -9,7 +9,7 @@ from typing import Any
 
 from astreaming.errors import ConfigError, FormatError
 from astreaming.format.index import JSONEntry
-from astreaming.format.meta import build_meta, offsets_list, parse_meta
+from astreaming.format.meta import LineShardReader, build_meta
 from astreaming.format.writer import MissingColumnError, ShardWriter
 
 __all__ = ["JSONReader", "JSONWriter"]
@@ -90,7 +90,7 @@ class JSONWriter(ShardWriter):
         )
 
 
-class JSONReader:
+class JSONReader(LineShardReader):
     """Random access to one JSONL shard: ``reader[i]`` is ``json.loads`` of line ``i`` (all its keys).
 
     Args:
@@ -101,33 +101,9 @@ class JSONReader:
     """
 
     def __init__(self, data: mmap.mmap | bytes, meta: bytes, entry: JSONEntry, *, source: str) -> None:
-        self.source = source
+        super().__init__(data, meta, samples=entry.samples, first=0, source=source)
         self.entry = entry
-        self.offsets = parse_meta(
-            meta, source=f"{source}.meta", samples=entry.samples, first=0, data_size=len(data)
-        )
-        self._offs = offsets_list(self.offsets)
-        self._buf = data
-        self._num = entry.samples
         self._newline = entry.newline.encode("utf-8")
-
-    @property
-    def samples(self) -> int:
-        """Number of samples in the shard."""
-        return self._num
-
-    def __len__(self) -> int:
-        return self._num
-
-    def get_bytes(self, index: int) -> bytes:
-        """The stored line of sample ``index``, newline included."""
-        if not 0 <= index < self._num:
-            raise IndexError(f"{self.source}: sample {index} out of range (shard has {self._num})")
-        return bytes(self._buf[self._offs[index] : self._offs[index + 1]])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Decode sample ``index`` (negative counts from the end)."""
-        return self.get_item(index + self._num if index < 0 else index)
 
     def get_item(self, index: int) -> dict[str, Any]:
         """Decode sample ``index`` (``0 <= index < len``)."""
@@ -143,9 +119,3 @@ class JSONReader:
         if not isinstance(obj, dict):
             raise FormatError(f"{self.source}: sample {index} is not a JSON object")
         return obj
-
-    def close(self) -> None:
-        """Release the data mapping."""
-        buf, self._buf, self._num = self._buf, b"", 0
-        if isinstance(buf, mmap.mmap):
-            buf.close()

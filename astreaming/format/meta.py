@@ -6,15 +6,18 @@ offsets start at 0; XSV offsets are absolute and start after the header line.
 
 from __future__ import annotations
 
+import abc
+import mmap
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from astreaming.errors import FormatError
 
-__all__ = ["build_meta", "offsets_list", "parse_meta"]
+__all__ = ["LineShardReader", "build_meta", "offsets_list", "parse_meta"]
 
 
 def build_meta(first: int, lengths: Sequence[int], config_json: bytes) -> bytes:
@@ -63,3 +66,56 @@ def offsets_list(offsets: npt.NDArray[np.uint32]) -> Sequence[int]:
         return memoryview(offsets.astype("<u4").tobytes()).cast("I")
     values: list[int] = offsets.astype(np.int64).tolist()  # pragma: no cover - big-endian hosts
     return values  # pragma: no cover
+
+
+class LineShardReader(abc.ABC):
+    """What the JSONL and XSV readers share: a data file of one line per sample, indexed by its meta file.
+
+    Subclasses set up their columns and implement :meth:`get_item` (decoding the line ``get_bytes`` gives).
+
+    Args:
+        data: the data file (mmap or bytes).
+        meta: the meta file bytes.
+        samples: the sample count the index records.
+        first: the offset of the first sample (0 for JSONL, the header length for XSV).
+        source: the data file, named in errors.
+    """
+
+    def __init__(
+        self, data: mmap.mmap | bytes, meta: bytes, *, samples: int, first: int, source: str
+    ) -> None:
+        self.source = source
+        self.offsets = parse_meta(
+            meta, source=f"{source}.meta", samples=samples, first=first, data_size=len(data)
+        )
+        self._offs = offsets_list(self.offsets)
+        self._buf = data
+        self._num = samples
+
+    @property
+    def samples(self) -> int:
+        """Number of samples in the shard."""
+        return self._num
+
+    def __len__(self) -> int:
+        return self._num
+
+    def get_bytes(self, index: int) -> bytes:
+        """The stored line of sample ``index``, newline included."""
+        if not 0 <= index < self._num:
+            raise IndexError(f"{self.source}: sample {index} out of range (shard has {self._num})")
+        return bytes(self._buf[self._offs[index] : self._offs[index + 1]])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Decode sample ``index`` (negative counts from the end)."""
+        return self.get_item(index + self._num if index < 0 else index)
+
+    @abc.abstractmethod
+    def get_item(self, index: int) -> dict[str, Any]:
+        """Decode sample ``index`` (``0 <= index < len``)."""
+
+    def close(self) -> None:
+        """Release the data mapping."""
+        buf, self._buf, self._num = self._buf, b"", 0
+        if isinstance(buf, mmap.mmap):
+            buf.close()

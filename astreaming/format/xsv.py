@@ -13,7 +13,7 @@ from typing import Any
 
 from astreaming.errors import ConfigError, FormatError
 from astreaming.format.index import XSVEntry
-from astreaming.format.meta import build_meta, offsets_list, parse_meta
+from astreaming.format.meta import LineShardReader, build_meta
 from astreaming.format.writer import MissingColumnError, ShardWriter
 
 __all__ = ["CSVWriter", "TSVWriter", "XSVReader", "XSVWriter", "header_line"]
@@ -143,7 +143,7 @@ class TSVWriter(CSVWriter):
         XSVWriter.__init__(self, columns=columns, separator="\t", newline=newline, **kwargs)
 
 
-class XSVReader:
+class XSVReader(LineShardReader):
     """Random access to one CSV/TSV/XSV shard: ``reader[i]`` maps column names to decoded fields.
 
     Args:
@@ -157,42 +157,18 @@ class XSVReader:
         for name, enc in zip(entry.column_names, entry.column_encodings, strict=True):
             if enc not in _DECODERS:
                 raise FormatError(f"{source}: column {name!r} has unknown encoding {enc!r} (str, int, float)")
-        self.source = source
-        self.entry = entry
         header = header_line(entry.column_names, entry.separator, entry.newline)
         if bytes(data[: len(header)]) != header:
             raise FormatError(
                 f"{source}: header line does not match the index columns {list(entry.column_names)}"
             )
-        self.offsets = parse_meta(
-            meta, source=f"{source}.meta", samples=entry.samples, first=len(header), data_size=len(data)
-        )
-        self._offs = offsets_list(self.offsets)
-        self._buf = data
-        self._num = entry.samples
+        super().__init__(data, meta, samples=entry.samples, first=len(header), source=source)
+        self.entry = entry
         self._sep = entry.separator
         self._newline = entry.newline
         self._columns = list(
             zip(entry.column_names, [_DECODERS[e] for e in entry.column_encodings], strict=True)
         )
-
-    @property
-    def samples(self) -> int:
-        """Number of samples in the shard."""
-        return self._num
-
-    def __len__(self) -> int:
-        return self._num
-
-    def get_bytes(self, index: int) -> bytes:
-        """The stored line of sample ``index``, newline included."""
-        if not 0 <= index < self._num:
-            raise IndexError(f"{self.source}: sample {index} out of range (shard has {self._num})")
-        return bytes(self._buf[self._offs[index] : self._offs[index + 1]])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Decode sample ``index`` (negative counts from the end)."""
-        return self.get_item(index + self._num if index < 0 else index)
 
     def get_item(self, index: int) -> dict[str, Any]:
         """Decode sample ``index`` (``0 <= index < len``)."""
@@ -211,9 +187,3 @@ class XSVReader:
             return {name: dec(field) for (name, dec), field in zip(self._columns, fields, strict=True)}
         except ValueError as exc:
             raise FormatError(f"{self.source}: sample {index}: {exc}") from None
-
-    def close(self) -> None:
-        """Release the data mapping."""
-        buf, self._buf, self._num = self._buf, b"", 0
-        if isinstance(buf, mmap.mmap):
-            buf.close()
