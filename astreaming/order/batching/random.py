@@ -12,6 +12,7 @@ import numpy as np
 
 from astreaming.order.batching._common import resample
 from astreaming.order.partition import partition_layout
+from astreaming.order.partition.relaxed import PartitionLayout
 from astreaming.order.shuffle import get_shuffle, iter_shuffle
 from astreaming.order.shuffle._spans import node_bounds
 from astreaming.order.spec import EpochSpec
@@ -65,12 +66,11 @@ def gather_permutation(
     return out
 
 
-def random_worker_ids(spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> np.ndarray:
-    """One worker's (batches, B) sample ids (-1 padding) for random batching, without the whole epoch."""
-    res = resample(spec, epoch)
-    layout = partition_layout(
+def _layout(spec: EpochSpec, world: World, epoch_size: int, sample_in_epoch: int) -> PartitionLayout:
+    """The partition of this epoch's positions over the world (mosaic's ``get_partitions`` arguments)."""
+    return partition_layout(
         spec.partition_algo,
-        res.epoch_size,
+        epoch_size,
         spec.num_canonical_nodes,
         world.num_nodes,
         world.ranks_per_node,
@@ -79,6 +79,12 @@ def random_worker_ids(spec: EpochSpec, world: World, epoch: int, sample_in_epoch
         sample_in_epoch,
         spec.initial_physical_nodes,
     )
+
+
+def random_worker_ids(spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> np.ndarray:
+    """One worker's (batches, B) sample ids (-1 padding) for random batching, without the whole epoch."""
+    res = resample(spec, epoch)
+    layout = _layout(spec, world, res.epoch_size, sample_in_epoch)
     big = layout.worker_positions(world.node, world.rank_of_node, world.worker_of_rank)
     if spec.shuffle:
         # Canonical nodes this worker never reads: py1e consumes their draws without sorting them.
@@ -107,17 +113,7 @@ def random_worker_ids(spec: EpochSpec, world: World, epoch: int, sample_in_epoch
 def generate_work_random(spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> np.ndarray:
     """The full (P, R, W, batches, B) array of sample ids for random batching (mosaic's layout)."""
     res = resample(spec, epoch)
-    layout = partition_layout(
-        spec.partition_algo,
-        res.epoch_size,
-        spec.num_canonical_nodes,
-        world.num_nodes,
-        world.ranks_per_node,
-        world.workers_per_rank,
-        spec.batch_size,
-        sample_in_epoch,
-        spec.initial_physical_nodes,
-    )
+    layout = _layout(spec, world, res.epoch_size, sample_in_epoch)
     big = layout.full()
     if spec.shuffle:
         perm = get_shuffle(
