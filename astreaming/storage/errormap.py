@@ -44,7 +44,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        pass
+        pass  # not delta-seconds: try the HTTP-date form
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

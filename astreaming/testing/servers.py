@@ -126,7 +126,7 @@ class FakeGCSServer(_Server):
                 if self._proc.poll() is None:
                     return
             except RuntimeError:
-                pass
+                pass  # did not come up (e.g. the port was taken meanwhile): kill it and try another port
             self._kill()
         raise RuntimeError(f"fake-gcs-server did not start; see {self._dir.name}/server.log")
 

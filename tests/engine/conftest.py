@@ -41,5 +41,5 @@ def make_dataset(tmp_path: Path) -> MakeDataset:
     return make
 
 
-# Session-wide fake object stores (fake-gcs-server, moto) with the golden datasets.
-from .remotes import gcs_store, golden_remote, s3_store  # noqa: E402, F401
+# The golden datasets in the session's fake object stores (servers from tests/conftest.py).
+from .remotes import golden_remote  # noqa: E402, F401

@@ -1,9 +1,8 @@
-"""Session-wide fake object stores holding the golden iteration datasets, for engine tests."""
+"""The golden iteration datasets in the session's fake-gcs-server or moto, for engine tests."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,20 +29,6 @@ def upload_tree(put: object, source: Path, prefix: str) -> None:
             put(BUCKET, f"{prefix}/{path.relative_to(source).as_posix()}", path.read_bytes())  # type: ignore[operator]
 
 
-@pytest.fixture(scope="session")
-def gcs_store() -> Iterator[FakeGCSServer]:
-    with FakeGCSServer() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
-@pytest.fixture(scope="session")
-def s3_store() -> Iterator[MotoS3Server]:
-    with MotoS3Server() as server:
-        server.create_bucket(BUCKET)
-        yield server
-
-
 def s3_env(server: MotoS3Server) -> dict[str, str]:
     return {
         **MotoS3Server.credentials,
@@ -61,12 +46,14 @@ def golden_remote(request: pytest.FixtureRequest) -> Remote:
     kind = request.param
     prefix = uuid.uuid4().hex[:8]
     if kind == "gs":
-        gcs: FakeGCSServer = request.getfixturevalue("gcs_store")
+        gcs: FakeGCSServer = request.getfixturevalue("gcs_server")
+        gcs.create_bucket(BUCKET)
         for name in ("A", "B", "C"):
             upload_tree(gcs.put_object, GOLDEN_DATASETS / name, f"{prefix}/{name}")
         roots = {name: f"gs://{BUCKET}/{prefix}/{name}" for name in ("A", "B", "C")}
         return Remote("gs", roots, {"STORAGE_EMULATOR_HOST": gcs.url})
-    s3: MotoS3Server = request.getfixturevalue("s3_store")
+    s3: MotoS3Server = request.getfixturevalue("s3_server")
+    s3.create_bucket(BUCKET)
     for name in ("A", "B", "C"):
         upload_tree(s3.put_object, GOLDEN_DATASETS / name, f"{prefix}/{name}")
     roots = {name: f"s3://{BUCKET}/{prefix}/{name}" for name in ("A", "B", "C")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import output_fakes
@@ -13,30 +12,17 @@ from astreaming.testing.servers import FakeGCSServer, MotoS3Server
 
 
 @pytest.fixture(scope="session")
-def gcs_server() -> Iterator[FakeGCSServer]:
-    with FakeGCSServer() as server:
-        server.create_bucket(GCS_BUCKET)
-        yield server
+def gcs_server(gcs_server: FakeGCSServer) -> FakeGCSServer:
+    """The session's fake-gcs-server, with this suite's bucket."""
+    gcs_server.create_bucket(GCS_BUCKET)
+    return gcs_server
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[MotoS3Server]:
-    with MotoS3Server() as server:
-        server.create_bucket(S3_BUCKET)
-        yield server
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake AWS credentials, isolated from any real ~/.aws configuration."""
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def s3_server(s3_server: MotoS3Server) -> MotoS3Server:
+    """The session's moto server, with this suite's bucket."""
+    s3_server.create_bucket(S3_BUCKET)
+    return s3_server
 
 
 @pytest.fixture(params=["local", "file", "gs", "s3"])

@@ -83,12 +83,7 @@ def _gcs_remote(server: FakeGCSServer, prefix: str) -> Remote:
             return data
 
     def put(key: str, data: bytes) -> None:
-        query = urllib.parse.urlencode({"uploadType": "media", "name": f"{prefix}/{key}"})
-        req = urllib.request.Request(
-            f"{server.url}/upload/storage/v1/b/{GCS_BUCKET}/o?{query}", data=data, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=30):
-            pass
+        server.put_object(GCS_BUCKET, f"{prefix}/{key}", data)
 
     return Remote("gs", f"gs://{GCS_BUCKET}/{prefix}", keys, get, put)
 

@@ -8,8 +8,6 @@ against itself. Other backends plug in by providing a ``case`` fixture that retu
 
 from __future__ import annotations
 
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,12 +21,7 @@ S3_BUCKET = "astreaming-s3"
 
 def gcs_put(server: FakeGCSServer, bucket: str, key: str, data: bytes) -> None:
     """Upload an object straight to fake-gcs-server (simple media upload), bypassing the backend."""
-    query = urllib.parse.urlencode({"uploadType": "media", "name": key})
-    req = urllib.request.Request(
-        f"{server.url}/upload/storage/v1/b/{bucket}/o?{query}", data=data, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=30):
-        pass
+    server.put_object(bucket, key, data)
 
 
 @dataclass
