@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -113,12 +114,30 @@ class OrigLayout:
 
     def full(self) -> np.ndarray:
         """The whole (P, R, W, batches, B) array, as mosaic returns it."""
-        out = np.empty(self.shape, dtype=np.int64)
-        for p in range(self.num_physical_nodes):
-            for r in range(self.ranks_per_node):
-                for w in range(self.workers_per_rank):
-                    out[p, r, w] = self.worker_positions(p, r, w)
-        return out
+        return assemble(self)
+
+
+class _Layout(Protocol):
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def num_physical_nodes(self) -> int: ...
+    @property
+    def ranks_per_node(self) -> int: ...
+    @property
+    def workers_per_rank(self) -> int: ...
+
+    def worker_positions(self, node: int, rank_of_node: int, worker_of_rank: int) -> np.ndarray: ...
+
+
+def assemble(layout: _Layout) -> np.ndarray:
+    """A layout's whole (P, R, W, batches, B) array, built from every worker's positions."""
+    out = np.empty(layout.shape, dtype=np.int64)
+    for p in range(layout.num_physical_nodes):
+        for r in range(layout.ranks_per_node):
+            for w in range(layout.workers_per_rank):
+                out[p, r, w] = layout.worker_positions(p, r, w)
+    return out
 
 
 def orig_layout(

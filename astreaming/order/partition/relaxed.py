@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from astreaming.errors import ConfigError
-from astreaming.order.partition.orig import OrigLayout, orig_layout
+from astreaming.order.partition.orig import OrigLayout, assemble, orig_layout
 
 __all__ = ["PartitionLayout", "partition_layout"]
 
@@ -72,12 +72,7 @@ class PartitionLayout:
 
     def full(self) -> np.ndarray:
         """The whole (P, R, W, batches, B) array."""
-        out = np.empty(self.shape, dtype=np.int64)
-        for p in range(self.num_physical_nodes):
-            for r in range(self.ranks_per_node):
-                for w in range(self.workers_per_rank):
-                    out[p, r, w] = self.worker_positions(p, r, w)
-        return out
+        return assemble(self)
 
 
 def partition_layout(
