@@ -21,7 +21,7 @@ from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.epochs import EpochControl
-from astreaming.errors import ConfigError
+from astreaming.errors import ConfigError, FormatError
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
 from astreaming.order.world import World
@@ -37,6 +37,9 @@ except ImportError:  # pragma: no cover - torch is installed in the test environ
 __all__ = ["StreamingDataset"]
 
 T = TypeVar("T")
+
+#: Shard readers kept open per process under a cache_limit.
+_READERS_UNDER_LIMIT = 8
 
 
 class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
@@ -252,10 +255,12 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     @property
     def cache_usage(self) -> int:
-        """Bytes of shards this process's cache budget accounts for (0 without ``cache_limit``)."""
+        """Bytes counted against ``cache_limit`` on this node now: every shard and index in the
+        dataset's cache directories (cached by any process or job), the ledger's own files, and the
+        data of streams without a remote. 0 without ``cache_limit``."""
         if self._sync is None or self._sync.pid != os.getpid() or self._sync.runtime.budget is None:
             return 0
-        return self._sync.runtime.budget.usage
+        return self._sync.runtime.budget.usage()
 
     @property
     def next_epoch(self) -> int:
@@ -317,12 +322,19 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             max_in_flight=self.args.max_concurrent_downloads,
             predownload=self.args.predownload,
             cache_limit=self.args.cache_limit,
+            readers=World.detect().workers_per_node,
         )
+
+    def _new_readers(self) -> ReaderCache:
+        # Under a cache_limit, a mapped reader of a shard evicted by another process keeps that copy's
+        # disk space until it is closed: keep few open.
+        max_open = 256 if self.args.cache_limit is None else _READERS_UNDER_LIMIT
+        return ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types, max_open=max_open)
 
     def _sync_parts(self) -> tuple[SyncRuntime, ReaderCache]:
         if self._sync is None or self._sync.pid != os.getpid():
             self._sync = SyncRuntime(self._new_runtime())
-            self._readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
+            self._readers = self._new_readers()
         assert self._readers is not None
         return self._sync, self._readers
 
@@ -342,7 +354,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
-        readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
+        readers = self._new_readers()
         try:
             async with self._new_runtime() as runtime:
                 async for sample in aiter_plan(self._table, readers, runtime, ids):
@@ -358,7 +370,6 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         shard, index = self._table.locate(sample_id)
         runtime, readers = self._sync_parts()
         core = runtime.runtime
-        budget = core.budget
         while core.evicted:  # close readers of shards evicted since the last read
             readers.drop(core.evicted.popleft())
         if (
@@ -367,22 +378,29 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             and not self._table.is_local(shard)
         ):
             return runtime.loop_thread.call(self._ranges.sample(core, shard, index))
-        if budget is None or not core.evictable[shard]:
-            if not core.scheduler.is_ready(shard) and not self._table.is_local(shard):
-                runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
-            return readers.get(shard)[index]
+        pins = core.pins
         while True:
-            runtime.waiter.wait_ready(shard, -math.inf)
-            if budget.pin(shard):  # resident, and stays so while we read it
+            if pins is None or not core.evictable[shard]:
+                if not core.scheduler.is_ready(shard) and not self._table.is_local(shard):
+                    runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
                 try:
                     return readers.get(shard)[index]
-                finally:
-                    budget.unpin(shard)
-            budget.unpin(shard)
-            # Evicted in between. The scheduler may still count it as ready (an eviction can land
-            # between a fetch's commit and the scheduler marking it ready): make it forget the shard,
+                except FormatError:
+                    # Another process's cache_limit may have evicted it just now: fetch it again.
+                    if not core.evictable[shard] or self._table.is_local(shard):
+                        raise
+            else:
+                runtime.waiter.wait_ready(shard, -math.inf)
+                inode = pins.pin(shard)  # resident, and stays so while we read it
+                if inode is not None:
+                    try:
+                        return readers.get(shard, inode=inode)[index]
+                    finally:
+                        pins.unpin(shard)
+            # Evicted in between. The scheduler may still count it as ready: make it forget the shard,
             # on the loop and before the next wait is submitted, or the wait would return at once forever.
-            runtime.loop_thread.call_soon(core.scheduler.forget, shard)
+            readers.drop(shard)
+            runtime.loop_thread.call(_forget(core, shard))
 
     def __getitem__(self, at: Any) -> Any:
         """``ds[i]`` (negative wraps), ``ds[a:b:c]``, ``ds[[i, j]]`` or an integer ndarray."""
@@ -443,6 +461,10 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             "wait_seconds": sched.consumer_wait_seconds,
             "in_flight": sched.in_flight,
         }
+
+
+async def _forget(runtime: Runtime, shard: int) -> None:
+    runtime.scheduler.forget(shard)
 
 
 def _run_blocking(coro: Coroutine[Any, Any, T]) -> T:

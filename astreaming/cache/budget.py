@@ -1,36 +1,49 @@
-"""``cache_limit`` within one process: byte accounting, pins, and "furthest next use" eviction.
+"""``cache_limit`` across the node: reservations, furthest-next-use eviction and the minimum budget.
 
-The budget knows shards by an opaque hashable key and files by their actual sizes on disk. Downloads
-``reserve`` room before they start and ``commit`` the real size when the file is published; the consumer
-``pin`` s a shard while it reads it. Eviction picks, among resident shards that are unpinned and evictable,
-the one whose next use in the plan is furthest away (Belady's rule, possible because the plan is known in
-advance) - not mosaic's least-recently-used, which evicts exactly the shards a shuffled epoch needs soon.
+One :class:`NodeBudget` per process and dataset, over the node-wide :class:`~astreaming.cache.ledger.Ledger`
+of the dataset's cache directories: every rank, DataLoader worker and job sharing a directory sees the
+same resident bytes, reservations and needs, so ``cache_limit`` holds for the directory as a whole.
 
-Files of a stream without a remote are the source of truth, never cache: register them with
-``evictable=False`` (or not at all) and they are never deleted.
-
-All methods are thread-safe: the loop thread reserves and evicts while the consumer thread pins.
+* A download ``reserve`` s its peak footprint (zip plus raw) before it starts and ``commit`` s the real
+  size once its files are published; a shard another process is already bringing in costs nothing.
+* Eviction picks, among resident, evictable shards that nobody is downloading, the one whose next use is
+  furthest away: this process knows its whole plan, others publish the shards they need soon (and their
+  position); a shard nobody needs soon goes first, least recently used first. A pinned shard (a reader
+  holds its shared ``flock``, see :mod:`astreaming.cache.pins`) is never deleted, and data of a stream
+  without a remote is never in the ledger at all.
+* A look-ahead download (``distance > 0``) only evicts shards needed later than itself; if that does not
+  make room it is refused (the caller retries later) rather than thrash. The shard the consumer is
+  waiting for may evict anything unpinned, and waits for pins to go if it must.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import functools
 import math
 import os
-import threading
+import sqlite3
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
+from astreaming.cache.ledger import FileRow, Ledger, LedgerKey
+from astreaming.cache.pins import exclusive
+from astreaming.cache.publish import FileLock, remove_stale_temps
 from astreaming.errors import CacheError, ConfigError
 
-__all__ = ["BudgetStatistics", "CacheBudget", "check_cache_limit", "file_sizes"]
+__all__ = ["BudgetStatistics", "NodeBudget", "check_cache_limit", "file_sizes", "required_bytes"]
 
-K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 #: mosaic 0.13 requires the limit to hold this many of the largest shard (PR #420).
 MIN_LARGEST_SHARDS = 4
+#: Seconds between sweeps for dead processes when room is short.
+_SWEEP_EVERY = 1.0
 
 
 def check_cache_limit(cache_limit: int | None, *, index_bytes: int, largest_shard_bytes: int) -> None:
@@ -60,267 +73,353 @@ def check_cache_limit(cache_limit: int | None, *, index_bytes: int, largest_shar
         )
 
 
+def required_bytes(*, fixed: int, largest_raw: int, largest_footprint: int, readers: int) -> int:
+    """The smallest budget with which ``readers`` processes can always make progress.
+
+    Each reader pins at most the shard it reads (it unpins before waiting for the next), so while one
+    downloads its next shard the others may pin one each: ``fixed + (readers - 1) * largest_raw +
+    largest_footprint``.
+    """
+    return fixed + max(0, readers - 1) * largest_raw + largest_footprint
+
+
 def file_sizes(paths: Iterable[os.PathLike[str] | str]) -> int:
     """Sum of the actual sizes of the files that exist among ``paths``."""
     total = 0
     for p in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += os.stat(p).st_size
-        except FileNotFoundError:
-            continue
     return total
 
 
 @dataclass(frozen=True)
 class BudgetStatistics:
-    """A snapshot of the budget's counters."""
+    """A snapshot of the node-wide budget as this process sees it.
 
-    limit: int | None
+    Attributes:
+        limit: This process's ``cache_limit``.
+        usage: Bytes resident or reserved in the dataset's cache directories (every process), plus the
+            ledger's own files and this dataset's source data that is never evicted.
+        evictions: Shards this process evicted.
+        evicted_bytes: Their bytes.
+        deferrals: Look-ahead downloads refused because only sooner-needed shards could have made room.
+    """
+
+    limit: int
     usage: int
-    unevictable: int
-    reserved: int
-    resident_shards: int
-    pinned_shards: int
     evictions: int
     evicted_bytes: int
+    deferrals: int
 
 
-class CacheBudget(Generic[K]):
-    """Bytes accounting and eviction for one process's cache.
+class NodeBudget:
+    """One process's view of a node-wide ``cache_limit``.
 
     Args:
-        limit: ``cache_limit`` in bytes, or ``None`` (account only, never evict).
-        next_use: Position in the plan at which a shard is next needed (``math.inf`` if never again).
-            Called under the budget's lock; it must be cheap and must not call back into the budget.
-        remove: Deletes a shard's files. Called under the budget's lock so that no pin can sneak in
-            between the decision and the deletion.
-        on_evict: Optional notification after a shard was evicted (e.g. to forget its readiness).
+        limit: ``cache_limit`` in bytes.
+        ledger: The ledger of the dataset's cache directories.
+        keys: The ledger key of each shard, or None for a shard that is never evicted (a stream without
+            a remote: its bytes are part of ``fixed``).
+        fixed: Bytes counted but never in the ledger (source data of streams without a remote).
+        indexes: ``(key, bytes)`` of each cached ``index.json``: counted, never evicted.
+        next_use: This process's plan position next needing a shard (``inf``: never).
+        position: This process's current plan position.
+        on_evict: Called with each shard of this dataset that this process evicted.
+        clock: Monotonic seconds (injectable); sleep: the async sleep (injectable).
+        stuck_timeout: Seconds the shard the consumer waits for may find no room before CacheError.
     """
 
     def __init__(
         self,
-        limit: int | None,
+        limit: int,
+        ledger: Ledger,
+        keys: Sequence[LedgerKey | None],
         *,
-        next_use: Callable[[K], float],
-        remove: Callable[[K], None],
-        on_evict: Callable[[K], None] | None = None,
+        fixed: int = 0,
+        indexes: Sequence[tuple[LedgerKey, int]] = (),
+        next_use: Callable[[int], float] = lambda shard: math.inf,
+        position: Callable[[], float] = lambda: 0.0,
+        on_evict: Callable[[int], None] = lambda shard: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stuck_timeout: float = 60.0,
     ) -> None:
-        if limit is not None and limit <= 0:
+        if limit <= 0:
             raise ConfigError(f"cache_limit must be positive, got {limit}")
         self.limit = limit
+        self.ledger = ledger
+        self.keys = keys
+        self.fixed = fixed
+        self.indexes = indexes
         self._next_use = next_use
-        self._remove = remove
+        self._position = position
         self._on_evict = on_evict
-        self._lock = threading.Lock()
-        self._sizes: dict[K, int] = {}
-        self._fixed: set[K] = set()
-        self._fixed_bytes = 0
-        self._pins: dict[K, int] = {}
-        self._reservations: dict[K, int] = {}
-        self._usage = 0
+        self._clock = clock
+        self._sleep = sleep
+        self.stuck_timeout = stuck_timeout
+        self._own = {(k.root, k.key): shard for shard, k in enumerate(keys) if k is not None}
+        self._last_sweep = -math.inf
         self._evictions = 0
         self._evicted_bytes = 0
+        self._deferrals = 0
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_pid = -1
 
-    # -- accounting --------------------------------------------------------------------------------
-    def add(self, key: K, nbytes: int, *, evictable: bool = True) -> None:
-        """Record files found on disk or published for ``key`` (adds to what is already recorded)."""
-        with self._lock:
-            self._usage += nbytes
-            self._sizes[key] = self._sizes.get(key, 0) + nbytes
-            if key in self._fixed:
-                self._fixed_bytes += nbytes
-            elif not evictable:
-                self._fixed.add(key)
-                self._fixed_bytes += self._sizes[key]
+    # -- running ledger work off the event loop ------------------------------------------------------
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a ledger operation on this budget's own thread, in submission order.
 
-    def discard(self, key: K, nbytes: int | None = None) -> None:
-        """Forget ``nbytes`` (default: all) of ``key``'s files, e.g. a zip deleted after decompressing."""
-        with self._lock:
-            have = self._sizes.get(key, 0)
-            drop = have if nbytes is None else min(nbytes, have)
-            self._usage -= drop
-            if key in self._fixed:
-                self._fixed_bytes -= drop
-            if drop == have:
-                self._sizes.pop(key, None)
-                self._fixed.discard(key)
-            else:
-                self._sizes[key] = have - drop
-
-    def is_resident(self, key: K) -> bool:
-        """Whether the budget counts files of ``key`` as present."""
-        with self._lock:
-            return key in self._sizes
-
-    @property
-    def usage(self) -> int:
-        """Bytes of recorded files (reservations excluded)."""
-        return self._usage
-
-    # -- pins ----------------------------------------------------------------------------------------
-    def pin(self, key: K) -> bool:
-        """Protect ``key`` from eviction (refcounted). Returns whether its files are resident now.
-
-        A pin may be taken before the shard is downloaded; it then protects the shard as soon as it
-        arrives. A ``False`` return after a download means it was evicted meanwhile: fetch it again.
+        Ledger transactions wait for a file lock other processes may hold, so they never run on the event
+        loop. One thread keeps them in order: a release submitted after a reservation runs after it.
         """
-        with self._lock:
-            self._pins[key] = self._pins.get(key, 0) + 1
-            return key in self._sizes
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
-    def unpin(self, key: K) -> None:
-        """Drop one pin of ``key``."""
-        with self._lock:
-            count = self._pins.get(key, 0)
-            if count <= 1:
-                self._pins.pop(key, None)
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        """Queue a ledger operation on the budget's thread without waiting (e.g. a release in cleanup)."""
+        if self._executor is None or self._executor_pid != os.getpid():
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="astreaming-ledger")
+            self._executor_pid = os.getpid()
+        return self._executor.submit(functools.partial(fn, *args, **kwargs))
+
+    # -- registration --------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Join the ledger: drop dead processes' rows, count the indexes, reconcile this dataset's files.
+
+        A file published by a process that died before recording it is counted now; a row whose file
+        is gone (a crash mid-eviction) is dropped.
+        """
+        with self.ledger.transaction() as conns:
+            self._sweep(conns)
+            for key, nbytes in self.indexes:
+                self.ledger.record(conns, key, nbytes, evictable=False)
+            recorded = {i: self.ledger.keys_recorded(conns, i) for i in range(len(conns))}
+            for maybe in self.keys:
+                if maybe is None:
+                    continue
+                key = maybe
+                present = self._path(key).exists()
+                known = key.key in recorded[key.root]
+                if present and not known:
+                    self.ledger.record(conns, key, self._size(key), evictable=True)
+                elif known and not present:
+                    self.ledger.forget(conns, key.root, key.key)
+
+    def close(self) -> None:
+        """Leave the ledger (drops this process's reservations and needs) and stop the ledger thread."""
+        if self._executor is not None and self._executor_pid == os.getpid():
+            self._executor.shutdown(wait=True)
+        self._executor = None
+        self.ledger.close()
+
+    # -- accounting ----------------------------------------------------------------------------------
+    def note_present(self, shard: int) -> None:
+        """A shard found in the cache (published by anyone): make sure it is counted, and mark it used."""
+        key = self.keys[shard]
+        if key is None:
+            return
+        with self.ledger.transaction() as conns:
+            if self.ledger.resident_bytes(conns, key) is None:
+                self.ledger.record(conns, key, self._size(key), evictable=True)
             else:
-                self._pins[key] = count - 1
+                self.ledger.touch(conns, [key])
 
-    # -- reservations and eviction -----------------------------------------------------------------
-    def try_reserve(self, key: K, nbytes: int) -> list[K] | None:
-        """Make room for ``nbytes`` of ``key`` now, evicting as needed.
+    def try_reserve(self, shard: int, nbytes: int, *, distance: float) -> bool:
+        """Make room for ``nbytes`` of ``shard``, evicting shards needed later than ``distance``.
+
+        Args:
+            shard: The shard about to be downloaded.
+            nbytes: Its peak footprint.
+            distance: Plan positions until this process needs it (0: the consumer waits for it now).
 
         Returns:
-            The evicted keys, or ``None`` if it cannot fit yet (other reservations or pins may free room;
-            shards evicted on the way were still reported through ``on_evict``).
+            Whether the room is reserved.
 
         Raises:
             CacheError: It can never fit: the shard is larger than the limit allows next to files that
-                may not be evicted, or nothing is evictable and nothing is reserved or pinned that could
-                free room later.
+                may not be evicted.
         """
-        fits, evicted = self._try_reserve(key, nbytes)
-        return evicted if fits else None
+        key = self.keys[shard]
+        if key is None:
+            return True
+        with self.ledger.transaction() as conns:
+            if self.ledger.resident_bytes(conns, key) is not None or self.ledger.reserved_by_others(
+                conns, key
+            ):
+                # Resident already, or another process is bringing it in: our download will find it.
+                self.ledger.reserve(conns, key, 0)
+                return True
+            usage = self.ledger.usage(conns) + self.fixed
+            if usage + nbytes > self.limit:
+                usage = self._make_room(conns, usage, nbytes, distance, exclude=key)
+            if usage + nbytes > self.limit:
+                if distance > 0:
+                    self._deferrals += 1
+                return False
+            self.ledger.reserve(conns, key, nbytes)
+            return True
 
-    def _try_reserve(self, key: K, nbytes: int) -> tuple[bool, list[K]]:
-        with self._lock:
-            if self.limit is not None:
-                fixed = self._fixed_bytes
-                if nbytes + fixed > self.limit:
-                    raise CacheError(
-                        f"cache_limit={self.limit} bytes cannot hold shard {key!r} ({nbytes} bytes) next "
-                        f"to {fixed} bytes of files that may not be evicted"
-                    )
-                evicted = self._evict_until_fits(nbytes, exclude=key)
-                if self._committed() + nbytes > self.limit:
-                    others_reserved = any(k != key for k in self._reservations)
-                    if not others_reserved and not self._pinned_resident(exclude=key):
-                        raise CacheError(
-                            f"cache_limit={self.limit} bytes is too small: shard {key!r} needs {nbytes} "
-                            f"bytes, {self._usage} bytes are in use and no shard can be evicted"
-                        )
-                    return False, evicted
-            else:
-                evicted = []
-            self._reservations[key] = self._reservations.get(key, 0) + nbytes
-            return True, evicted
-
-    async def reserve(self, key: K, nbytes: int, *, pin_timeout: float = 60.0) -> list[K]:
-        """Like :meth:`try_reserve` but waits (without blocking the loop) for room to free up.
-
-        Other reservations always resolve (their download commits or is released), so waiting on them
-        cannot hang. Pins are released by the consumer; if only pins stand in the way for ``pin_timeout``
-        seconds, the consumer holds more than the limit allows and CacheError is raised.
+    async def reserve(self, shard: int, nbytes: int, *, distance: float) -> bool:
+        """:meth:`try_reserve` for a download; the shard the consumer waits for waits for room.
 
         Returns:
-            The keys evicted to make room.
+            True once reserved; False for a look-ahead download that does not fit now (retry later).
+
+        Raises:
+            CacheError: the shard the consumer waits for found no room for ``stuck_timeout`` seconds
+                (pins of readers elsewhere fill the budget), or it can never fit.
         """
-        evicted: list[K] = []
         delay = 0.002
-        stuck_since: float | None = None
+        started = self._clock()
         while True:
-            fits, got = self._try_reserve(key, nbytes)
-            evicted += got
-            if fits:
-                return evicted
-            with self._lock:
-                only_pins = not any(k != key for k in self._reservations)
-                pinned = ", ".join(sorted(map(repr, self._pinned_resident(exclude=key))))
-            if only_pins:
-                now = time.monotonic()
-                stuck_since = now if stuck_since is None else stuck_since
-                if now - stuck_since > pin_timeout:
-                    raise CacheError(
-                        f"cache_limit={self.limit} bytes is too small: shard {key!r} needs {nbytes} bytes "
-                        f"and the pinned shards {pinned} fill the rest"
-                    )
-            else:
-                stuck_since = None
-            await asyncio.sleep(delay)
+            future = self.submit(self.try_reserve, shard, nbytes, distance=distance)
+            try:
+                fits = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                # The reservation may land after we stopped waiting: release it behind it, in order.
+                self.submit(self.release, shard)
+                raise
+            if fits or distance > 0:
+                return fits
+            if self._clock() - started > self.stuck_timeout:
+                usage = await self.run(self.usage)
+                raise CacheError(
+                    f"cache_limit={self.limit} bytes is too small: shard {shard} needs {nbytes} bytes, "
+                    f"{usage} bytes are in use by shards being read or kept, and none was released for "
+                    f"{self.stuck_timeout:.0f} s"
+                )
+            await self._sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def commit(self, key: K, nbytes: int, *, evictable: bool = True) -> None:
-        """Replace ``key``'s reservation by ``nbytes``, the actual total size of its files now on disk.
+    def commit(self, shard: int, nbytes: int) -> None:
+        """Replace this process's reservation for ``shard`` by its published files' real size."""
+        key = self.keys[shard]
+        if key is None:
+            return
+        with self.ledger.transaction() as conns:
+            self.ledger.unreserve(conns, key)
+            self.ledger.record(conns, key, nbytes, evictable=True)
 
-        The size replaces whatever was recorded for ``key`` (not added), so committing a shard that was
-        already resident - e.g. another process published it first - does not count it twice.
-        """
-        with self._lock:
-            self._reservations.pop(key, None)
-            old = self._sizes.get(key, 0)
-            self._sizes[key] = nbytes
-            self._usage += nbytes - old
-            if key in self._fixed:
-                self._fixed_bytes += nbytes - old
-            elif not evictable:
-                self._fixed.add(key)
-                self._fixed_bytes += nbytes
+    def release(self, shard: int) -> None:
+        """Drop this process's reservation for ``shard`` (its download failed or was cancelled)."""
+        key = self.keys[shard]
+        if key is None:
+            return
+        with self.ledger.transaction() as conns:
+            self.ledger.unreserve(conns, key)
 
-    def release(self, key: K) -> None:
-        """Drop ``key``'s reservation without recording files (its download failed or was cancelled)."""
-        with self._lock:
-            self._reservations.pop(key, None)
+    def publish(self, position: float, needs: Sequence[tuple[int, float]]) -> None:
+        """Tell the node this process is at ``position`` and needs these shards at these positions."""
+        rows = [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]
+        with self.ledger.transaction() as conns:
+            self.ledger.publish(conns, position, rows)
+            self.ledger.touch(conns, [k for k, _ in rows])
 
-    def _pinned_resident(self, *, exclude: K) -> list[K]:
-        # Pins on shards not on disk yet free nothing when released; only resident ones matter.
-        return [k for k in self._pins if k in self._sizes and k != exclude]
-
-    def _committed(self) -> int:
-        return self._usage + sum(self._reservations.values())
-
-    def _evict_until_fits(self, nbytes: int, *, exclude: K) -> list[K]:
-        """Evict furthest-next-use shards until ``nbytes`` more fit. Caller holds the lock."""
-        assert self.limit is not None
-        evicted: list[K] = []
-        while self._committed() + nbytes > self.limit:
-            victim = self._pick_victim(exclude)
-            if victim is None:
-                break
-            try:
-                self._remove(victim)
-            except OSError as exc:
-                raise CacheError(f"evicting shard {victim!r} to make room under cache_limit: {exc}") from exc
-            freed = self._sizes.pop(victim)
-            self._usage -= freed
-            self._evictions += 1
-            self._evicted_bytes += freed
-            evicted.append(victim)
-            if self._on_evict is not None:
-                self._on_evict(victim)
-        return evicted
-
-    def _pick_victim(self, exclude: K) -> K | None:
-        best: K | None = None
-        best_rank = (-math.inf, 0)
-        for key, size in self._sizes.items():
-            if key == exclude or key in self._fixed or key in self._pins or key in self._reservations:
-                continue
-            rank = (self._next_use(key), size)
-            if best is None or rank > best_rank:
-                best, best_rank = key, rank
-        return best
+    def usage(self) -> int:
+        """Bytes counted against the limit now (see :class:`BudgetStatistics`)."""
+        with self.ledger.transaction() as conns:
+            return self.ledger.usage(conns) + self.fixed
 
     def statistics(self) -> BudgetStatistics:
-        """Current counters."""
-        with self._lock:
-            return BudgetStatistics(
-                limit=self.limit,
-                usage=self._usage,
-                unevictable=self._fixed_bytes,
-                reserved=sum(self._reservations.values()),
-                resident_shards=len(self._sizes),
-                pinned_shards=len(self._pins),
-                evictions=self._evictions,
-                evicted_bytes=self._evicted_bytes,
+        """Current figures."""
+        return BudgetStatistics(
+            self.limit, self.usage(), self._evictions, self._evicted_bytes, self._deferrals
+        )
+
+    # -- eviction ------------------------------------------------------------------------------------
+    def _make_room(
+        self,
+        conns: Sequence[sqlite3.Connection],
+        usage: int,
+        nbytes: int,
+        distance: float,
+        *,
+        exclude: LedgerKey,
+    ) -> int:
+        """Evict until ``nbytes`` more fit or no allowed victim is left; returns the new usage."""
+        fixed = self.fixed + sum(b for _, b in self.indexes)
+        if fixed + nbytes > self.limit:
+            raise CacheError(
+                f"cache_limit={self.limit} bytes cannot hold shard {exclude.key} ({nbytes} bytes) next to "
+                f"{fixed} bytes of files that may not be evicted"
             )
+        now = self._clock()
+        if now - self._last_sweep > _SWEEP_EVERY:
+            self._last_sweep = now
+            self._sweep(conns)
+        ranked = self._rank(conns, exclude)
+        for score, row in ranked:
+            if usage + nbytes <= self.limit:
+                break
+            # A look-ahead shard only displaces shards needed later than itself; the shard the consumer
+            # waits for displaces anything not being read.
+            if score <= distance and distance > 0:
+                break
+            if self._evict(conns, row):
+                usage -= row.bytes
+        return usage
+
+    def _rank(self, conns: Sequence[sqlite3.Connection], exclude: LedgerKey) -> list[tuple[float, FileRow]]:
+        """Candidates, furthest next use first (then least recently used)."""
+        others = self.ledger.others_needs(conns)
+        here = self._position()
+        ranked: list[tuple[float, float, FileRow]] = []
+        for row in self.ledger.candidates(conns):
+            if (row.root, row.key) == (exclude.root, exclude.key):
+                continue
+            score = others.get((row.root, row.key), math.inf)
+            shard = self._own.get((row.root, row.key))
+            if shard is not None:
+                score = min(score, max(0.0, self._next_use(shard) - here))
+            ranked.append((score, -row.used, row))
+        ranked.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        return [(score, row) for score, _, row in ranked]
+
+    def _evict(self, conns: Sequence[sqlite3.Connection], row: FileRow) -> bool:
+        """Delete a candidate's files unless a reader pins it; True if its bytes are freed."""
+        root = self.ledger.roots[row.root]
+        first = root / row.key
+        with exclusive(first) as locked:
+            if not locked and first.exists():
+                return False  # pinned: a reader holds its shared lock
+            # Forget the row, then delete: the transaction commits after the files are gone, so a crash
+            # in between rolls the row back (a row without files, dropped when found) - the bytes are
+            # never counted free while the files exist.
+            self.ledger.forget(conns, row.root, row.key)
+            try:
+                for rel in row.paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        (root / rel).unlink()
+            except OSError as exc:
+                raise CacheError(f"evicting {first} to make room under cache_limit: {exc}") from exc
+        self._evictions += 1
+        self._evicted_bytes += row.bytes
+        shard = self._own.get((row.root, row.key))
+        if shard is not None:
+            self._on_evict(shard)
+        return True
+
+    def _sweep(self, conns: Sequence[sqlite3.Connection]) -> None:
+        """Drop dead processes' rows and the temp files their interrupted downloads left."""
+        for root_index, key in self.ledger.sweep(conns):
+            shard = self._own.get((root_index, key))
+            own = None if shard is None else self.keys[shard]
+            for rel in own.paths if own is not None else (key,):
+                _remove_orphan_temps(self.ledger.roots[root_index] / rel)
+
+    def _path(self, key: LedgerKey) -> Path:
+        return self.ledger.roots[key.root] / key.key
+
+    def _size(self, key: LedgerKey) -> int:
+        root = self.ledger.roots[key.root]
+        return file_sizes(root / rel for rel in key.paths)
+
+
+def _remove_orphan_temps(path: Path) -> None:
+    """Delete temp files next to ``path`` whose producer is gone (its publish lock is free)."""
+    lock = FileLock(path)
+    with contextlib.suppress(OSError):
+        if lock.try_acquire():
+            try:
+                remove_stale_temps(path)
+            finally:
+                lock.release()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from astreaming.errors import CacheError
 
-__all__ = ["FileLock", "ensure_file", "lock_path", "temp_path"]
+__all__ = ["FileLock", "ensure_file", "lock_path", "remove_stale_temps", "temp_path"]
 
 _TMP_MARK = ".tmp-"
 _POLL_START = 0.001
@@ -37,7 +37,7 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _remove_stale_temps(path: Path) -> int:
+def remove_stale_temps(path: Path) -> int:
     """Delete temp files of ``path`` left by crashed producers. Call only while holding the lock."""
     prefix = path.name + _TMP_MARK
     removed = 0
@@ -143,7 +143,7 @@ async def ensure_file(path: Path, produce: Callable[[Path], Awaitable[None]]) ->
         # Re-check under the lock: whoever held it before us may have published the file.
         if path.exists():
             return False
-        _remove_stale_temps(path)
+        remove_stale_temps(path)
         tmp = temp_path(path)
         try:
             await produce(tmp)
@@ -152,6 +152,6 @@ async def ensure_file(path: Path, produce: Callable[[Path], Awaitable[None]]) ->
             os.replace(tmp, path)
         except BaseException:
             # Includes cancellation: never leave a half-written temp behind for longer than needed.
-            _remove_stale_temps(path)
+            remove_stale_temps(path)
             raise
     return True

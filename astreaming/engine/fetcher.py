@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from astreaming.cache.budget import CacheBudget
+from astreaming.cache.budget import NodeBudget
 from astreaming.cache.publish import ensure_file
 from astreaming.engine.shards import ShardFile, ShardTable
 from astreaming.errors import ConfigError, FormatError, ObjectNotFound
+from astreaming.fetch.scheduler import FetchDeferred
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
@@ -44,6 +45,8 @@ class ShardFetcher:
         backends: Open backend per stream id; streams without a remote are absent.
         policies: Retry policy per stream id.
         retry_stats: Shared retry counters.
+        budget: The node-wide ``cache_limit`` budget, if any.
+        distance: Plan positions until the consumer needs a shard (0: now), from the scheduler.
     """
 
     def __init__(
@@ -53,9 +56,11 @@ class ShardFetcher:
         policies: Mapping[int, RetryPolicy],
         retry_stats: RetryStats,
         *,
-        budget: CacheBudget[int] | None = None,
+        budget: NodeBudget | None = None,
+        distance: Callable[[int], float] = lambda shard: 0.0,
     ) -> None:
         self.budget = budget
+        self.distance = distance
         self.table = table
         self.backends = backends
         self.policies = policies
@@ -63,24 +68,29 @@ class ShardFetcher:
         self.counters = FetchCounters()
 
     async def fetch(self, shard: int) -> int:
-        """Make every raw file of ``shard`` present; returns the bytes downloaded for it."""
+        """Make every raw file of ``shard`` present; returns the bytes downloaded for it.
+
+        Raises:
+            FetchDeferred: a look-ahead shard that does not fit under ``cache_limit`` without evicting
+                shards needed sooner (the scheduler retries it later).
+        """
         budget = self.budget
-        if budget is None:
+        if budget is None or budget.keys[shard] is None:
             return await self._fetch(shard)
         if self.table.is_local(shard):
-            if not budget.is_resident(shard):
-                # Published by another process sharing the cache: it counts against our limit too.
-                budget.add(shard, self.table.local_bytes(shard))
+            # Published by any process sharing the cache: it counts against the limit too.
+            await budget.run(budget.note_present, shard)
             return await self._fetch(shard)
         # Room for the peak footprint (zip and raw both exist while decompressing), evicting the
         # shards needed furthest in the future; then the real size once the files are published.
-        await budget.reserve(shard, self.table.max_bytes(shard))
+        if not await budget.reserve(shard, self.table.max_bytes(shard), distance=self.distance(shard)):
+            raise FetchDeferred(shard)
         try:
             downloaded = await self._fetch(shard)
         except BaseException:
-            budget.release(shard)
+            budget.submit(budget.release, shard)  # in order after the reservation, even if cancelled
             raise
-        budget.commit(shard, self.table.local_bytes(shard))
+        await budget.run(budget.commit, shard, self.table.local_bytes(shard))
         return downloaded
 
     async def _fetch(self, shard: int) -> int:

@@ -2,7 +2,8 @@
 
 Only shard readiness crosses threads (DESIGN §2): the consumer checks readiness when the plan moves to
 another shard and otherwise reads straight from the mapped file. With a ``cache_limit``, the shard being
-read is pinned (never evicted) and readers of evicted shards are closed at the next shard switch.
+read is pinned (no process on the node evicts it) and readers of evicted shards are closed at the next
+shard switch; a shard found evicted (by any process) is fetched again.
 
 The hot loop works on *segments*: runs of plan positions in one shard (at most ``_AT_EVERY`` long),
 also cut where the consumer has something to report. A segment is decoded in one call (the MDS reader's
@@ -26,6 +27,7 @@ import numpy.typing as npt
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
+from astreaming.errors import FormatError
 from astreaming.format.reader import ShardReader
 
 __all__ = ["aiter_plan", "batch_decoder", "first_needs", "iter_plan", "segments", "shards_of", "triggers"]
@@ -123,15 +125,16 @@ class _Walk:
         self.readers = readers
         self.ready: set[int] = set()  # shards this walk saw ready: no cross-thread check again
         self.pinned = -1
-        # Set when a shard the scheduler reported ready turned out evicted (see enter).
+        self.inode: int | None = None  # of the pinned shard's file
+        # Set when a shard the scheduler reported ready turned out evicted (see enter and open).
         self.stale = False
 
     def leave(self) -> None:
-        """Unpin the shard being left and forget shards evicted meanwhile."""
-        budget = self.runtime.budget
-        if budget is not None and self.pinned >= 0:
-            budget.unpin(self.pinned)
-            self.pinned = -1
+        """Unpin the shard being left and forget shards this process evicted meanwhile."""
+        pins = self.runtime.pins
+        if pins is not None and self.pinned >= 0:
+            pins.unpin(self.pinned)
+        self.pinned, self.inode = -1, None
         evicted = self.runtime.evicted
         while evicted:
             shard = evicted.popleft()
@@ -142,19 +145,40 @@ class _Walk:
         """Whether ``shard`` can be read now; pins it when a cache limit could evict it."""
         if shard not in self.ready:
             return False
-        budget = self.runtime.budget
-        if budget is None or not self.runtime.evictable[shard]:
+        pins = self.runtime.pins
+        if pins is None or not self.runtime.evictable[shard]:
             return True
-        if budget.pin(shard):
-            self.pinned = shard
+        inode = pins.pin(shard)
+        if inode is not None:
+            self.pinned, self.inode = shard, inode
             return True
-        # Evicted between "ready" and the pin: fetch it again. The scheduler may still count it as
-        # ready (an eviction can land between a fetch's commit and the scheduler marking the shard
-        # ready), so the caller makes it forget the shard first, or waiting would return at once, forever.
-        budget.unpin(shard)
-        self.ready.discard(shard)
-        self.stale = True
+        # Evicted (by any process on the node) between "ready" and the pin: fetch it again. The
+        # scheduler may still count it as ready, so the caller makes it forget the shard first, or
+        # waiting would return at once, forever.
+        self._evicted(shard)
         return False
+
+    def open(self, shard: int) -> ShardReader | None:
+        """The reader of the entered shard, or None if its files vanished meanwhile (fetch it again).
+
+        Without a cache limit nothing pins a shard, so another process's eviction can remove a file
+        this process was about to map: that is a re-fetch, not an error, as long as the shard is not
+        source data (whose absence is an error worth raising).
+        """
+        try:
+            return self.readers.get(shard, inode=self.inode)
+        except FormatError:
+            if not self.runtime.evictable[shard] or self.runtime.table.is_local(shard):
+                raise
+        if self.pinned == shard:
+            self.leave()
+        self._evicted(shard)
+        return None
+
+    def _evicted(self, shard: int) -> None:
+        self.ready.discard(shard)
+        self.readers.drop(shard)
+        self.stale = True
 
     def at(self, position: int) -> None:
         self.runtime.next_use.advance(position)
@@ -205,7 +229,12 @@ def _decoded_segments(
                 position = start + begin
                 if shard != current:
                     walk.leave()
-                    while not walk.enter(shard):
+                    walk.at(position)
+                    reader = None
+                    while reader is None:
+                        if walk.enter(shard):
+                            reader = walk.open(shard)
+                            continue
                         if walk.stale:
                             walk.stale = False
                             forget(shard)  # runs on the loop before the wait below is submitted
@@ -214,7 +243,7 @@ def _decoded_segments(
                         waiter.advance(position)
                         waiter.wait_ready(shard, position)
                         walk.ready.add(shard)
-                    decode, current = batch_decoder(readers.get(shard)), shard
+                    decode, current = batch_decoder(reader), shard
                 if report and position >= report[-1]:
                     while report and position >= report[-1]:
                         report.pop()
@@ -258,14 +287,19 @@ async def aiter_plan(
                 position = start + begin
                 if shard != current:
                     walk.leave()
-                    while not walk.enter(shard):
+                    walk.at(position)
+                    reader = None
+                    while reader is None:
+                        if walk.enter(shard):
+                            reader = walk.open(shard)
+                            continue
                         if walk.stale:
                             walk.stale = False
                             scheduler.forget(shard)
                         scheduler.advance(position)
                         await scheduler.wait(shard, position)
                         walk.ready.add(shard)
-                    decode, current = batch_decoder(readers.get(shard)), shard
+                    decode, current = batch_decoder(reader), shard
                 scheduler.advance(position)
                 walk.at(position)
                 for sample in decode(local[begin:end]):

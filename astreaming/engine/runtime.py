@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import logging
 import os
 import weakref
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from astreaming.cache.budget import CacheBudget
+from astreaming.cache.budget import NodeBudget
 from astreaming.cache.nextuse import NextUse
+from astreaming.cache.pins import Pins
 from astreaming.engine.fetcher import ShardFetcher
+from astreaming.engine.ledgerkeys import ledger_layout
 from astreaming.engine.shards import ShardTable
 from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
 from astreaming.fetch.scheduler import FetchScheduler
@@ -30,6 +33,15 @@ from astreaming.storage.registry import backend_for
 from astreaming.storage.retry import RetryPolicy, RetryStats
 
 __all__ = ["Runtime", "SyncRuntime", "retry_policy"]
+
+_log = logging.getLogger(__name__)
+
+#: Plan positions ahead whose shards a process announces to the node (at least; 4 x predownload if more).
+_NEEDS_HORIZON = 1024
+#: At most this many shards announced per process.
+_NEEDS_MAX = 256
+#: Seconds between announcements (only when the consumer moved).
+_PUBLISH_EVERY = 0.2
 
 
 def retry_policy(download_retry: int, download_timeout: float) -> RetryPolicy:
@@ -42,6 +54,7 @@ class _Open:
     backends: dict[int, Backend]
     fetcher: ShardFetcher
     scheduler: FetchScheduler
+    loop: asyncio.AbstractEventLoop
 
 
 class Runtime:
@@ -54,6 +67,7 @@ class Runtime:
         max_in_flight: int,
         predownload: int | None,
         cache_limit: int | None = None,
+        readers: int = 1,
     ) -> None:
         self.table = table
         self.max_in_flight = max_in_flight
@@ -61,35 +75,37 @@ class Runtime:
         self.retry_stats = RetryStats()
         self._open: _Open | None = None
         self.next_use = NextUse(np.empty(0, dtype=np.int64))
-        # Shards evicted by the loop thread; the consumer drops their readers at its next shard switch.
+        self._plan_shards: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._published: float = -1.0
+        self._publisher: asyncio.Task[None] | None = None
+        # Shards evicted by this process; the consumer drops their readers at its next shard switch.
         self.evicted: collections.deque[int] = collections.deque()
-        self.budget: CacheBudget[int] | None = None
+        self.budget: NodeBudget | None = None
+        self.pins: Pins | None = None
         # Only shards of streams with a remote can be fetched again, so only they may be evicted.
         self.evictable: list[bool] = [
             table.stream_of(shard).stream.has_remote for shard in range(table.num_shards)
         ]
         if cache_limit is not None:
-            self.budget = CacheBudget(
+            layout = ledger_layout(table, cache_limit, readers=readers)
+            self.budget = NodeBudget(
                 cache_limit,
+                layout.ledger,
+                layout.keys,
+                fixed=layout.fixed,
+                indexes=layout.indexes,
                 next_use=lambda shard: self.next_use(shard),
-                remove=self._remove_shard,
+                position=lambda: float(self.next_use.position),
                 on_evict=self._on_evict,
             )
-            for shard in range(table.num_shards):
-                # Shards already in the cache count against the limit; only re-fetchable ones may go.
-                if self.evictable[shard] and table.is_local(shard):
-                    self.budget.add(shard, table.local_bytes(shard))
-
-    def _remove_shard(self, shard: int) -> None:
-        for file in self.table.files(shard):
-            for path in (file.raw_path, file.zip_path):
-                if path is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+            self.pins = Pins(layout.targets)
 
     def _on_evict(self, shard: int) -> None:
-        if self._open is not None:
-            self._open.scheduler.forget(shard)
+        # Called on the budget's thread: hand the shard to the loop (the scheduler is not thread-safe).
+        opened = self._open
+        if opened is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                opened.loop.call_soon_threadsafe(opened.scheduler.forget, shard)
         self.evicted.append(shard)
 
     async def open(self) -> None:
@@ -109,11 +125,23 @@ class Runtime:
             for backend in backends.values():
                 await backend.aclose()
             raise
-        fetcher = ShardFetcher(self.table, backends, policies, self.retry_stats, budget=self.budget)
+        if self.budget is not None:
+            try:
+                await self.budget.run(self.budget.open)
+            except BaseException:
+                for backend in backends.values():
+                    await backend.aclose()
+                raise
         scheduler = FetchScheduler(
-            fetcher.fetch, max_in_flight=self.max_in_flight, predownload=self.predownload, head_first=True
+            self._fetch, max_in_flight=self.max_in_flight, predownload=self.predownload, head_first=True
         )
-        self._open = _Open(backends, fetcher, scheduler)
+        fetcher = ShardFetcher(
+            self.table, backends, policies, self.retry_stats, budget=self.budget, distance=scheduler.distance
+        )
+        self._open = _Open(backends, fetcher, scheduler, asyncio.get_running_loop())
+
+    async def _fetch(self, shard: int) -> int:
+        return await self.fetcher.fetch(shard)
 
     def backend(self, stream_id: int) -> tuple[Backend, RetryPolicy]:
         """The open backend and retry policy of a stream with a remote (after :meth:`open`)."""
@@ -146,15 +174,47 @@ class Runtime:
             first_need: The position first needing each of ``shards``.
         """
         self.next_use = NextUse(plan_shards)
+        self._plan_shards = plan_shards
+        self._published = -1.0
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
         self.scheduler.want_many(shards.tolist(), first_need.tolist())
+        if self.budget is not None and self._publisher is None:
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_needs())
+
+    async def _publish_needs(self) -> None:
+        """Tell the node, a few times a second, which shards this process needs soon (for eviction)."""
+        assert self.budget is not None
+        horizon = max(4 * int(self.predownload or 0), _NEEDS_HORIZON)
+        while True:
+            position = float(self.next_use.position)
+            if position != self._published and len(self._plan_shards):
+                self._published = position
+                start = int(position)
+                window = self._plan_shards[start : start + horizon]
+                shards, first = np.unique(window, return_index=True)
+                keep = np.argsort(first, kind="stable")[:_NEEDS_MAX]
+                needs = list(zip(shards[keep].tolist(), (first[keep] + start).tolist(), strict=True))
+                try:
+                    await self.budget.run(self.budget.publish, position, needs)
+                except Exception as exc:
+                    _log.debug("could not publish upcoming shards to the cache ledger: %s", exc)
+            await asyncio.sleep(_PUBLISH_EVERY)
 
     async def aclose(self) -> None:
         """Cancel fetches and close the backends."""
         opened, self._open = self._open, None
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
         if opened is None:
             return
         await opened.scheduler.aclose()
+        if self.budget is not None:
+            await self.budget.run(self.budget.close)
+        if self.pins is not None:
+            self.pins.close()
         for backend in opened.backends.values():
             with contextlib.suppress(Exception):
                 await backend.aclose()

@@ -26,10 +26,16 @@ from types import TracebackType
 
 from astreaming.errors import ConfigError
 
-__all__ = ["URGENT", "FetchScheduler", "FetchStatistics"]
+__all__ = ["URGENT", "FetchDeferred", "FetchScheduler", "FetchStatistics"]
 
 #: Priority of a random-access request: ahead of every plan position, and exempt from the look-ahead.
 URGENT = -math.inf
+
+
+class FetchDeferred(Exception):
+    """Raised by a fetch that should not run yet (e.g. no room in the cache without evicting shards
+    needed sooner). The shard goes back to the queue, and look-ahead fetches pause until the consumer
+    moves on or ``defer_retry`` seconds pass."""
 
 
 class _State(Enum):
@@ -101,6 +107,7 @@ class FetchScheduler:
         predownload: float | None = None,
         urgent_slots: int = 1,
         head_first: bool = False,
+        defer_retry: float = 0.05,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -109,6 +116,11 @@ class FetchScheduler:
         if predownload is not None and predownload < 0:
             raise ConfigError(f"predownload must be >= 0, got {predownload}")
         self._fetch = fetch
+        self.defer_retry = defer_retry
+        # Set when a look-ahead fetch was deferred: no look-ahead starts until the position advances or
+        # a short timer fires (a nearer shard that did not fit means farther ones fit even less).
+        self._lookahead_paused = False
+        self._pause_timer: asyncio.TimerHandle | None = None
         self.max_in_flight = max_in_flight
         self.urgent_slots = urgent_slots
         self.head_first = head_first
@@ -212,12 +224,20 @@ class FetchScheduler:
         """
         if position > self._position:
             self._position = position
+            self._lookahead_paused = False
             self._pump()
 
     def rewind(self, position: float = 0) -> None:
         """Start a new plan: set the consumer position, even backwards (e.g. the next epoch)."""
         self._position = position
         self._pump()
+
+    def distance(self, shard: int) -> float:
+        """Plan positions until the consumer needs ``shard`` (0 for what it needs now or random access)."""
+        entry = self._entries.get(shard)
+        if entry is None or entry.priority == URGENT:
+            return 0.0
+        return max(0.0, entry.priority - self._position)
 
     def is_ready(self, shard: int) -> bool:
         """Whether ``shard`` was fetched successfully and not forgotten since."""
@@ -285,6 +305,8 @@ class FetchScheduler:
     async def aclose(self) -> None:
         """Cancel everything still queued or running and wait until the running fetches have unwound."""
         self._closed = True
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
         # Includes tasks cancel() already cancelled but that have not finished unwinding.
         tasks = list(self._tasks)
         self.cancel_all()
@@ -320,6 +342,8 @@ class FetchScheduler:
                 heapq.heappop(self._heap)  # stale: cancelled, started, or re-prioritised
                 continue
             if priority > limit:
+                break
+            if self._lookahead_paused and priority > self._position:
                 break
             if self.head_first and priority > self._position and self._consumer_blocked():
                 # Head-of-line first: while a shard the consumer needs now is downloading, start no
@@ -366,7 +390,14 @@ class FetchScheduler:
                 entry.future.cancel()
         else:
             exc = task.exception()
-            if exc is not None:
+            if isinstance(exc, FetchDeferred):
+                if current:
+                    # Not a failure: queue it again and hold further look-ahead back for a while.
+                    entry.state = _State.QUEUED
+                    entry.task = None
+                    heapq.heappush(self._heap, (entry.priority, next(self._seq), shard))
+                    self._pause_lookahead()
+            elif exc is not None:
                 self._failures += 1
                 if current:
                     # Forget the failure so a later want() tries again; current waiters get the error.
@@ -387,6 +418,19 @@ class FetchScheduler:
                     self._ready.add(shard)
                 if entry.future is not None and not entry.future.done():
                     entry.future.set_result(None)
+        if not self._closed:
+            self._pump()
+
+    def _pause_lookahead(self) -> None:
+        self._lookahead_paused = True
+        if self._pause_timer is None and not self._closed:
+            self._pause_timer = asyncio.get_running_loop().call_later(
+                self.defer_retry, self._resume_lookahead
+            )
+
+    def _resume_lookahead(self) -> None:
+        self._pause_timer = None
+        self._lookahead_paused = False
         if not self._closed:
             self._pump()
 

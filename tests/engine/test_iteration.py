@@ -25,11 +25,13 @@ from .conftest import MakeDataset
 
 
 def disk_use(directory: Path) -> int:
-    """Bytes of every file in ``directory``, including temp and .part files being written."""
+    """Bytes of every file in ``directory``, including temp and .part files being written (not the
+    ledger's directory, which is bookkeeping)."""
     total = 0
     for entry in os.scandir(directory):
         with contextlib.suppress(FileNotFoundError):
-            total += entry.stat().st_size if entry.name != "index.json" else 0
+            if entry.is_file(follow_symlinks=False) and entry.name != "index.json":
+                total += entry.stat().st_size
     return total
 
 
