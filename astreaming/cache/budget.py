@@ -218,12 +218,15 @@ class NodeBudget:
         if key is None:
             return
         with self.ledger.transaction() as conns:
+            # Checked under the ledger lock: no eviction can run between the check and the record.
+            if not self._path(key).exists():
+                return
             if self.ledger.resident_bytes(conns, key) is None:
                 self.ledger.record(conns, key, self._size(key), evictable=True)
             else:
                 self.ledger.touch(conns, [key])
 
-    def try_reserve(self, shard: int, nbytes: int, *, distance: float) -> bool:
+    def try_reserve(self, shard: int, nbytes: int, *, distance: float) -> int | None:
         """Make room for ``nbytes`` of ``shard``, evicting shards needed later than ``distance``.
 
         Args:
@@ -232,7 +235,9 @@ class NodeBudget:
             distance: Plan positions until this process needs it (0: the consumer waits for it now).
 
         Returns:
-            Whether the room is reserved.
+            The bytes reserved: ``nbytes``, or 0 when the shard is resident or another process is
+            bringing it in (then this process must not download it without reserving again); None if it
+            does not fit now.
 
         Raises:
             CacheError: It can never fit: the shard is larger than the limit allows next to files that
@@ -240,29 +245,29 @@ class NodeBudget:
         """
         key = self.keys[shard]
         if key is None:
-            return True
+            return 0
         with self.ledger.transaction() as conns:
-            if self.ledger.resident_bytes(conns, key) is not None or self.ledger.reserved_by_others(
-                conns, key
-            ):
-                # Resident already, or another process is bringing it in: our download will find it.
-                self.ledger.reserve(conns, key, 0)
-                return True
-            usage = self.ledger.usage(conns) + self.fixed
+            ledger = self.ledger
+            if ledger.resident_bytes(conns, key) is not None and not self._path(key).exists():
+                ledger.forget(conns, key.root, key.key)  # a row left by a crash mid-eviction
+            if ledger.resident_bytes(conns, key) is not None or ledger.reserved_by_others(conns, key):
+                ledger.reserve(conns, key, 0)
+                return 0
+            usage = ledger.usage(conns) + self.fixed
             if usage + nbytes > self.limit:
                 usage = self._make_room(conns, usage, nbytes, distance, exclude=key)
             if usage + nbytes > self.limit:
                 if distance > 0:
                     self._deferrals += 1
-                return False
-            self.ledger.reserve(conns, key, nbytes)
-            return True
+                return None
+            ledger.reserve(conns, key, nbytes)
+            return nbytes
 
-    async def reserve(self, shard: int, nbytes: int, *, distance: float) -> bool:
+    async def reserve(self, shard: int, nbytes: int, *, distance: float) -> int | None:
         """:meth:`try_reserve` for a download; the shard the consumer waits for waits for room.
 
         Returns:
-            True once reserved; False for a look-ahead download that does not fit now (retry later).
+            What :meth:`try_reserve` returned; None only for a look-ahead download (retry it later).
 
         Raises:
             CacheError: the shard the consumer waits for found no room for ``stuck_timeout`` seconds
@@ -273,13 +278,13 @@ class NodeBudget:
         while True:
             future = self.submit(self.try_reserve, shard, nbytes, distance=distance)
             try:
-                fits = await asyncio.wrap_future(future)
+                granted = await asyncio.wrap_future(future)
             except asyncio.CancelledError:
                 # The reservation may land after we stopped waiting: release it behind it, in order.
                 self.submit(self.release, shard)
                 raise
-            if fits or distance > 0:
-                return fits
+            if granted is not None or distance > 0:
+                return granted
             if self._clock() - started > self.stuck_timeout:
                 usage = await self.run(self.usage)
                 raise CacheError(

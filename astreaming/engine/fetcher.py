@@ -26,6 +26,16 @@ from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
 __all__ = ["FetchCounters", "ShardFetcher"]
 
 
+class _NeedsRoom(Exception):
+    """The shard must be produced after all (it was evicted, or its producer failed): reserve first."""
+
+
+def _check_room(may_produce: bool, shard: int) -> None:
+    # Called by a producer once it holds the publish lock and the file is still missing.
+    if not may_produce:
+        raise _NeedsRoom(shard)
+
+
 @dataclass
 class FetchCounters:
     """What the fetcher did, for ``StreamingDataset.stats()``."""
@@ -77,34 +87,43 @@ class ShardFetcher:
         budget = self.budget
         if budget is None or budget.keys[shard] is None:
             return await self._fetch(shard)
-        if self.table.is_local(shard):
-            # Published by any process sharing the cache: it counts against the limit too.
-            await budget.run(budget.note_present, shard)
-            return await self._fetch(shard)
-        # Room for the peak footprint (zip and raw both exist while decompressing), evicting the
-        # shards needed furthest in the future; then the real size once the files are published.
-        if not await budget.reserve(shard, self.table.max_bytes(shard), distance=self.distance(shard)):
-            raise FetchDeferred(shard)
-        try:
-            downloaded = await self._fetch(shard)
-        except BaseException:
-            budget.submit(budget.release, shard)  # in order after the reservation, even if cancelled
-            raise
-        await budget.run(budget.commit, shard, self.table.local_bytes(shard))
-        return downloaded
+        while True:
+            if self.table.is_local(shard):
+                # Published by any process sharing the cache: it counts against the limit too.
+                await budget.run(budget.note_present, shard)
+                with contextlib.suppress(_NeedsRoom):  # evicted again meanwhile: reserve and download
+                    return await self._fetch(shard, may_download=False)
+                continue
+            # Room for the peak footprint (zip and raw both exist while decompressing), evicting the
+            # shards needed furthest in the future; then the real size once the files are published.
+            granted = await budget.reserve(shard, self.table.max_bytes(shard), distance=self.distance(shard))
+            if granted is None:
+                raise FetchDeferred(shard)
+            try:
+                # With nothing reserved (another process had it or was bringing it in) this process may
+                # wait for that publish but must not download: that would be bytes outside the budget.
+                downloaded = await self._fetch(shard, may_download=granted > 0)
+            except _NeedsRoom:
+                budget.submit(budget.release, shard)
+                continue
+            except BaseException:
+                budget.submit(budget.release, shard)  # in order after the reservation, even if cancelled
+                raise
+            await budget.run(budget.commit, shard, self.table.local_bytes(shard))
+            return downloaded
 
-    async def _fetch(self, shard: int) -> int:
+    async def _fetch(self, shard: int, *, may_download: bool = True) -> int:
         before = self.counters.bytes_downloaded
         produced = False
         for file in self.table.files(shard):
-            produced |= await self._ensure_raw(shard, file)
+            produced |= await self._ensure_raw(shard, file, may_download)
         if produced:
             self.counters.shards_fetched += 1
         else:
             self.counters.shards_already_local += 1
         return self.counters.bytes_downloaded - before
 
-    async def _ensure_raw(self, shard: int, file: ShardFile) -> bool:
+    async def _ensure_raw(self, shard: int, file: ShardFile, may_download: bool) -> bool:
         if file.raw_path.exists():
             return False
         stream_id = int(self.table.stream_per_shard[shard])
@@ -112,6 +131,7 @@ class ShardFetcher:
         if file.zip is None or file.zip_path is None:
 
             async def download_raw(tmp: Path) -> None:
+                _check_room(may_download, shard)
                 await self._download(stream_id, file.raw, tmp)
                 self._verify(options.validate_hash, file.raw, tmp)
 
@@ -123,6 +143,7 @@ class ShardFetcher:
             raise FormatError(f"{zip_path}: index lists a compressed file but no compression")
 
         async def decompress(tmp: Path) -> None:
+            _check_room(may_download, shard)
             await self._ensure_zip(stream_id, zip_info, zip_path)
             await asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)
             self.counters.decompressed += 1

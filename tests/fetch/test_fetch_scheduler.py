@@ -10,7 +10,7 @@ import random
 import pytest
 
 from astreaming.errors import ConfigError, ObjectNotFound
-from astreaming.fetch.scheduler import URGENT, FetchScheduler
+from astreaming.fetch.scheduler import URGENT, FetchDeferred, FetchScheduler
 
 
 class FakeFetch:
@@ -438,3 +438,46 @@ async def test_head_first_gives_the_needed_shard_the_link_alone() -> None:
         fetch.gate(2).set()
         await asyncio.gather(*futures)
     assert fetch.started == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_deferred_lookahead_is_requeued_and_pauses_further_lookahead() -> None:
+    """A look-ahead fetch that finds no room raises FetchDeferred: not a failure; farther shards wait."""
+    attempts: dict[int, int] = {}
+    room = asyncio.Event()
+
+    async def fetch(shard: int) -> int:
+        attempts[shard] = attempts.get(shard, 0) + 1
+        if shard >= 10 and not room.is_set():
+            raise FetchDeferred(shard)
+        await asyncio.sleep(0)
+        return shard
+
+    # A long retry timer: only the consumer's advance resumes look-ahead in this test.
+    async with FetchScheduler(fetch, max_in_flight=1, predownload=100, defer_retry=3600) as sched:
+        sched.want_many([0, 10, 20], [0, 10, 20])
+        await sched.wait(0, 0)
+        await settle()
+        assert attempts.get(10) == 1 and 20 not in attempts  # paused after 10 was deferred
+        assert not sched.is_ready(10) and sched.statistics().failures == 0
+        assert sched.distance(10) == 10
+        room.set()
+        sched.advance(1)  # the consumer moved: look-ahead resumes
+        await sched.wait(10, 10)
+        await sched.wait(20, 20)
+        assert attempts[10] == 2 and attempts[20] == 1
+        assert sched.distance(20) == 0.0  # ready shards are no longer queued
+
+
+async def test_a_deferred_lookahead_retries_after_the_timer() -> None:
+    tries: list[int] = []
+
+    async def fetch(shard: int) -> int:
+        tries.append(shard)
+        if len(tries) == 1:
+            raise FetchDeferred(shard)
+        return shard
+
+    async with FetchScheduler(fetch, max_in_flight=2, predownload=100, defer_retry=0.001) as sched:
+        sched.want_many([5], [5])
+        await sched.wait(5, 5)  # no advance needed: the retry timer resumed the look-ahead
+        assert tries == [5, 5]

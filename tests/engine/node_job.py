@@ -1,0 +1,70 @@
+"""One rank of a training job on a shared cache, run as its own process by the node-cache tests.
+
+Usage: ``python node_job.py REQUEST.json RESULT.json``. The request gives the dataset arguments, the
+DataLoader settings and the number of epochs; RANK / WORLD_SIZE / LOCAL_WORLD_SIZE come from the
+environment, as under torchrun. The result holds the sample ids of every epoch in the order the loader
+yielded them, the descriptors open before and after, and the dataset's stats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from astreaming import Stream, StreamingDataLoader, StreamingDataset
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def sample_ids(batch: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Collate a batch into its sample ids (module-level: spawned workers unpickle it by name)."""
+    return {"id": [int(sample["id"]) for sample in batch]}
+
+
+def build(request: dict[str, Any]) -> StreamingDataset:
+    kwargs = dict(request["dataset"])
+    streams = kwargs.pop("streams", None)
+    if streams is not None:
+        kwargs["streams"] = [Stream(**s) for s in streams]
+    return StreamingDataset(**kwargs)
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    before = open_fds()
+    ds = build(request)
+    workers = int(request.get("num_workers", 0))
+    loader = StreamingDataLoader(
+        ds,
+        batch_size=ds.batch_size,
+        num_workers=workers,
+        multiprocessing_context=request.get("context") if workers else None,
+        collate_fn=sample_ids,
+    )
+    epochs: list[list[int]] = []
+    ready = request.get("ready_file")
+    for _ in range(int(request.get("epochs", 1))):
+        seen: list[int] = []
+        for batch in loader:
+            seen.extend(batch["id"])
+            if ready and len(seen) >= int(request.get("ready_after", 1)):
+                Path(ready).touch()  # the test may now kill a worker of ours
+        epochs.append(seen)
+    stats = ds.stats()
+    del loader
+    ds.close()
+    return {"epochs": epochs, "fds_before": before, "fds_after": open_fds(), "stats": stats}
+
+
+def main() -> None:
+    request = json.loads(Path(sys.argv[1]).read_text())
+    result = run(request)
+    Path(sys.argv[2]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

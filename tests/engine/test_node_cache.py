@@ -1,0 +1,282 @@
+"""One cache directory, many processes, one ``cache_limit``: ranks, DataLoader workers and jobs.
+
+Every test here runs the way training runs: rank processes (RANK / WORLD_SIZE / LOCAL_WORLD_SIZE, as
+torchrun sets them), DataLoader workers (fork and spawn), sometimes two jobs on one ``local``. The cache
+directory is sampled every 50 ms from the test process while they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from astreaming import Stream, StreamingDataset
+
+from .conftest import MakeDataset
+
+JOB = Path(__file__).with_name("node_job.py")
+LEDGER = ".astreaming"
+
+
+def cache_bytes(directory: Path) -> int:
+    """Bytes of every file under ``directory`` (temp files included), except the ledger's own."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(directory):
+        if LEDGER in dirnames:
+            dirnames.remove(LEDGER)
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+class Sampler:
+    """Samples the size of a cache directory every 50 ms on a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.directory.exists():
+                self.peak = max(self.peak, cache_bytes(self.directory))
+                self.samples += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def shard_sizes(remote: Path) -> tuple[int, int, int]:
+    """Total shard bytes, largest shard, index bytes of a dataset directory."""
+    shards = [p.stat().st_size for p in remote.glob("shard.*")]
+    return sum(shards), max(shards), (remote / "index.json").stat().st_size
+
+
+def launch(
+    tmp_path: Path, name: str, request: dict[str, Any], *, rank: int, world: int
+) -> subprocess.Popen[bytes]:
+    req = tmp_path / f"{name}.request.json"
+    req.write_text(json.dumps(request))
+    env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world)}
+    return subprocess.Popen(
+        [sys.executable, str(JOB), str(req), str(tmp_path / f"{name}.result.json")],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(tmp_path: Path, name: str, proc: subprocess.Popen[bytes], timeout: float = 240) -> dict[str, Any]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result: dict[str, Any] = json.loads((tmp_path / f"{name}.result.json").read_text())
+    return result
+
+
+def run_job(tmp_path: Path, name: str, request: dict[str, Any], ranks: int) -> list[dict[str, Any]]:
+    procs = [launch(tmp_path, f"{name}-r{r}", request, rank=r, world=ranks) for r in range(ranks)]
+    return [finish(tmp_path, f"{name}-r{r}", p) for r, p in enumerate(procs)]
+
+
+def assert_clean(local: Path) -> None:
+    """No temp or partial file is left, and nothing pins a shard (every file can be locked exclusively)."""
+    for path in local.rglob("*"):
+        if LEDGER in path.parts or not path.is_file():
+            continue
+        assert ".tmp-" not in path.name and not path.name.endswith(".part"), path
+        if path.name.startswith("shard.") and not path.name.endswith(".lock"):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if a pin leaked
+            finally:
+                os.close(fd)
+
+
+@pytest.fixture
+def dataset(make_dataset: MakeDataset) -> Path:
+    return make_dataset(3000, size_limit=1200)
+
+
+CONFIGS = [(0, "fork"), (2, "fork"), (2, "spawn"), (4, "fork"), (4, "spawn")]
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize(("workers", "context"), CONFIGS)
+@pytest.mark.parametrize("fraction", [0.25, 0.6])
+def test_cache_limit_holds_across_ranks_and_workers(
+    dataset: Path, tmp_path: Path, fraction: float, workers: int, context: str, ranks: int
+) -> None:
+    total, largest, index = shard_sizes(dataset)
+    limit = index + int(fraction * total)
+    local = tmp_path / "cache"
+    common = dict(remote=str(dataset), batch_size=8, shuffle=True, shuffle_seed=3, predownload=32)
+    request = {
+        "dataset": {**common, "local": str(local), "cache_limit": limit},
+        "num_workers": workers,
+        "context": context,
+        "epochs": 2,
+    }
+    with Sampler(local) as sampler:
+        limited = run_job(tmp_path, "limited", request, ranks)
+    free = {**request, "dataset": {**common, "local": str(tmp_path / "free")}, "epochs": 1}
+    reference = run_job(tmp_path, "free", free, ranks)
+    for rank in range(ranks):
+        want = reference[rank]["epochs"][0]
+        assert len(want) > 0
+        # Epoch 1 has another order; epoch 0 must match the unlimited run sample for sample.
+        assert limited[rank]["epochs"][0] == want
+        assert len(limited[rank]["epochs"][1]) == len(want)
+    seen = sorted(i for r in limited for i in r["epochs"][0])
+    assert set(seen) == set(range(3000))
+    assert sampler.samples > 0
+    assert sampler.peak <= limit + largest, (sampler.peak, limit, largest)
+    assert_clean(local)
+
+
+def test_two_jobs_two_ranks_two_workers_soak(dataset: Path, tmp_path: Path) -> None:
+    """Train and eval jobs on one ``local`` under a tight limit, 3 epochs: nothing lost or duplicated."""
+    total, largest, index = shard_sizes(dataset)
+    limit = index + total // 3
+    local = tmp_path / "cache"
+    jobs = {
+        "train": dict(remote=str(dataset), local=str(local), batch_size=8, shuffle=True, cache_limit=limit),
+        "eval": dict(remote=str(dataset), local=str(local), batch_size=4, shuffle=False, cache_limit=limit),
+    }
+    procs = {}
+    with Sampler(local) as sampler:
+        for job, kwargs in jobs.items():
+            request = {"dataset": kwargs, "num_workers": 2, "context": "fork", "epochs": 3}
+            for rank in range(2):
+                procs[job, rank] = launch(tmp_path, f"{job}-{rank}", request, rank=rank, world=2)
+        results = {key: finish(tmp_path, f"{key[0]}-{key[1]}", proc) for key, proc in procs.items()}
+    for job in jobs:
+        for epoch in range(3):
+            ids = [i for rank in range(2) for i in results[job, rank]["epochs"][epoch]]
+            # Every sample exactly once per epoch over the two ranks (3000 divides evenly: no padding).
+            assert sorted(ids) == list(range(3000)), (job, epoch)
+    for result in results.values():
+        assert result["fds_after"] <= result["fds_before"] + 2  # no descriptor leaked per epoch
+    assert sampler.peak <= limit + largest
+    assert_clean(local)
+
+
+def test_local_only_stream_is_never_evicted(make_dataset: MakeDataset, tmp_path: Path) -> None:
+    """The issue's repro: a stream without a remote beside a remote one, under a tight limit."""
+    source = make_dataset(300, size_limit=1200, name="local_only")
+    remote = make_dataset(2000, size_limit=1200, first_id=300, name="remote_src")
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    local_bytes = sum(len(b) for b in before.values())
+    remote_total, _, remote_index = shard_sizes(remote)
+    ds = StreamingDataset(
+        streams=[
+            Stream(remote=None, local=str(source)),
+            Stream(remote=str(remote), local=str(tmp_path / "c")),
+        ],
+        batch_size=10,
+        shuffle=True,
+        cache_limit=local_bytes + remote_index + remote_total // 4,
+    )
+    for _ in range(2):
+        assert sorted(int(s["id"]) for s in ds) == list(range(2300))
+    ds.close()
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.name != LEDGER} == before
+    assert not (source / LEDGER).exists()  # nothing is written into a source directory
+
+
+def test_budget_too_small_for_the_readers_is_refused_with_the_bytes_needed(
+    dataset: Path, tmp_path: Path
+) -> None:
+    _, largest, index = shard_sizes(dataset)
+    request = {
+        "dataset": dict(
+            remote=str(dataset),
+            local=str(tmp_path / "c"),
+            batch_size=8,
+            cache_limit=index + 4 * largest + 100,
+        ),
+        "num_workers": 4,
+        "context": "fork",
+    }
+    proc = launch(tmp_path, "small", request, rank=0, world=2)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    message = err.decode()
+    assert "CacheError" in message and "it needs at least" in message and "8 processes" in message
+
+
+def test_killed_worker_releases_its_pins_and_a_rerun_completes(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    """kill -9 of a DataLoader worker mid-epoch: the other rank goes on; a rerun verifies every shard."""
+    dataset = make_dataset(3000, size_limit=1200, hashes=["xxh64"])
+    total, _, index = shard_sizes(dataset)
+    local = tmp_path / "cache"
+    kwargs = dict(
+        remote=str(dataset), local=str(local), batch_size=8, shuffle=True, cache_limit=index + total // 3
+    )
+    ready = tmp_path / "victim.ready"
+    victim_request = {
+        "dataset": kwargs,
+        "num_workers": 2,
+        "context": "fork",
+        "epochs": 3,
+        "ready_file": str(ready),
+        "ready_after": 200,
+    }
+    survivor_request = {"dataset": kwargs, "num_workers": 2, "context": "fork", "epochs": 3}
+    victim = launch(tmp_path, "victim", victim_request, rank=0, world=2)
+    survivor = launch(tmp_path, "survivor", survivor_request, rank=1, world=2)
+    deadline = time.monotonic() + 240
+    while not ready.exists():
+        assert victim.poll() is None, victim.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = [int(p) for p in _children(victim.pid)]
+    assert workers, "the victim has no DataLoader workers"
+    os.kill(workers[0], signal.SIGKILL)  # a worker that is reading: it holds a pin
+    victim.communicate(timeout=240)
+    assert victim.returncode != 0  # torch reports the killed worker
+    result = finish(tmp_path, "survivor", survivor)
+    assert all(len(epoch) == 1500 for epoch in result["epochs"])
+    rerun = {
+        "dataset": {**kwargs, "validate_hash": "xxh64"},
+        "num_workers": 2,
+        "context": "fork",
+        "epochs": 1,
+    }
+    again = run_job(tmp_path, "rerun", rerun, 1)[0]  # a single rank now: every sample
+    assert sorted(again["epochs"][0]) == list(range(3000))
+    assert_clean(local)
+
+
+def _children(pid: int) -> Iterator[str]:
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError):
+                yield from Path(f"/proc/{pid}/task/{task}/children").read_text().split()
