@@ -15,6 +15,7 @@ from astreaming.cache.budget import check_cache_limit
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
+from astreaming.engine.ledgerkeys import check_node_budget
 from astreaming.engine.ordering import build_spec, worker_sample_ids
 from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
@@ -39,7 +40,7 @@ __all__ = ["StreamingDataset"]
 T = TypeVar("T")
 
 #: Shard readers kept open per process under a cache_limit.
-_READERS_UNDER_LIMIT = 8
+_READERS_UNDER_LIMIT = 32
 
 
 class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
@@ -151,11 +152,18 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         self._weights = weights
         self.epoch_size = total
         largest = max((self._table.max_bytes(s) for s in range(self._table.num_shards)), default=0)
-        check_cache_limit(
-            self.args.cache_limit,
-            index_bytes=sum(s.index_bytes for s in self._table.streams),
-            largest_shard_bytes=largest,
-        )
+        index_bytes = sum(s.index_bytes for s in self._table.streams)
+        check_cache_limit(self.args.cache_limit, index_bytes=index_bytes, largest_shard_bytes=largest)
+        if self.args.cache_limit is not None:
+            # Each rank on this node reads at once (DataLoader workers are only known when iterating,
+            # where the check is repeated with them).
+            check_node_budget(
+                self.args.cache_limit,
+                fixed=index_bytes,
+                largest_raw=max((self._table.raw_bytes(s) for s in range(self.num_shards)), default=0),
+                largest_footprint=largest,
+                readers=World.detect().ranks_per_node,
+            )
         self._control = EpochControl()
         self._sync: SyncRuntime | None = None
         self._readers: ReaderCache | None = None
@@ -327,7 +335,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     def _new_readers(self) -> ReaderCache:
         # Under a cache_limit, a mapped reader of a shard evicted by another process keeps that copy's
-        # disk space until it is closed: keep few open.
+        # disk space until it is closed: keep fewer open (the walk also prunes replaced ones).
         max_open = 256 if self.args.cache_limit is None else _READERS_UNDER_LIMIT
         return ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types, max_open=max_open)
 

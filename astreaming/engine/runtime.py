@@ -212,7 +212,8 @@ class Runtime:
             return
         await opened.scheduler.aclose()
         if self.budget is not None:
-            await self.budget.run(self.budget.close)
+            # Not on the budget's own thread: close() joins it after the queued ledger work.
+            await asyncio.to_thread(self.budget.close)
         if self.pins is not None:
             self.pins.close()
         for backend in opened.backends.values():
