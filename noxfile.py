@@ -1,4 +1,4 @@
-"""Developer and CI sessions. Run `nox -s tests lint typecheck` (the README's test command)."""
+"""Developer and CI sessions. Run `nox -s tests node lint typecheck` (the README's test command)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against real fake servers (fake-gcs-server, moto, Azurite)."""
     # moto must be resolved in the same pip command as aiobotocore, or pip breaks botocore's pin.
     session.install(TORCH, "-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "-m", "not node", *session.posargs)
+
+
+@nox.session(python="3.11")
+def node(session: nox.Session) -> None:
+    """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun."""
+    session.install(TORCH, "-e", ".[test]")
+    session.run("pytest", "-q", "-m", "node", "tests/engine/test_node_cache.py", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -40,7 +40,7 @@ __all__ = ["StreamingDataset"]
 T = TypeVar("T")
 
 #: Shard readers kept open per process under a cache_limit.
-_READERS_UNDER_LIMIT = 32
+_READERS_UNDER_LIMIT = 128
 
 
 class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]

@@ -38,7 +38,7 @@ Decoder = Callable[[list[int]], Iterable[dict[str, Any]]]
 #: Plan entries converted to Python ints at a time (bounds the memory of the conversion).
 _CHUNK = 1 << 16
 #: Under a cache limit, look for readers of files evicted by other processes every this many shard switches.
-_PRUNE_EVERY = 64
+_PRUNE_EVERY = 256
 #: Update the consumer position seen by cache eviction ("furthest next use") at least this often.
 _AT_EVERY = 64
 
@@ -140,6 +140,7 @@ class _Walk:
             self.switches += 1
             if self.switches % _PRUNE_EVERY == 0:
                 self.readers.prune_replaced()
+                pins.prune()
         self.pinned, self.inode = -1, None
         evicted = self.runtime.evicted
         while evicted:

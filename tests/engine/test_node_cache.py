@@ -3,6 +3,9 @@
 Every test here runs the way training runs: rank processes (RANK / WORLD_SIZE / LOCAL_WORLD_SIZE, as
 torchrun sets them), DataLoader workers (fork and spawn), sometimes two jobs on one ``local``. The cache
 directory is sampled every 50 ms from the test process while they run.
+
+The long matrix, the soak, the kill -9 and the torchrun tests are marked ``node``: they run in their own
+nox session (``nox -s node``, part of the README's test command), not in ``nox -s tests``.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ CONFIGS = [(0, "fork"), (2, "fork"), (2, "spawn"), (4, "fork"), (4, "spawn")]
 _REFERENCE: dict[tuple[int, int], list[dict[str, Any]]] = {}
 
 
+@pytest.mark.node
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize(("workers", "context"), CONFIGS)
 @pytest.mark.parametrize("fraction", [0.25, 0.6])
@@ -165,6 +169,7 @@ def test_cache_limit_holds_across_ranks_and_workers(
     assert_clean(local)
 
 
+@pytest.mark.node
 def test_two_jobs_two_ranks_two_workers_soak(dataset: Path, tmp_path: Path) -> None:
     """Train and eval jobs on one ``local`` under a tight limit, 3 epochs: nothing lost or duplicated."""
     total, largest, index = shard_sizes(dataset)
@@ -237,6 +242,7 @@ def test_budget_too_small_for_the_readers_is_refused_with_the_bytes_needed(
     assert "CacheError" in message and "it needs at least" in message and "8 processes" in message
 
 
+@pytest.mark.node
 def test_killed_worker_releases_its_pins_and_a_rerun_completes(
     make_dataset: MakeDataset, tmp_path: Path
 ) -> None:
@@ -289,6 +295,7 @@ def _children(pid: int) -> Iterator[str]:
                 yield from Path(f"/proc/{pid}/task/{task}/children").read_text().split()
 
 
+@pytest.mark.node
 def test_torchrun_ddp_two_ranks_three_epochs_on_one_cache(dataset: Path, tmp_path: Path) -> None:
     """A real ``torchrun --nproc_per_node 2`` (gloo, 127.0.0.1) DDP job sharing one limited cache."""
     total, _, index = shard_sizes(dataset)

@@ -20,6 +20,7 @@ import mmap
 import os
 import struct
 import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -229,9 +230,16 @@ def build_decoder(
         + "        return out\n"
         "    return get_many\n"
     )
-    exec(compile(decode_src + bind_src + bind_many_src, f"<mds decoder {source}>", "exec"), namespace)
+    exec(_compiled(decode_src + bind_src + bind_many_src), namespace)
     min_size = head + sum(s for s in sizes if s is not None)
     return DecodePlan(namespace["decode"], namespace["bind"], min_size, namespace["bind_many"])
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> types.CodeType:
+    """Compile a decoder's source once per column layout: every shard of a dataset shares it, and a
+    reader reopened after an eviction should cost a mapping, not a compilation (~2 ms)."""
+    return compile(text, "<mds decoder>", "exec")
 
 
 def _bad(source: str, begin: int, end: int) -> FormatError:
