@@ -11,8 +11,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from astreaming.array import Array
 from astreaming.cache.budget import check_cache_limit
+from astreaming.dataset_mosaic import ShardStreamAPI
 from astreaming.engine.args import build_streams, parse_args
+from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
 from astreaming.engine.ordering import build_spec, worker_sample_ids
@@ -39,7 +42,7 @@ __all__ = ["StreamingDataset"]
 T = TypeVar("T")
 
 
-class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
+class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid-type,type-arg]
     """A dataset streamed from one or more remote or local MDS/JSONL/CSV directories.
 
     Accepts every argument of mosaicml-streaming 0.13.0's ``StreamingDataset`` with the same meaning
@@ -326,23 +329,23 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         assert self._readers is not None
         return self._sync, self._readers
 
+    def _hooked(self, readers: ReaderCache) -> ReaderCache:
+        # mosaic yields ``self[sample_id]``, so a subclass overriding ``get_item`` or ``__getitem__``
+        # (tokenising, augmenting) sees iteration too; the walk then calls the hook instead of decoding.
+        cls = type(self)
+        if cls.get_item is StreamingDataset.get_item and cls.__getitem__ is Array.__getitem__:
+            return readers
+        return HookedReaders(readers, self, self.__getitem__)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
         runtime, readers = self._sync_parts()
-        samples = iter_plan(self._table, readers, runtime, ids)
-        if type(self).__getitem__ is StreamingDataset.__getitem__:
-            yield from samples
-        else:
-            # mosaic yields ``self[sample_id]``, so a subclass that transforms samples in __getitem__
-            # (tokenising, augmenting) sees iteration too. The plan walk still drives prefetching and
-            # guarantees the shard is ready (and pinned) when the override reads it.
-            for sample_id, _ in zip(ids.tolist(), samples, strict=True):
-                yield self[sample_id]
+        yield from iter_plan(self._table, self._hooked(readers), runtime, ids)
         self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
-        readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
+        readers = self._hooked(ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types))
         try:
             async with self._new_runtime() as runtime:
                 async for sample in aiter_plan(self._table, readers, runtime, ids):
@@ -356,6 +359,9 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
     def get_item(self, sample_id: int) -> dict[str, Any]:
         """Sample ``sample_id`` (0 ≤ id < size), downloading its shard if needed."""
         shard, index = self._table.locate(sample_id)
+        walking = active_reader(self, shard)  # called by a subclass hook from a plan walk: no wait
+        if walking is not None:
+            return walking[index]
         runtime, readers = self._sync_parts()
         core = runtime.runtime
         budget = core.budget
@@ -383,20 +389,6 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             # between a fetch's commit and the scheduler marking it ready): make it forget the shard,
             # on the loop and before the next wait is submitted, or the wait would return at once forever.
             runtime.loop_thread.call_soon(core.scheduler.forget, shard)
-
-    def __getitem__(self, at: Any) -> Any:
-        """``ds[i]`` (negative wraps), ``ds[a:b:c]``, ``ds[[i, j]]`` or an integer ndarray."""
-        size = self.size
-        if isinstance(at, (int, np.integer)):
-            i = int(at)
-            if not -size <= i < size:
-                raise IndexError(f"sample index {i} out of range for a dataset of {size} samples")
-            return self.get_item(i % size)
-        if isinstance(at, slice):
-            return [self.get_item(i) for i in range(*at.indices(size))]
-        if isinstance(at, (list, tuple, np.ndarray)):
-            return [self[i] for i in (at.tolist() if isinstance(at, np.ndarray) else at)]
-        raise TypeError(f"dataset indices must be int, slice, list or ndarray, not {type(at).__name__}")
 
     # -- lifetime ------------------------------------------------------------------------------------
 
