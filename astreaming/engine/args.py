@@ -11,19 +11,47 @@ from astreaming.errors import ConfigError, UnknownOptionError
 from astreaming.format.hashing import hash_names
 from astreaming.stream import Stream
 
-__all__ = ["DatasetArgs", "build_streams", "register_stream", "streams_registry"]
+__all__ = ["DatasetArgs", "StreamRegistry", "build_streams", "register_stream", "streams_registry"]
 
 SAMPLING_METHODS = ("balanced", "fixed")
 PARTITION_ALGOS = ("orig", "relaxed")
 SHUFFLE_ALGOS = ("naive", "py1s", "py2s", "py1br", "py1e")
 BATCHING_METHODS = ("random", "stratified", "per_stream", "device_per_stream")
 
+
+class StreamRegistry(dict[str, type[Stream]]):
+    """Stream classes by name; also spelled like mosaic's catalogue registry (``register``, ``get_all``)."""
+
+    def register(self, name: str, func: type[Stream] | None = None) -> Any:
+        """``streams_registry.register("mine", func=MyStream)``, or ``@streams_registry.register("mine")``."""
+        if func is None:
+
+            def decorate(cls: type[Stream]) -> type[Stream]:
+                register_stream(name, cls)
+                return cls
+
+            return decorate
+        register_stream(name, func)
+        return func
+
+    def get_all(self) -> dict[str, type[Stream]]:
+        """A copy of the registry."""
+        return dict(self)
+
+
 #: Stream classes by name, for ``StreamingDataset(stream_name=..., stream_config=...)``.
-streams_registry: dict[str, type[Stream]] = {"stream": Stream}
+streams_registry: StreamRegistry = StreamRegistry(stream=Stream)
 
 
 def register_stream(name: str, cls: type[Stream]) -> None:
-    """Make a ``Stream`` subclass available as ``StreamingDataset(stream_name=name)``."""
+    """Make a ``Stream`` subclass available as ``StreamingDataset(stream_name=name)``.
+
+    Register it at import time of a module the DataLoader workers also import (the dataset's module):
+    the registry lives in each process.
+
+    Raises:
+        ConfigError: ``cls`` is not a ``Stream`` subclass.
+    """
     if not (isinstance(cls, type) and issubclass(cls, Stream)):
         raise ConfigError(f"register_stream: {cls!r} is not a Stream subclass")
     streams_registry[name] = cls
