@@ -13,6 +13,7 @@ import numpy as np
 
 from astreaming.array import Array
 from astreaming.cache.budget import check_cache_limit
+from astreaming.dataset_async import AsyncResourceAPI
 from astreaming.dataset_mosaic import ShardStreamAPI
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
@@ -23,6 +24,7 @@ from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
+from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError
 from astreaming.order.spec import EpochSpec
@@ -42,7 +44,7 @@ __all__ = ["StreamingDataset"]
 T = TypeVar("T")
 
 
-class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid-type,type-arg]
+class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid-type,type-arg]
     """A dataset streamed from one or more remote or local MDS/JSONL/CSV directories.
 
     Accepts every argument of mosaicml-streaming 0.13.0's ``StreamingDataset`` with the same meaning
@@ -157,6 +159,7 @@ class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid
             largest_shard_bytes=largest,
         )
         self._control = EpochControl()
+        self._tally = StatsTally(self._control.path)
         self._sync: SyncRuntime | None = None
         self._readers: ReaderCache | None = None
         self._ranges = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
@@ -340,7 +343,10 @@ class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
         runtime, readers = self._sync_parts()
-        yield from iter_plan(self._table, self._hooked(readers), runtime, ids)
+        try:
+            yield from iter_plan(self._table, self._hooked(readers), runtime, ids)
+        finally:
+            self._tally.publish(runtime.runtime)  # DataLoader workers' figures reach the main process
         self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
@@ -348,8 +354,12 @@ class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid
         readers = self._hooked(ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types))
         try:
             async with self._new_runtime() as runtime:
-                async for sample in aiter_plan(self._table, readers, runtime, ids):
-                    yield sample
+                try:
+                    async for sample in aiter_plan(self._table, readers, runtime, ids):
+                        yield sample
+                finally:
+                    self._tally.fold(runtime)  # this runtime closes with the iteration
+                    self._tally.publish(None)
         finally:
             readers.close()
         self._complete(epoch, world)
@@ -403,6 +413,7 @@ class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid
         if readers is not None:
             readers.close()
         if sync is not None and sync.pid == os.getpid():
+            self._tally.fold(sync.runtime)
             sync.close()
 
     def __enter__(self) -> StreamingDataset:
@@ -413,28 +424,19 @@ class StreamingDataset(ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid
 
     # -- statistics ----------------------------------------------------------------------------------
 
+    def statistics(self) -> DatasetStatistics:
+        """One snapshot of the counters: every way of iterating in this process, plus the DataLoader
+        workers' (published when each worker's iteration ends)."""
+        ranges = self._ranges
+        live = DatasetStatistics(bytes_downloaded=ranges.bytes_read, range_reads=ranges.range_reads)
+        if self._sync is not None and self._sync.pid == os.getpid():
+            live = live + runtime_statistics(self._sync.runtime)
+        return live + self._tally.folded() + self._tally.others()
+
     def stats(self) -> dict[str, Any]:
-        """Counters of this process: downloads, cache hits, retries, consumer wait, in flight."""
-        if self._sync is None or self._sync.pid != os.getpid():
-            return {
-                "bytes_downloaded": 0,
-                "shards_downloaded": 0,
-                "cache_hits": 0,
-                "retries": 0,
-                "wait_seconds": 0.0,
-                "in_flight": 0,
-            }
-        runtime = self._sync.runtime
-        fetch = runtime.fetcher.counters
-        sched = runtime.scheduler.statistics()
-        return {
-            "bytes_downloaded": fetch.bytes_downloaded,
-            "shards_downloaded": fetch.shards_fetched,
-            "cache_hits": fetch.shards_already_local,
-            "retries": runtime.retry_stats.retries,
-            "wait_seconds": sched.consumer_wait_seconds,
-            "in_flight": sched.in_flight,
-        }
+        """:meth:`statistics` as a dict: downloads, cache hits, retries, consumer wait, in flight,
+        evictions (with ``evicted_bytes``) and the number of ``processes`` summed."""
+        return self.statistics().as_dict()
 
 
 def _run_blocking(coro: Coroutine[Any, Any, T]) -> T:

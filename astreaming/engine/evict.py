@@ -68,5 +68,8 @@ async def evict_shard(runtime: Runtime, table: ShardTable, shard: int) -> int:
             recorded = budget._sizes.pop(shard, 0)
             budget._usage -= recorded
             budget._fixed.discard(shard)
+            if freed:
+                budget._evictions += 1
+                budget._evicted_bytes += freed
     runtime._on_evict(shard)  # the budget's own eviction notice: forget readiness, drop readers
     return freed
