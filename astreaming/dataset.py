@@ -118,7 +118,28 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         stream_config: dict[str, Any] | None = None,
         max_concurrent_downloads: int = 8,
     ) -> None:
-        self.args = parse_args(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.args = parse_args(
+            download_retry=download_retry,
+            download_timeout=download_timeout,
+            validate_hash=validate_hash,
+            keep_zip=keep_zip,
+            epoch_size=epoch_size,
+            predownload=predownload,
+            cache_limit=cache_limit,
+            sampling_method=sampling_method,
+            sampling_granularity=sampling_granularity,
+            partition_algo=partition_algo,
+            num_canonical_nodes=num_canonical_nodes,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            shuffle_algo=shuffle_algo,
+            shuffle_seed=shuffle_seed,
+            shuffle_block_size=shuffle_block_size,
+            batching_method=batching_method,
+            allow_unsafe_types=allow_unsafe_types,
+            replication=replication,
+            max_concurrent_downloads=max_concurrent_downloads,
+        )
         self.streams = build_streams(streams, remote, local, split, stream_name, stream_config)
         for name in (
             "epoch_size",

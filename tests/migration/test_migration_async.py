@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from astreaming import StreamingDataLoader, StreamingDataset
+from astreaming import ConfigError, StreamingDataLoader, StreamingDataset
 from astreaming.testing.faults import FaultPlan
 from astreaming.testing.servers import StaticHTTPServer
 from astreaming.testing.threadedproxy import ThreadedFaultProxy
@@ -126,3 +126,11 @@ def test_stats_count_evictions(make_dataset: MakeDataset, tmp_path: Path) -> Non
     )
     ds.evict_shard(resident)
     assert ds.stats()["evictions"] == before + 1
+
+
+def test_loader_batch_size_must_match_the_dataset(make_dataset: MakeDataset, tmp_path: Path) -> None:
+    ds = StreamingDataset(remote=str(make_dataset(20)), local=str(tmp_path / "c"), batch_size=4)
+    for kind in (ConfigError, ValueError):
+        with pytest.raises(kind, match=r"batch_size=8 .* batch_size=4"):
+            StreamingDataLoader(ds, batch_size=8)
+    assert sum(len(b["id"]) for b in StreamingDataLoader(ds, batch_size=4)) == 20
