@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import os
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -13,7 +14,7 @@ import numpy as np
 
 from astreaming.array import Array
 from astreaming.cache.budget import check_cache_limit
-from astreaming.dataset_async import AsyncResourceAPI
+from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
@@ -371,6 +372,11 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if not on_asyncio():  # trio: the scheduler is asyncio code; walk in a worker thread instead
+            async with contextlib.aclosing(aiter_in_thread(iter(self))) as samples:
+                async for sample in samples:
+                    yield sample
+            return
         epoch, world, ids = self._plan()
         readers = self._hooked(ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types))
         try:

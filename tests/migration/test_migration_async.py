@@ -4,11 +4,13 @@ every way of iterating (``for``, ``ds[i]``, ``async for``, DataLoader workers)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from astreaming import ConfigError, StreamingDataLoader, StreamingDataset
@@ -134,3 +136,30 @@ def test_loader_batch_size_must_match_the_dataset(make_dataset: MakeDataset, tmp
         with pytest.raises(kind, match=r"batch_size=8 .* batch_size=4"):
             StreamingDataLoader(ds, batch_size=8)
     assert sum(len(b["id"]) for b in StreamingDataLoader(ds, batch_size=4)) == 20
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_front_end_under_each_anyio_backend(
+    backend: str, make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    remote = make_dataset(600, size_limit=2000)
+    kwargs = dict(remote=str(remote), batch_size=5, shuffle=True)
+    reference = StreamingDataset(local=str(tmp_path / "sync"), **kwargs)  # type: ignore[arg-type]
+    expected, expected_next = [s["id"] for s in reference], [s["id"] for s in reference]  # epochs 0, 1
+
+    async def main() -> tuple[list[int], dict[str, Any]]:
+        async with await StreamingDataset.open(local=str(tmp_path / backend), **kwargs) as ds:
+            got = [s["id"] async for s in ds]
+            partial = []
+            # Stopped early: aclosing closes the walk at once (trio insists), cancelling its downloads.
+            async with contextlib.aclosing(ds.__aiter__()) as samples:
+                async for sample in samples:
+                    partial.append(sample["id"])
+                    if len(partial) == 3:
+                        break
+            assert partial == expected_next[:3]
+            return got, ds.stats()
+
+    got, stats = anyio.run(main, backend=backend)
+    assert got == expected  # the same order on either loop
+    assert stats["shards_downloaded"] == len(list(remote.glob("shard.*")))
