@@ -108,7 +108,7 @@ _encodings = encodings_registry
 
 def get_mds_encodings() -> set[str]:
     """Every encoding name: the built-in ones and those registered."""
-    return set(encoding_names())
+    return {*encoding_names(), *encodings_registry}
 
 
 def is_mds_encoding(encoding: str) -> bool:
