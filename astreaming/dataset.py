@@ -16,6 +16,7 @@ from astreaming.array import Array
 from astreaming.cache.budget import check_cache_limit
 from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
+from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
@@ -298,8 +299,12 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             raise ConfigError(f"set_epoch: epoch must be >= 0, got {epoch}")
         self._control.set_epoch(epoch)
 
-    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
-        """A checkpoint of the current epoch after ``num_samples`` samples (mosaic's keys)."""
+    def state_dict(self, num_samples: int = 0, from_beginning: bool = False) -> dict[str, Any]:
+        """A checkpoint of the current epoch after ``num_samples`` samples (mosaic's keys).
+
+        Without arguments (as torchdata's ``StatefulDataLoader`` calls it in each worker): the current
+        epoch and the point its iteration resumed from; the workers' iterators hold their progress.
+        """
         current = self._control.current()
         world = World.detect()
         spec = self._order_spec(current.resume, world)
@@ -363,7 +368,13 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         return HookedReaders(readers, self, self.__getitem__)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # In a DataLoader worker the iterator also reports and restores its position (torchdata's
+        # StatefulDataLoader); elsewhere the bare walk, with no Python code per sample.
+        return ResumableIterator(self._walk) if in_dataloader_worker() else self._walk(0)
+
+    def _walk(self, skip: int) -> Iterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
+        ids = ids[skip:]
         runtime, readers = self._sync_parts()
         try:
             yield from iter_plan(self._table, self._hooked(readers), runtime, ids)
