@@ -9,9 +9,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from astreaming.dataset import StreamingDataset
+from astreaming.errors import ConfigError
 from astreaming.order.world import World
 
-__all__ = ["StreamingDataLoader"]
+__all__ = ["StreamingDataLoader", "check_batch_size"]
 
 
 def _batch_len(batch: Any) -> int:
@@ -28,6 +29,24 @@ def _batch_len(batch: Any) -> int:
     return len(batch[0])
 
 
+def check_batch_size(dataset: Any, loader_batch_size: int | None) -> None:
+    """Refuse a loader whose ``batch_size`` differs from the dataset's.
+
+    The dataset partitions each epoch into batches of its own ``batch_size`` across ranks and workers;
+    a loader batching differently mixes samples of different workers in a batch and makes every
+    checkpoint count wrong (mosaic documented the rule but did not check it).
+
+    Raises:
+        ConfigError: both batch sizes are set and differ (names both).
+    """
+    expected = getattr(dataset, "batch_size", None) if isinstance(dataset, StreamingDataset) else None
+    if expected is not None and loader_batch_size is not None and loader_batch_size != expected:
+        raise ConfigError(
+            f"batch_size={loader_batch_size} of the DataLoader differs from the dataset's "
+            f"batch_size={expected}; give both the same per-device batch size"
+        )
+
+
 class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()``.
 
@@ -39,6 +58,7 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.num_samples_yielded = 0
+        check_batch_size(self.dataset, self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0

@@ -35,6 +35,8 @@ class RangeSampler:
         self._offsets: dict[int, npt.NDArray[np.uint32]] = {}
         self._plans: dict[int, DecodePlan] = {}
         self._reads: dict[int, int] = {}
+        self.bytes_read = 0  # counted in the dataset's stats() as downloaded bytes
+        self.range_reads = 0
 
     def eligible(self, shard: int) -> bool:
         """Whether ``shard`` can be sampled by ranges (remote, MDS, uncompressed, no hash to verify)."""
@@ -59,13 +61,16 @@ class RangeSampler:
         backend, policy = runtime.backend(stream_id)
 
         async def read(start: int, end: int) -> bytes:
-            return await with_retries(
+            data = await with_retries(
                 policy,
                 lambda: backend.read_range(url, start, end),
                 url=url,
                 stats=runtime.retry_stats,
                 what="read",
             )
+            self.bytes_read += len(data)
+            self.range_reads += 1
+            return data
 
         offsets = self._offsets.get(shard)
         if offsets is None:

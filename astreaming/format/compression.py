@@ -237,13 +237,13 @@ class Compression:
         """Compresses a whole file's bytes."""
         return self._family.compress(data, self.level)
 
-    def decompress(self, data: bytes, *, expected_size: int | None, name: str) -> bytes:
+    def decompress(self, data: bytes, *, expected_size: int | None = None, name: str = "<data>") -> bytes:
         """Decompresses a whole file held in memory.
 
         Args:
             data: the compressed bytes.
             expected_size: the raw size the index records; output beyond it is never produced.
-                None disables the guard.
+                None (the default) disables the guard.
             name: the file name for error messages.
 
         Returns:

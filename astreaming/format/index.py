@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astreaming.errors import FormatError
+from astreaming.errors import FormatError, IndexJSONError
 from astreaming.format.paths import check_basename
 
 __all__ = [
@@ -316,8 +316,10 @@ def parse_index(data: bytes | str | Mapping[str, Any], *, source: str) -> list[S
     if isinstance(data, (bytes, str)):
         try:
             obj = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise IndexJSONError(f"{source}: not valid JSON: {exc}", exc.doc, exc.pos) from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{source}: not valid JSON: {exc}") from None
+            raise IndexJSONError(f"{source}: not valid JSON: {exc}") from None
     else:
         obj = data
     if not isinstance(obj, dict):
