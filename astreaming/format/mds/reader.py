@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import mmap
 import os
+import stat
 import struct
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -384,15 +385,26 @@ def map_file(path: str | Path, *, expected_size: int) -> mmap.mmap | bytes:
     """Map a whole file read-only (an empty file gives ``b""``, which mmap cannot map).
 
     Raises:
-        FormatError: the file is missing or its size differs from ``expected_size`` (naming the path).
+        FormatError: the file is missing, is not a regular file (a directory, a FIFO: opened without
+            blocking, so a FIFO cannot hang the reader) or its size differs from ``expected_size``
+            (naming the path).
     """
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != expected_size:
-                raise FormatError(f"{path}: file has {size} bytes but the index says {expected_size}")
-            if size == 0:
-                return b""
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise FormatError(f"{path}: shard file not found") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a shard file") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise FormatError(f"{path}: is {kind}, not a shard file")
+        size = info.st_size
+        if size != expected_size:
+            raise FormatError(f"{path}: file has {size} bytes but the index says {expected_size}")
+        if size == 0:
+            return b""
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)  # the mapping keeps its own reference to the file
