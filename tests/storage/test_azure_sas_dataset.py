@@ -15,7 +15,7 @@ from astreaming import MDSWriter, StreamingDataset
 from astreaming.errors import PermissionDenied, StorageError
 
 pytest.importorskip("azure.storage.blob")
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas  # noqa: E402
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
 HOST = f"{ACCOUNT}.blob.core.windows.net"
 
