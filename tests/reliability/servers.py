@@ -64,11 +64,12 @@ class RuleServer:
         self._thread.join(10)
 
 
-def split_by_worker(index: dict[str, Any], batch_size: int) -> Rule:
+def split_by_worker(index: dict[str, Any], batch_size: int, *, fail: bool = True) -> Rule:
     """For two DataLoader workers taking turns by batch (no shuffle): the shards of the first batch are
     served; shards starting in a later batch of worker 0 stall, those in worker 1's are missing. So the
     first batch arrives, then worker 1's error, while worker 0 is left waiting for a shard (torch
-    delivers batches in order: an error is seen only after every batch before it)."""
+    delivers batches in order: an error is seen only after every batch before it). With ``fail=False``
+    worker 1's shards stall too."""
     rules: dict[str, str] = {}
     first = 0
     for shard in index["shards"]:
@@ -76,7 +77,7 @@ def split_by_worker(index: dict[str, Any], batch_size: int) -> Rule:
         if first < batch_size or count == 0:
             action = "serve"
         else:
-            action = "stall" if (first // batch_size) % 2 == 0 else "missing"
+            action = "stall" if (first // batch_size) % 2 == 0 or not fail else "missing"
         for key in ("raw_data", "zip_data"):
             if shard[key] is not None:
                 rules[shard[key]["basename"]] = action

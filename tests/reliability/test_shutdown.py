@@ -36,13 +36,24 @@ NUM_SAMPLES = 40
 BATCH = 4
 
 
-@pytest.fixture
-def stalling_remote(tmp_path: Path) -> Iterator[tuple[str, int]]:
+def _serve(tmp_path: Path, *, fail: bool) -> Iterator[tuple[str, int]]:
     root = tmp_path / "site"
     write_dataset(root / "ds", NUM_SAMPLES, size_limit=200)  # one sample per shard
     index = read_index(root / "ds")
-    with RuleServer(root, split_by_worker(index, BATCH)) as server:
+    with RuleServer(root, split_by_worker(index, BATCH, fail=fail)) as server:
         yield f"{server.url}/ds", len(index["shards"])
+
+
+@pytest.fixture
+def stalling_remote(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The first batch is served, then worker 1 fails and worker 0 waits for a stalled shard."""
+    yield from _serve(tmp_path, fail=True)
+
+
+@pytest.fixture
+def stalled_remote(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The first batch is served, then both workers wait for stalled shards."""
+    yield from _serve(tmp_path, fail=False)
 
 
 class _ShutdownSpy:
@@ -86,11 +97,11 @@ def test_an_error_stops_the_workers_before_it_reaches_the_caller(
 
 
 def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
-    stalling_remote: tuple[str, int], tmp_path: Path
+    stalled_remote: tuple[str, int], tmp_path: Path
 ) -> None:
     """SIGINT to the main process only (the worst case: the workers get no signal of their own),
-    while worker 0 waits for a stalled shard (worker 1 fails and is idle)."""
-    remote, _ = stalling_remote
+    while both workers wait for stalled shards and the main process waits for a batch."""
+    remote, _ = stalled_remote
     script = textwrap.dedent(
         f"""
         import json, sys
