@@ -120,11 +120,13 @@ def test_backend_pickles_leave_environment_credentials_out(monkeypatch: pytest.M
 def test_tls_certificates_are_verified_by_default(make_dataset: MakeDataset, tmp_path: Path) -> None:
     root = make_dataset()
     cert, key = self_signed(tmp_path)
-    with HTTPSStaticServer(root.parent, cert, key) as server:
-        with pytest.raises(StorageError, match="(?i)certificate"):
-            StreamingDataset(
-                remote=f"{server.url}/{root.name}", local=str(tmp_path / "c"), batch_size=1, download_retry=0
-            )
+    with (
+        HTTPSStaticServer(root.parent, cert, key) as server,
+        pytest.raises(StorageError, match=r"(?i)certif"),
+    ):
+        StreamingDataset(
+            remote=f"{server.url}/{root.name}", local=str(tmp_path / "c"), batch_size=1, download_retry=0
+        )
 
 
 def test_tls_certificates_are_verified_for_an_s3_endpoint(
@@ -133,7 +135,7 @@ def test_tls_certificates_are_verified_for_an_s3_endpoint(
     cert, key = self_signed(tmp_path)
     with HTTPSStaticServer(make_dataset().parent, cert, key) as server:
         monkeypatch.setenv("S3_ENDPOINT_URL", server.url)
-        with pytest.raises(StorageError, match="(?i)certificate|ssl"):
+        with pytest.raises(StorageError, match=r"TLS certificate failed verification"):
             StreamingDataset(
                 remote="s3://bucket/ds", local=str(tmp_path / "c"), batch_size=1, download_retry=0
             )
