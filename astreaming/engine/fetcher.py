@@ -21,6 +21,7 @@ from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
 from astreaming.storage.base import Backend
+from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
 from astreaming.storage.urls import join
 
@@ -119,7 +120,10 @@ class ShardFetcher:
             if not await self._ensure_zip(stream_id, zip_info, zip_path):
                 # Not downloaded just now (a local-only dataset, a kept zip): verify before trusting it.
                 self._verify(options.validate_hash, zip_info, zip_path)
-            await asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)
+            # Waited for to its end even when cancelled: a thread still writing tmp after the cleanup
+            # of ensure_file would leave a stray temp file in the cache.
+            work = asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)
+            await settle(asyncio.ensure_future(work))
             self.counters.decompressed += 1
 
         produced = await ensure_file(file.raw_path, decompress)

@@ -183,6 +183,9 @@ def build_decoder(
     namespace["_unpack"] = struct.Struct(f"<{num_var}I").unpack_from
     namespace["_bad"] = functools.partial(_bad, source)
     namespace["_from_bytes"] = int.from_bytes
+    namespace["_FormatError"] = FormatError
+    namespace["_DECODE_ERRORS"] = _DECODE_ERRORS
+    namespace["_corrupt"] = functools.partial(_corrupt_value, source)
     body: list[str] = []
     if num_var:
         lens = ", ".join(f"l{i}" for i in range(num_var))
@@ -206,13 +209,23 @@ def build_decoder(
     body.append("return {" + ", ".join(items) + "}")
     consts = ", ".join(f"{k}={k}" for k in namespace)
     decode_src = f"def decode(buf, begin, end, {consts}):\n" + "".join(f"    {line}\n" for line in body)
+    # A corrupt value (bad UTF-8, bad JSON, an impossible array shape) surfaces as FormatError naming the
+    # shard and sample. The try costs nothing until something raises (zero-cost exceptions).
+    guard = (
+        "except _FormatError:\n    raise\n"
+        "except _DECODE_ERRORS as exc:\n    raise _corrupt(i, exc) from exc\n"
+    ).splitlines()
     bind_src = (
         f"def bind(buf, offs, {consts}):\n"
         "    def get(i):\n"
         "        if i < 0:\n"
         "            raise IndexError(i)\n"
         "        begin = offs[i]\n"
-        "        end = offs[i + 1]\n" + "".join(f"        {line}\n" for line in body) + "    return get\n"
+        "        end = offs[i + 1]\n"
+        "        try:\n"
+        + "".join(f"            {line}\n" for line in body)
+        + "".join(f"        {line}\n" for line in guard)
+        + "    return get\n"
     )
     # The same body in a loop over many indices, appending to a list: the batch form of ``get``.
     many_body = [*body[:-1], "append({" + ", ".join(items) + "})"]
@@ -221,18 +234,29 @@ def build_decoder(
         "    def get_many(indices):\n"
         "        out = []\n"
         "        append = out.append\n"
-        "        for i in indices:\n"
-        "            if i < 0:\n"
-        "                raise IndexError(i)\n"
-        "            begin = offs[i]\n"
-        "            end = offs[i + 1]\n"
-        + "".join(f"            {line}\n" for line in many_body)
+        "        i = -1\n"
+        "        try:\n"
+        "            for i in indices:\n"
+        "                if i < 0:\n"
+        "                    raise IndexError(i)\n"
+        "                begin = offs[i]\n"
+        "                end = offs[i + 1]\n"
+        + "".join(f"                {line}\n" for line in many_body)
+        + "".join(f"        {line}\n" for line in guard)
         + "        return out\n"
         "    return get_many\n"
     )
     exec(compile(decode_src + bind_src + bind_many_src, f"<mds decoder {source}>", "exec"), namespace)
     min_size = head + sum(s for s in sizes if s is not None)
     return DecodePlan(namespace["decode"], namespace["bind"], min_size, namespace["bind_many"])
+
+
+#: What decoding a corrupt value raises (UnicodeDecodeError and JSONDecodeError are ValueErrors).
+_DECODE_ERRORS = (ValueError, TypeError, OverflowError, struct.error, EOFError, MemoryError)
+
+
+def _corrupt_value(source: str, index: int, exc: BaseException) -> FormatError:
+    return FormatError(f"{source}: corrupt MDS sample {index}: {type(exc).__name__}: {exc}")
 
 
 def _bad(source: str, begin: int, end: int) -> FormatError:
