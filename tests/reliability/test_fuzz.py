@@ -2,8 +2,8 @@
 :class:`~astreaming.errors.AstreamingError` subclasses, never hang (pytest-timeout bounds every test),
 never read outside the shard and never write outside the cache.
 
-Sized by ``ASTREAMING_FUZZ_EXAMPLES`` (examples per test): 100 per test (400 cases) in the default run, 5,000 per test
-in the nightly-size ``nox -s fuzz``.
+Sized by ``ASTREAMING_FUZZ_EXAMPLES`` (examples per test): 100 per test (400 cases) in the default run,
+5,000 per test in the nightly-size ``nox -s fuzz``.
 """
 
 from __future__ import annotations
