@@ -63,3 +63,17 @@ def test_without_the_token_access_is_refused(sas_remote: tuple[str, str], tmp_pa
     with pytest.raises((PermissionDenied, StorageError)) as info:
         StreamingDataset(remote=remote.partition("?")[0], local=str(tmp_path / "c"), batch_size=1)
     assert signature not in str(info.value)
+
+
+def test_wrong_account_key_is_permission_denied(
+    sas_remote: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote, _ = sas_remote
+    wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk="
+    monkeypatch.setenv("AZURE_ACCOUNT_NAME", ACCOUNT)
+    monkeypatch.setenv("AZURE_ACCOUNT_ACCESS_KEY", wrong)
+    cache = tmp_path / "c"
+    with pytest.raises(PermissionDenied, match="access denied") as info:
+        StreamingDataset(remote=remote.partition("?")[0], local=str(cache), batch_size=1, download_retry=0)
+    assert wrong not in str(info.value)
+    assert not cache.exists() or not any(cache.iterdir())
