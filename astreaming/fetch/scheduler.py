@@ -88,6 +88,7 @@ class FetchScheduler:
         head_first: While a shard the consumer needs now (priority <= position) is downloading, start
             no look-ahead fetch: on a bandwidth-bound link the needed shard gets the whole link, so the
             first sample costs one shard transfer instead of a window's.
+        clock: Seconds for the consumer-wait statistics (``time.perf_counter``; tests inject a fake).
 
     Use as ``async with FetchScheduler(...) as sched:``; leaving the block cancels everything still running.
     All methods except :meth:`aclose` and :meth:`wait` are synchronous and must run on the scheduler's loop.
@@ -101,6 +102,7 @@ class FetchScheduler:
         predownload: float | None = None,
         urgent_slots: int = 1,
         head_first: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -109,6 +111,7 @@ class FetchScheduler:
         if predownload is not None and predownload < 0:
             raise ConfigError(f"predownload must be >= 0, got {predownload}")
         self._fetch = fetch
+        self._clock = clock  # measures consumer waits; tests inject a fake one
         self.max_in_flight = max_in_flight
         self.urgent_slots = urgent_slots
         self.head_first = head_first
@@ -198,12 +201,12 @@ class FetchScheduler:
             self.note_wait(0.0)
             future.result()
             return
-        start = time.perf_counter()
+        start = self._clock()
         try:
             # Shielded: a cancelled consumer must not cancel a future other waiters share.
             await asyncio.shield(future)
         finally:
-            self.note_wait(time.perf_counter() - start)
+            self.note_wait(self._clock() - start)
 
     def advance(self, position: float) -> None:
         """The consumer reached plan ``position``: shards within ``predownload`` of it may start.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +43,16 @@ class ShardWaiter:
         loop_thread: The loop the scheduler runs on.
     """
 
-    def __init__(self, scheduler: FetchScheduler, loop_thread: LoopThread) -> None:
+    def __init__(
+        self,
+        scheduler: FetchScheduler,
+        loop_thread: LoopThread,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.scheduler = scheduler
         self.loop_thread = loop_thread
+        self._clock = clock  # measures waits; tests inject a fake one
         self._waits = 0
         self._wait_seconds = 0.0
 
@@ -112,11 +119,11 @@ class ShardWaiter:
             self._waits += 1
             self.scheduler.note_wait(0.0, hit=True)
             return
-        start = time.perf_counter()
+        start = self._clock()
         try:
             _wait(self.want(shard, priority), timeout, shard)
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = self._clock() - start
             self._waits += 1
             self._wait_seconds += elapsed
             self.scheduler.note_wait(elapsed)
