@@ -58,5 +58,7 @@ def mapped_disk_errors(path: str | os.PathLike[str], *, action: str = "writing")
     """
     try:
         yield
+    except (TimeoutError, ConnectionError):
+        raise  # OSError subclasses too, but never about the local disk
     except OSError as err:
         raise disk_error(path, err, action=action) from err

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,22 +13,20 @@ from astreaming import Stream, StreamingDataset
 from astreaming.errors import PermissionDenied
 
 from .conftest import MakeDataset
+from .servers import Cleanup, LoopServer, serve_app
 
 # A signature with characters that re-encoding would change ('+', '/', '=', '%2B').
 QUERY = "sv=2024-05-04&se=2031-01-01T00%3A00%3A00Z&sp=r&sig=Ab%2Bc/d+e=="
 SIGNATURE = "Ab%2Bc/d+e=="
 
 
-class SignedServer:
+class SignedServer(LoopServer):
     """Serves ``root`` only to requests carrying exactly ``QUERY``; records every raw request target."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
         self.requests: list[str] = []
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ready = threading.Event()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.raw_path)
@@ -41,33 +37,11 @@ class SignedServer:
             return web.Response(status=404)
         return web.FileResponse(path)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def setup() -> web.AppRunner:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            return runner
-
-        runner = self._loop.run_until_complete(setup())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
-    def __enter__(self) -> SignedServer:
-        self._thread.start()
-        assert self._ready.wait(20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    async def _serve(self) -> Cleanup:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.url, cleanup = await serve_app(app)
+        return cleanup
 
 
 @pytest.fixture

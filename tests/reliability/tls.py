@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
-import threading
 from pathlib import Path
 
 from aiohttp import web
@@ -14,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from .servers import Cleanup, LoopServer, serve_app
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -44,57 +45,30 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class HTTPSStaticServer:
+class HTTPSStaticServer(LoopServer):
     """Serves ``root`` over https://127.0.0.1 with a self-signed certificate."""
 
     def __init__(self, root: Path, cert: Path, key: Path) -> None:
+        super().__init__()
         self.root = root
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="https-static", daemon=True)
-        self._ready = threading.Event()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def setup() -> web.AppRunner:
-            app = web.Application()
-            app.router.add_static("/", self.root)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.context).start()
-            self.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
-            return runner
-
-        runner = self._loop.run_until_complete(setup())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
-    def __enter__(self) -> HTTPSStaticServer:
-        self._thread.start()
-        assert self._ready.wait(20)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    async def _serve(self) -> Cleanup:
+        app = web.Application()
+        app.router.add_static("/", self.root)
+        self.url, cleanup = await serve_app(app, self.context)
+        return cleanup
 
 
-class TLSForwarder:
+class TLSForwarder(LoopServer):
     """Terminates TLS on 127.0.0.1 (self-signed) and forwards the bytes to a plain TCP ``upstream``."""
 
     def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="tls-forwarder", daemon=True)
-        self._ready = threading.Event()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -114,22 +88,11 @@ class TLSForwarder:
             return
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context)
-        )
+    async def _serve(self) -> Cleanup:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.context)
         self.url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.close()
 
-    def __enter__(self) -> TLSForwarder:
-        self._thread.start()
-        assert self._ready.wait(20)
-        return self
+        async def cleanup() -> None:
+            server.close()
 
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return cleanup

@@ -186,6 +186,7 @@ def build_decoder(
     namespace["_FormatError"] = FormatError
     namespace["_DECODE_ERRORS"] = _DECODE_ERRORS
     namespace["_corrupt"] = functools.partial(_corrupt_value, source)
+    namespace["_corrupt_at"] = functools.partial(_corrupt_at, source)
     body: list[str] = []
     if num_var:
         lens = ", ".join(f"l{i}" for i in range(num_var))
@@ -208,13 +209,19 @@ def build_decoder(
     body.append("    raise _bad(begin, end)")
     body.append("return {" + ", ".join(items) + "}")
     consts = ", ".join(f"{k}={k}" for k in namespace)
-    decode_src = f"def decode(buf, begin, end, {consts}):\n" + "".join(f"    {line}\n" for line in body)
     # A corrupt value (bad UTF-8, bad JSON, an impossible array shape) surfaces as FormatError naming the
     # shard and sample. The try costs nothing until something raises (zero-cost exceptions).
     guard = (
         "except _FormatError:\n    raise\n"
         "except _DECODE_ERRORS as exc:\n    raise _corrupt(i, exc) from exc\n"
     ).splitlines()
+    decode_guard = [line.replace("_corrupt(i, exc)", "_corrupt_at(begin, exc)") for line in guard]
+    decode_src = (
+        f"def decode(buf, begin, end, {consts}):\n"
+        "    try:\n"
+        + "".join(f"        {line}\n" for line in body)
+        + "".join(f"    {line}\n" for line in decode_guard)
+    )
     bind_src = (
         f"def bind(buf, offs, {consts}):\n"
         "    def get(i):\n"
@@ -257,6 +264,10 @@ _DECODE_ERRORS = (ValueError, TypeError, OverflowError, struct.error, EOFError, 
 
 def _corrupt_value(source: str, index: int, exc: BaseException) -> FormatError:
     return FormatError(f"{source}: corrupt MDS sample {index}: {type(exc).__name__}: {exc}")
+
+
+def _corrupt_at(source: str, begin: int, exc: BaseException) -> FormatError:
+    return FormatError(f"{source}: corrupt MDS sample at byte {begin}: {type(exc).__name__}: {exc}")
 
 
 def _bad(source: str, begin: int, end: int) -> FormatError:
