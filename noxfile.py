@@ -40,3 +40,13 @@ def typecheck(session: nox.Session) -> None:
     session.install(TORCH, "-e", ".[typecheck]")
     session.run("mypy")
     session.run("lint-imports")
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """The nightly-size fuzz suite: 5,000 hypothesis examples per fuzz test (the default run has 100)."""
+    session.install(TORCH, "-e", ".[test]")
+    session.env["ASTREAMING_FUZZ_EXAMPLES"] = session.env.get("ASTREAMING_FUZZ_EXAMPLES", "5000")
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "-o", "timeout=3600", "tests/reliability/test_fuzz.py"
+    )

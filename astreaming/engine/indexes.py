@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from astreaming.cache.paths import CacheDir
+from astreaming.diskerrors import mapped_disk_errors
 from astreaming.errors import EmptyDatasetError, IndexNotFound, ObjectNotFound
 from astreaming.format.index import ShardEntry, parse_index, write_text_atomic
 from astreaming.storage.base import Backend
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
-from astreaming.storage.urls import redact
+from astreaming.storage.urls import join, redact
 from astreaming.stream import Stream
 
 __all__ = ["index_url", "load_stream_index"]
@@ -19,7 +20,7 @@ INDEX_NAME = "index.json"
 
 def index_url(remote_root: str) -> str:
     """The URL of the index under a remote directory (any scheme, or a local path)."""
-    return remote_root.rstrip("/") + "/" + INDEX_NAME
+    return join(remote_root, INDEX_NAME)  # a SAS / presigned query stays at the end
 
 
 async def load_stream_index(
@@ -60,8 +61,9 @@ async def load_stream_index(
     entries = tuple(parse_index(data, source=source))
     if source != str(local_path) and (not local_path.exists() or local_path.read_bytes() != data):
         # Parsed first, so only a valid index replaces the cached copy.
-        local_path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(local_path, data.decode("utf-8"))
+        with mapped_disk_errors(local_path):  # read-only or full cache: CacheError naming the directory
+            local_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(local_path, data.decode("utf-8"))
     if sum(e.samples for e in entries) == 0:
         raise EmptyDatasetError(f"{source}: the dataset has no samples")
     return entries, len(data)

@@ -19,6 +19,7 @@ from astreaming.engine.shards import ShardTable
 from astreaming.format.index import MDSEntry
 from astreaming.format.mds.reader import DecodePlan, MDSReader, parse_mds_header
 from astreaming.storage.retry import with_retries
+from astreaming.storage.urls import join
 
 __all__ = ["RangeSampler"]
 
@@ -57,7 +58,7 @@ class RangeSampler:
         stream_id = int(self.table.stream_per_shard[shard])
         root = self.table.streams[stream_id].stream.remote_root
         assert root is not None
-        url = root.rstrip("/") + "/" + entry.raw_data.basename
+        url = join(root, entry.raw_data.basename)
         backend, policy = runtime.backend(stream_id)
 
         async def read(start: int, end: int) -> bytes:

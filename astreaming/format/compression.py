@@ -300,11 +300,16 @@ class Compression:
 
         Raises:
             FormatError: corrupt data, or an output size other than ``expected_size``; names ``src``.
-                (A read error on ``src`` part-way through is reported this way too.)
+                (A read error on ``src`` part-way through is reported this way too, and so is an
+                ``src`` that is a directory.)
             OSError: ``src`` cannot be opened or ``dst`` written (disk full, ...).
         """
         name = str(src)
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
+        try:
+            fin = open(src, "rb")  # noqa: SIM115 - closed by the with below
+        except IsADirectoryError:
+            raise FormatError(f"{name}: is a directory, not a compressed shard file") from None
+        with fin, open(dst, "wb") as fout:
             sink = _FileSink(fout)
             try:
                 if self._family.open_reader is None:
