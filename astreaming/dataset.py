@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import math
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,13 +16,14 @@ from astreaming.cache.budget import check_cache_limit
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
-from astreaming.engine.ordering import build_spec, worker_sample_ids
+from astreaming.engine.ordering import build_spec, plan_store, worker_plan
 from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError
+from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
 from astreaming.order.world import World
@@ -35,6 +37,14 @@ except ImportError:  # pragma: no cover - torch is installed in the test environ
     _Base = object  # type: ignore[assignment,misc]
 
 __all__ = ["StreamingDataset"]
+
+
+def _noting(plan: Iterable[np.ndarray], into: collections.deque[int]) -> Iterator[np.ndarray]:
+    """The plan's chunks, each one's ids appended to ``into`` as the walk takes it."""
+    for chunk in plan:
+        into.extend(chunk.tolist())
+        yield chunk
+
 
 T = TypeVar("T")
 
@@ -299,14 +309,15 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def _plan(self) -> tuple[int, World, np.ndarray]:
+    def _plan(self) -> tuple[int, World, LazyWorkerPlan]:
         if self.args.batch_size is None:
             raise ConfigError("batch_size must be given to iterate a StreamingDataset")
         world = World.detect()
         start = self._control.start()
         spec = self._order_spec(start.resume, world)
-        ids = worker_sample_ids(spec, world, start.epoch, start.sample_in_epoch)
-        return start.epoch, world, ids
+        # Computed as consumed; what the node's processes share is computed once, in the cache directory.
+        store = plan_store()
+        return start.epoch, world, worker_plan(spec, world, start.epoch, start.sample_in_epoch, store)
 
     def _complete(self, epoch: int, world: World) -> None:
         self._control.complete(epoch, world.worker_of_rank, world.workers_per_rank)
@@ -327,25 +338,25 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         return self._sync, self._readers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        epoch, world, ids = self._plan()
+        epoch, world, plan = self._plan()
         runtime, readers = self._sync_parts()
-        samples = iter_plan(self._table, readers, runtime, ids)
         if type(self).__getitem__ is StreamingDataset.__getitem__:
-            yield from samples
+            yield from iter_plan(self._table, readers, runtime, plan)
         else:
             # mosaic yields ``self[sample_id]``, so a subclass that transforms samples in __getitem__
             # (tokenising, augmenting) sees iteration too. The plan walk still drives prefetching and
             # guarantees the shard is ready (and pinned) when the override reads it.
-            for sample_id, _ in zip(ids.tolist(), samples, strict=True):
-                yield self[sample_id]
+            pending: collections.deque[int] = collections.deque()  # ids of the chunks the walk took
+            for _ in iter_plan(self._table, readers, runtime, _noting(plan, pending)):
+                yield self[pending.popleft()]
         self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        epoch, world, ids = self._plan()
+        epoch, world, plan = self._plan()
         readers = ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         try:
             async with self._new_runtime() as runtime:
-                async for sample in aiter_plan(self._table, readers, runtime, ids):
+                async for sample in aiter_plan(self._table, readers, runtime, plan):
                     yield sample
         finally:
             readers.close()

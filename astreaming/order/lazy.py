@@ -29,7 +29,7 @@ from astreaming.order.batching._common import resample
 from astreaming.order.batching.random import worker_layout
 from astreaming.order.resample import Resampled
 from astreaming.order.shuffle import get_shuffle
-from astreaming.order.shuffle.py1e_lazy import py1e_draws, py1e_slots, warn_block
+from astreaming.order.shuffle.py1e_lazy import group_indices, py1e_draws, py1e_slots, warn_block
 from astreaming.order.spec import EpochSpec
 from astreaming.order.store import MemoryStore, PlanStore, id_dtype, plan_key
 from astreaming.order.world import World
@@ -72,14 +72,17 @@ class PermSource:
         slot = positions - self.bounds[node]
         cell = node * (int(self.bounds[-1]) // GRID + 1) + slot // GRID
         out = np.empty(len(positions), np.int64)
-        order = np.argsort(cell, kind="stable")
-        cells, starts = np.unique(cell[order], return_index=True)
-        ends = [*starts[1:].tolist(), len(order)]
-        for begin, end in zip(starts.tolist(), ends, strict=True):
-            pick = order[begin:end]
+        for _, pick in group_indices(cell):
             k, g = int(node[pick[0]]), int(slot[pick[0]]) // GRID
             out[pick] = self._chunk(k, g)[slot[pick] - g * GRID]
         return out
+
+    def release(self) -> None:
+        """Discard this epoch's artefacts from the store (processes that mapped them keep reading them)."""
+        for node, grid in list(self._chunks):
+            self.store.discard(f"{self.key}-n{node}-g{grid}")
+        self._chunks.clear()
+        self.store.discard(self.key)
 
     def _chunk(self, node: int, grid: int) -> np.ndarray:
         found = self._chunks.get((node, grid))
@@ -132,25 +135,34 @@ class LazyWorkerPlan:
         self.store: PlanStore = store if store is not None else MemoryStore()
         self.batches_per_chunk = max(1, chunk // spec.batch_size)
         self._work: np.ndarray | None = None
+        self._work_key = ""
         if spec.batching_method == "random":
             self.res = resample(spec, epoch)
             self.layout = worker_layout(spec, world, self.res.epoch_size, sample_in_epoch)
             self.num_batches = self.layout.base.batches_per_worker
-            self.perm = PermSource(spec, self.res, epoch, self.store) if spec.shuffle else None
+            self.perm: PermSource | None = (
+                PermSource(spec, self.res, epoch, self.store) if spec.shuffle else None
+            )
         else:
+            self.perm = None
             self._work = self._worker_work()
             self.num_batches = len(self._work)
 
     def _worker_work(self) -> np.ndarray:
         spec, world = self.spec, self.world
         layout = (world.num_nodes, world.ranks_per_node, world.workers_per_rank)
-        key = plan_key(f"work-{spec.batching_method}", spec, self.epoch, self.sample_in_epoch, layout)
+        key = self._work_key = plan_key(
+            f"work-{spec.batching_method}", spec, self.epoch, self.sample_in_epoch, layout
+        )
 
         def compute() -> dict[str, np.ndarray]:
             work = generate_work(spec.batching_method, spec, world, self.epoch, self.sample_in_epoch)
             return {"work": work.astype(id_dtype(spec.num_samples))}
 
-        return self.store.get(key, compute)["work"][world.node, world.rank_of_node, world.worker_of_rank]
+        mine: np.ndarray = self.store.get(key, compute)["work"][
+            world.node, world.rank_of_node, world.worker_of_rank
+        ]
+        return mine
 
     def batches(self, first: int, stop: int) -> np.ndarray:
         """Sample ids of this worker's batches ``first..stop`` as (batches, B), -1 for padding."""
@@ -167,12 +179,20 @@ class LazyWorkerPlan:
         return self.res.map(big).reshape(positions.shape)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        """Chunks of int64 sample ids in yield order (padding removed); empty chunks are skipped."""
+        """Chunks of int64 sample ids in yield order (padding removed); empty chunks are skipped.
+
+        A plan iterated to its end discards its artefacts from the store (the epoch is over; others
+        still reading them keep their mapping). One stopped early leaves them for a resumption.
+        """
         for first in range(0, self.num_batches, self.batches_per_chunk):
             flat = self.batches(first, first + self.batches_per_chunk).reshape(-1)
             ids = np.ascontiguousarray(flat[flat != -1])
             if len(ids):
                 yield ids
+        if self.perm is not None:
+            self.perm.release()
+        if self._work_key:
+            self.store.discard(self._work_key)
 
     def sample_ids(self) -> np.ndarray:
         """The whole plan at once (for tests and small datasets)."""

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from astreaming.errors import ConfigError
 from astreaming.order.shuffle._spans import NodeSpans
 from astreaming.order.shuffle.py1e import BLOCK_WARNING
 
-__all__ = ["Py1eDraws", "py1e_draws", "py1e_slots", "warn_block"]
+__all__ = ["Py1eDraws", "group_indices", "py1e_draws", "py1e_slots", "warn_block"]
 
 _MASK = (1 << 64) - 1
 
@@ -55,17 +56,21 @@ def _generator(row: np.ndarray) -> np.random.Generator:
     return np.random.Generator(bitgen)
 
 
-def _skip(bitgen: np.random.BitGenerator, draws: int) -> None:
+def _skip(bitgen: np.random.PCG64, draws: int) -> None:
     """Skip ``draws`` 64-bit draws, keeping the buffered 32-bit half (``advance`` resets it)."""
     state = bitgen.state
     bitgen.advance(draws)
-    moved = bitgen.state
+    moved: dict[str, Any] = dict(bitgen.state)
     moved["has_uint32"], moved["uinteger"] = state["has_uint32"], state["uinteger"]
-    bitgen.state = moved
+    bitgen.state = moved  # type: ignore[assignment]  # numpy's stub: a TypedDict of the same keys
 
 
 def py1e_draws(
-    shuffle_units: Sequence[int] | np.ndarray, num_canonical_nodes: int, seed: int, epoch: int, block_size: int
+    shuffle_units: Sequence[int] | np.ndarray,
+    num_canonical_nodes: int,
+    seed: int,
+    epoch: int,
+    block_size: int,
 ) -> Py1eDraws:
     """Replay the epoch's py1e draws and keep what any window needs.
 
@@ -88,6 +93,7 @@ def py1e_draws(
         )
     rng = layout.epoch_rng
     bitgen = rng.bit_generator
+    assert isinstance(bitgen, np.random.PCG64)  # default_rng's
     low, high = int(0.75 * block_size), int(1.25 * block_size)
     spans = layout.spans
     count = len(spans)
@@ -162,7 +168,8 @@ def py1e_slots(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray
         start, length = int(span_offset[s]), int(span_hi[s] - span_lo[s])
         if not length:
             continue
-        u = _generator(draws["uniform_state"][s]).uniform(float(draws["left"][s]), float(draws["right"][s]), length)
+        bounds_s = float(draws["left"][s]), float(draws["right"][s])
+        u = _generator(draws["uniform_state"][s]).uniform(*bounds_s, length)
         x0, x1 = max(start, lo), min(start + length, hi)
         # mosaic adds the offsets to float64 node offsets: the same operation, the same values.
         positions[x0 - lo : x1 - lo] = np.arange(x0, x1, dtype=np.float64) + u[x0 - start : x1 - start]
@@ -177,12 +184,17 @@ def py1e_slots(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray
     where = lo + chosen
     owner = s_begin + np.searchsorted(offsets, where, side="right") - 1
     out = np.empty(len(where), np.int64)
-    by_owner = np.argsort(owner, kind="stable")
-    spans, starts = np.unique(owner[by_owner], return_index=True)
-    ends = [*starts[1:].tolist(), len(by_owner)]
-    for s, begin, end in zip(spans.tolist(), starts.tolist(), ends, strict=True):
+    for s, pick in group_indices(owner):
         shuffled = np.arange(int(span_lo[s]), int(span_hi[s]), dtype=np.int64)
         _generator(draws["shuffle_state"][s]).shuffle(shuffled)
-        pick = by_owner[begin:end]
         out[pick] = shuffled[where[pick] - int(span_offset[s])]
     return out
+
+
+def group_indices(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(key, indices of keys equal to it)`` for each distinct key, in increasing key order."""
+    order = np.argsort(keys, kind="stable")
+    distinct, starts = np.unique(keys[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(order)]
+    for key, begin, end in zip(distinct.tolist(), starts.tolist(), ends, strict=True):
+        yield key, order[begin:end]
