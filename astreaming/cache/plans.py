@@ -100,7 +100,8 @@ def _locked(path: Path) -> Iterator[None]:
 def _load(final: Path) -> Arrays | None:
     try:
         names = sorted(p for p in os.listdir(final) if p.endswith(".npy"))
-        return {name[:-4]: np.load(final / name, mmap_mode="r") for name in names}
+        # Plain read-only views of the mappings: np.memmap's per-item indexing is slow.
+        return {name[:-4]: np.asarray(np.load(final / name, mmap_mode="r")) for name in names}
     except (FileNotFoundError, NotADirectoryError):
         return None
 

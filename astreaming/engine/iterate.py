@@ -129,27 +129,22 @@ def _local(table: ShardTable, chunk: Chunk) -> list[int]:
     return local
 
 
-def _start(runtime: Runtime, feed: PlanFeed) -> tuple[Chunk | None, Chunk | None]:
+def _start(runtime: Runtime, first: Chunk | None, ahead: Chunk | None) -> None:
     """On the loop: a new plan wants the shards of its first two chunks (positions restart at 0)."""
-    first = feed.next()
-    ahead = feed.next() if first is not None else None
     parts = [c for c in (first, ahead) if c is not None]
     order = np.concatenate([c.order for c in parts]) if parts else np.empty(0, np.int64)
     positions = np.concatenate([c.first for c in parts]) if parts else np.empty(0, np.int64)
     # The plan's shards per position only feed cache_limit eviction ("furthest next use").
     shards = window_shards(first, ahead) if runtime.budget is not None else np.empty(0, np.int64)
     runtime.enqueue(shards, order, positions)
-    return first, ahead
 
 
-def _slide(runtime: Runtime, feed: PlanFeed, current: Chunk | None) -> Chunk | None:
-    """The walk entered ``current``: want the shards of the chunk after it, which is returned."""
-    ahead = feed.next()
+def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None) -> None:
+    """On the loop: the walk entered ``current``; want the shards of ``ahead``, the chunk after it."""
     if ahead is not None:
         runtime.scheduler.want_many(ahead.order.tolist(), ahead.first.tolist())
     if runtime.budget is not None and current is not None:
         runtime.next_use = WindowNextUse(window_shards(current, ahead), current.start)
-    return ahead
 
 
 async def _on_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -178,9 +173,12 @@ def _decoded_segments(
     The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
     exhausted the previous one, so a shard stays pinned while its samples are decoded.
     """
+    # Chunks are computed here, in the consumer's thread; only the shard facts go to the loop.
     feed = PlanFeed(table, plan)
     core, call = runtime.runtime, runtime.loop_thread.call
-    chunk, ahead = call(_on_loop(_start, core, feed))
+    chunk = feed.next()
+    ahead = feed.next() if chunk is not None else None
+    call(_on_loop(_start, core, chunk, ahead))
     waiter = runtime.waiter
     forget = functools.partial(runtime.loop_thread.call_soon, core.scheduler.forget)
     walk = _Walk(core, readers)
@@ -213,8 +211,8 @@ def _decoded_segments(
                     waiter.advance(position)
                 walk.at(position)
                 yield decode(local[begin:end])
-            chunk = ahead
-            ahead = call(_on_loop(_slide, core, feed, chunk))
+            chunk, ahead = ahead, feed.next()
+            call(_on_loop(_slide, core, chunk, ahead))
             report = _add_triggers(report, ahead, predownload)
     finally:
         walk.leave()
@@ -250,7 +248,9 @@ async def aiter_plan(
 ) -> AsyncIterator[dict[str, Any]]:
     """The async twin of :func:`iter_plan`, on the caller's loop (no thread)."""
     feed = PlanFeed(table, plan)
-    chunk, ahead = _start(runtime, feed)
+    chunk = feed.next()
+    ahead = feed.next() if chunk is not None else None
+    _start(runtime, chunk, ahead)
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
     current, decode = -1, _NOT_OPEN
@@ -274,7 +274,8 @@ async def aiter_plan(
                 walk.at(position)
                 for sample in decode(local[begin:end]):
                     yield sample
-            chunk, ahead = ahead, _slide(runtime, feed, ahead)
+            chunk, ahead = ahead, feed.next()
+            _slide(runtime, chunk, ahead)
     finally:
         walk.leave()
         scheduler.cancel_many(sorted(feed.wanted))

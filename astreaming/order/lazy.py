@@ -37,7 +37,7 @@ from astreaming.order.world import World
 __all__ = ["GRID", "LazyWorkerPlan", "PermSource"]
 
 #: Slots of a canonical node's order computed (and shared) at a time by the windowed py1e.
-GRID = 1 << 21
+GRID = 1 << 20
 #: Samples per chunk a plan yields (a chunk's ids are the only per-sample array a worker holds).
 CHUNK = 1 << 16
 
@@ -184,11 +184,15 @@ class LazyWorkerPlan:
         A plan iterated to its end discards its artefacts from the store (the epoch is over; others
         still reading them keep their mapping). One stopped early leaves them for a resumption.
         """
-        for first in range(0, self.num_batches, self.batches_per_chunk):
-            flat = self.batches(first, first + self.batches_per_chunk).reshape(-1)
+        # Chunks start at one batch and double: the first batch only waits for what it needs.
+        first, step = 0, 1
+        while first < self.num_batches:
+            step = min(step, self.batches_per_chunk)
+            flat = self.batches(first, first + step).reshape(-1)
             ids = np.ascontiguousarray(flat[flat != -1])
             if len(ids):
                 yield ids
+            first, step = first + step, step * 2
         if self.perm is not None:
             self.perm.release()
         if self._work_key:

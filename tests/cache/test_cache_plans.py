@@ -31,7 +31,7 @@ def test_an_artefact_published_by_one_process_is_mapped_by_another(tmp_path: Pat
     assert child.exitcode == 0 and ready.is_set()
     got = FilePlanStore(tmp_path).get("perm-abc", _never)
     assert got["ids"].tolist() == list(range(10)) and got["ids"].dtype == np.int32
-    assert isinstance(got["ids"], np.memmap) and not got["ids"].flags.writeable
+    assert isinstance(got["ids"].base, np.memmap) and not got["ids"].flags.writeable  # mapped, read-only
     assert got["x"].tolist() == [1.0, 1.0, 1.0]
 
 

@@ -45,7 +45,7 @@ def _pack(bitgen: np.random.BitGenerator) -> list[int]:
 
 
 def _generator(row: np.ndarray) -> np.random.Generator:
-    values = [int(v) for v in row]
+    values = row.tolist()
     bitgen = np.random.PCG64()
     bitgen.state = {
         "bit_generator": "PCG64",
@@ -171,24 +171,36 @@ def py1e_slots(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray
         bounds_s = float(draws["left"][s]), float(draws["right"][s])
         u = _generator(draws["uniform_state"][s]).uniform(*bounds_s, length)
         x0, x1 = max(start, lo), min(start + length, hi)
-        # mosaic adds the offsets to float64 node offsets: the same operation, the same values.
-        positions[x0 - lo : x1 - lo] = np.arange(x0, x1, dtype=np.float64) + u[x0 - start : x1 - start]
-    k0, k1 = first - lo, stop - lo
-    if k0 == 0 and k1 == len(positions):
-        chosen = np.argsort(positions)
-    else:
-        part = np.argpartition(positions, [k0, k1 - 1])[k0:k1]
-        chosen = part[np.argsort(positions[part])]
+        positions[x0 - lo : x1 - lo] = u[x0 - start : x1 - start]
+    # mosaic adds the offsets to float64 node offsets: the same (commutative) addition, the same values.
+    positions += np.arange(lo, hi, dtype=np.float64)
+    chosen = _ranks(positions, first - lo, stop - lo)
     del positions
-    # The sample at each chosen node offset: its span's shuffle, replayed.
+    # The sample at each chosen node offset: the shuffles of the spans they fall in, replayed in place.
     where = lo + chosen
-    owner = s_begin + np.searchsorted(offsets, where, side="right") - 1
-    out = np.empty(len(where), np.int64)
-    for s, pick in group_indices(owner):
-        shuffled = np.arange(int(span_lo[s]), int(span_hi[s]), dtype=np.int64)
+    w0, w1 = int(where.min()), int(where.max()) + 1
+    values = np.empty(w1 - w0, np.int64)
+    a = s_begin + int(np.searchsorted(offsets, w0, side="right")) - 1
+    b = s_begin + int(np.searchsorted(offsets, w1, side="left"))
+    for s in range(a, b):
+        start, span_first, span_stop = int(span_offset[s]), int(span_lo[s]), int(span_hi[s])
+        shuffled = np.arange(span_first, span_stop, dtype=np.int64)
         _generator(draws["shuffle_state"][s]).shuffle(shuffled)
-        out[pick] = shuffled[where[pick] - int(span_offset[s])]
-    return out
+        x0, x1 = max(start, w0), min(start + len(shuffled), w1)
+        values[x0 - w0 : x1 - w0] = shuffled[x0 - start : x1 - start]
+    return values[where - w0]
+
+
+def _ranks(positions: np.ndarray, k0: int, k1: int) -> np.ndarray:
+    """Indices of the ``k0``-th to ``k1 - 1``-th smallest ``positions``, in increasing order."""
+    if k0 == 0 and k1 == len(positions):
+        return np.argsort(positions)
+    # A linear selection of the two boundary values, then a sort of the chunk only.
+    low, high = np.partition(positions, [k0, k1 - 1])[[k0, k1 - 1]]
+    members = np.flatnonzero((positions >= low) & (positions <= high))
+    if len(members) != k1 - k0:  # equal positions at a boundary: select by index instead
+        members = np.argpartition(positions, [k0, k1 - 1])[k0:k1]
+    return members[np.argsort(positions[members])]
 
 
 def group_indices(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
