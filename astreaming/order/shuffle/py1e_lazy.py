@@ -188,7 +188,8 @@ def py1e_slots(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray
         _generator(draws["shuffle_state"][s]).shuffle(shuffled)
         x0, x1 = max(start, w0), min(start + len(shuffled), w1)
         values[x0 - w0 : x1 - w0] = shuffled[x0 - start : x1 - start]
-    return values[where - w0]
+    picked: np.ndarray = values[where - w0]
+    return picked
 
 
 def _ranks(positions: np.ndarray, k0: int, k1: int) -> np.ndarray:
