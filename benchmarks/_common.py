@@ -132,6 +132,9 @@ def ensure_dataset(
     return info
 
 
+_LINKS_PER_FILE = 60_000
+
+
 def write_synthetic_index(
     out: str | Path, num_samples: int, samples_per_shard: int = 10_000, writer: str = "auto"
 ) -> dict[str, Any]:
@@ -162,7 +165,12 @@ def write_synthetic_index(
     shards = []
     for k in range(num_shards):
         name = f"shard.{k:05}.mds"
-        if k:
+        if k % _LINKS_PER_FILE == 0 and k:
+            # A file takes at most 65,000 hard links (ext4): start a new copy of the shard.
+            source = out / name
+            if not source.exists():
+                shutil.copyfile(out / "shard.00000.mds", source)
+        elif k:
             target = out / name
             if not target.exists():
                 os.link(source, target)

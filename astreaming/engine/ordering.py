@@ -11,20 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from astreaming.cache.plans import FilePlanStore
 from astreaming.engine.args import DatasetArgs
 from astreaming.engine.shards import ShardTable
 from astreaming.order.lazy import LazyWorkerPlan
-from astreaming.order.plan import plan_worker_epoch
 from astreaming.order.spec import EpochSpec
 from astreaming.order.store import PlanStore
 from astreaming.order.weights import StreamWeights
 from astreaming.order.world import World
 
-__all__ = ["build_spec", "plan_store", "worker_plan", "worker_sample_ids"]
+__all__ = ["build_spec", "plan_store", "worker_plan"]
 
 
 def build_spec(
@@ -70,14 +66,6 @@ def build_spec(
         initial_physical_nodes=None if initial is None else int(initial),
         shuffle_block_size=args.shuffle_block_size,
     )
-
-
-def worker_sample_ids(
-    spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int
-) -> npt.NDArray[np.int64]:
-    """This worker's sample ids for the epoch, in the order the DataLoader yields them (no padding)."""
-    plan = plan_worker_epoch(spec, world.replicate(spec.replication), epoch, sample_in_epoch)
-    return np.asarray(plan.sample_ids, dtype=np.int64)
 
 
 def plan_store(root: str | Path | None = None) -> FilePlanStore:
