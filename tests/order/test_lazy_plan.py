@@ -184,3 +184,29 @@ def test_lazy_plan_warns_like_mosaic_about_small_blocks() -> None:
         LazyWorkerPlan(spec, World(1, 1, 1, 0), 0).sample_ids()
     assert [str(w.message) for w in lazy] == [str(w.message) for w in eager]
     assert eager
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_algorithm_and_method_resumes_at_the_first_last_and_past_the_last_sample(
+    algo: str, method: str
+) -> None:
+    spec = _spec(
+        [[7, 9, 5, 8], [6, 6, 1]],
+        [StreamWeights(repeat=1.5), StreamWeights(choose=10)],
+        method,
+        algo,
+        2,
+        1,
+        batch=4,
+        shuffle=1,
+        seed=42,
+        block=12,
+    )
+    store = MemoryStore()
+    for sample_in_epoch in (0, 1, spec.epoch_size - 1, spec.epoch_size):
+        for worker in range(2):
+            world = World(1, 1, 2, worker)
+            eager = plan_worker_epoch(spec, world, 1, sample_in_epoch).sample_ids
+            lazy = LazyWorkerPlan(spec, world, 1, sample_in_epoch, store=store, chunk=3).sample_ids()
+            assert np.array_equal(lazy, eager), (sample_in_epoch, worker)
