@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
 
 _TMP_MARK = ".tmp-"
+#: Seconds after which an artefact nobody published or read again is removed (a stopped epoch's).
+STALE_AFTER = 2 * 24 * 3600
 
 
 class FilePlanStore:
@@ -41,6 +44,7 @@ class FilePlanStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._private: dict[str, Arrays] | None = None  # set when the directory is not usable
+        self._swept = False  # stale artefacts are removed once per process
 
     def __getstate__(self) -> dict[str, object]:
         return {"root": self.root}  # a worker starts with its own fallback state
@@ -55,6 +59,9 @@ class FilePlanStore:
                 self._private[key] = compute()
             return self._private[key]
         final = self.root / key
+        if not self._swept:
+            self._swept = True
+            _remove_stale(self.root, time.time())
         found = _load(final)
         if found is not None:
             return found
@@ -79,21 +86,31 @@ class FilePlanStore:
         if self._private is not None:
             self._private.pop(key, None)
             return
-        gone = self.root / f"{key}{_TMP_MARK}gone-{secrets.token_hex(4)}"
-        with contextlib.suppress(OSError):
-            # Renamed first: readers never see a half-deleted artefact. The lock file stays (unlinking
-            # it could let two producers in at once).
-            os.rename(self.root / key, gone)
-            shutil.rmtree(gone, ignore_errors=True)
+        _remove(self.root / key)
 
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
+    """Hold ``flock`` on ``path``, which is unlinked on release (no lock files pile up).
+
+    A waiter may lock a file its previous holder already unlinked: it then holds nothing, so a lock
+    counts only while the locked descriptor still is the file at ``path`` (else try again).
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)  # blocks; the kernel releases it if the holder dies
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)
 
 
@@ -116,6 +133,24 @@ def _publish(final: Path, arrays: Arrays) -> None:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def _remove(final: Path) -> None:
+    """Delete an artefact: renamed away first, so readers never see it half deleted."""
+    gone = final.with_name(f"{final.name}{_TMP_MARK}gone-{secrets.token_hex(4)}")
+    with contextlib.suppress(OSError):
+        os.rename(final, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+
+
+def _remove_stale(root: Path, now: float) -> None:
+    """Artefacts untouched for :data:`STALE_AFTER` seconds: epochs that were stopped and never resumed."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if _TMP_MARK not in entry.name and entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER:
+                        _remove(Path(entry.path))
 
 
 def _remove_temps(root: Path, key: str) -> None:

@@ -78,9 +78,15 @@ class PermSource:
         return out
 
     def release(self) -> None:
-        """Discard this epoch's artefacts from the store (processes that mapped them keep reading them)."""
-        for node, grid in list(self._chunks):
-            self.store.discard(f"{self.key}-n{node}-g{grid}")
+        """Discard this epoch's artefacts from the store (processes that mapped them keep reading them).
+
+        Every window of the epoch goes, also those a stopped run of the same epoch left behind.
+        """
+        if self.windowed:
+            sizes = np.diff(self.bounds).tolist()
+            for node, size in enumerate(sizes):
+                for grid in range(-(-int(size) // GRID)):
+                    self.store.discard(f"{self.key}-n{node}-g{grid}")
         self._chunks.clear()
         self.store.discard(self.key)
 

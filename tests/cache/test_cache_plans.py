@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ def test_a_dead_producers_temp_directory_is_removed_and_the_artefact_computed(tm
     got = FilePlanStore(tmp_path).get("perm-abc", lambda: {"ids": np.arange(4)})
     assert got["ids"].tolist() == [0, 1, 2, 3]
     assert not leftover.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["perm-abc", "perm-abc.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["perm-abc"]  # the lock file goes too
 
 
 def test_discard_removes_the_artefact_but_mapped_copies_stay_readable(tmp_path: Path) -> None:
@@ -77,3 +79,15 @@ def test_the_store_pickles_without_its_private_state(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(store))
     assert clone.root == tmp_path
     assert clone.get("k", _never)["ids"].tolist() == [0, 1]
+
+
+def test_artefacts_untouched_for_days_are_removed(tmp_path: Path) -> None:
+    from astreaming.cache import plans
+
+    store = FilePlanStore(tmp_path)
+    store.get("old", lambda: {"ids": np.arange(2)})
+    store.get("new", lambda: {"ids": np.arange(2)})
+    days_ago = time.time() - plans.STALE_AFTER - 60
+    os.utime(tmp_path / "old", (days_ago, days_ago))
+    FilePlanStore(tmp_path).get("other", lambda: {"ids": np.arange(1)})  # a new process sweeps once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
