@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,7 +22,7 @@ from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
 from astreaming.engine.ledgerkeys import check_node_budget
-from astreaming.engine.ordering import build_spec, worker_sample_ids
+from astreaming.engine.ordering import build_spec, plan_store, worker_plan
 from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
@@ -30,6 +30,7 @@ from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError, FormatError
+from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
 from astreaming.order.world import World
@@ -43,6 +44,17 @@ except ImportError:  # pragma: no cover - torch is installed in the test environ
     _Base = object  # type: ignore[assignment,misc]
 
 __all__ = ["StreamingDataset"]
+
+
+def _skipping(plan: Iterable[np.ndarray], skip: int) -> Iterator[np.ndarray]:
+    """The plan's chunks without their first ``skip`` sample ids (a worker resumed mid-epoch)."""
+    for chunk in plan:
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        yield chunk[skip:]
+        skip = 0
+
 
 T = TypeVar("T")
 
@@ -345,14 +357,15 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def _plan(self) -> tuple[int, World, np.ndarray]:
+    def _plan(self) -> tuple[int, World, LazyWorkerPlan]:
         if self.args.batch_size is None:
             raise ConfigError("batch_size must be given to iterate a StreamingDataset")
         world = World.detect()
         start = self._control.start()
         spec = self._order_spec(start.resume, world)
-        ids = worker_sample_ids(spec, world, start.epoch, start.sample_in_epoch)
-        return start.epoch, world, ids
+        # Computed as consumed; what the node's processes share is computed once, in the cache directory.
+        store = plan_store()
+        return start.epoch, world, worker_plan(spec, world, start.epoch, start.sample_in_epoch, store)
 
     def _complete(self, epoch: int, world: World) -> None:
         self._control.complete(epoch, world.worker_of_rank, world.workers_per_rank)
@@ -393,11 +406,11 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         return ResumableIterator(self._walk) if in_dataloader_worker() else self._walk(0)
 
     def _walk(self, skip: int) -> Iterator[dict[str, Any]]:
-        epoch, world, ids = self._plan()
-        ids = ids[skip:]
+        epoch, world, plan = self._plan()
         runtime, readers = self._sync_parts()
+        chunks = _skipping(plan, skip) if skip else plan
         try:
-            yield from iter_plan(self._table, self._hooked(readers), runtime, ids)
+            yield from iter_plan(self._table, self._hooked(readers), runtime, chunks)
         finally:
             self._tally.publish(runtime.runtime)  # DataLoader workers' figures reach the main process
         self._complete(epoch, world)
@@ -408,12 +421,12 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
                 async for sample in samples:
                     yield sample
             return
-        epoch, world, ids = self._plan()
+        epoch, world, plan = self._plan()
         readers = self._hooked(self._new_readers())
         try:
             async with self._new_runtime() as runtime:
                 try:
-                    async for sample in aiter_plan(self._table, readers, runtime, ids):
+                    async for sample in aiter_plan(self._table, readers, runtime, plan):
                         yield sample
                 finally:
                     self._tally.fold(runtime)  # this runtime closes with the iteration

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from astreaming.errors import CacheError
+from astreaming.errors import AstreamingError, CacheError
 
 __all__ = ["disk_error", "mapped_disk_errors"]
 
@@ -58,7 +58,9 @@ def mapped_disk_errors(path: str | os.PathLike[str], *, action: str = "writing")
     """
     try:
         yield
-    except (TimeoutError, ConnectionError):
-        raise  # OSError subclasses too, but never about the local disk
+    except (TimeoutError, ConnectionError, AstreamingError):
+        # OSError subclasses too (typed storage errors are FileNotFoundError etc. for mosaic's callers),
+        # but never about the local disk: they are already typed and name their URL.
+        raise
     except OSError as err:
         raise disk_error(path, err, action=action) from err

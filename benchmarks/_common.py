@@ -132,6 +132,9 @@ def ensure_dataset(
     return info
 
 
+_LINKS_PER_FILE = 60_000
+
+
 def write_synthetic_index(
     out: str | Path, num_samples: int, samples_per_shard: int = 10_000, writer: str = "auto"
 ) -> dict[str, Any]:
@@ -162,7 +165,12 @@ def write_synthetic_index(
     shards = []
     for k in range(num_shards):
         name = f"shard.{k:05}.mds"
-        if k:
+        if k % _LINKS_PER_FILE == 0 and k:
+            # A file takes at most 65,000 hard links (ext4): start a new copy of the shard.
+            source = out / name
+            if not source.exists():
+                shutil.copyfile(out / "shard.00000.mds", source)
+        elif k:
             target = out / name
             if not target.exists():
                 os.link(source, target)
@@ -234,9 +242,7 @@ def run_peer(
     # Also on PYTHONPATH, not only on the scripts' sys.path: spawned DataLoader workers need the stand-in.
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STUBS_DIR), str(BENCH_DIR)) if p)
     try:
-        proc = subprocess.run(
-            [str(python), str(path), *args], env=full_env, capture_output=True, text=True, timeout=timeout
-        )
+        proc, peak_mb = run_measured([str(python), str(path), *args], env=full_env, timeout=timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         leaked = sorted(_mosaic_segments() - before)
@@ -248,9 +254,69 @@ def run_peer(
         if line.startswith("{"):
             result: dict[str, Any] = json.loads(line)
             result["leaked_shm"] = leaked
+            result["peak_tree_rss_mb"] = peak_mb
             return result
     tail = proc.stdout[-2000:] + proc.stderr[-2000:]
     raise RuntimeError(f"{script} {' '.join(args)} printed no JSON:\n{tail}")
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every process descending from it (/proc's children lists)."""
+    out, frontier = [root], [root]
+    while frontier:
+        frontier = [child for pid in frontier for child in _children(pid)]
+        out += frontier
+    return out
+
+
+def run_measured(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 1800.0, every: float = 0.05
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``argv``; return its completed process and the peak RSS (MB) of its whole process tree.
+
+    The tree (the process, its DataLoader workers, their helpers) is sampled every ``every`` seconds from
+    /proc and the RSS of its members summed: pages shared between processes (fork's copy-on-write, mapped
+    files, shared memory) count once per process, for every loader alike.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            argv, env=dict(env) if env is not None else None, stdout=out, stderr=err, text=True
+        )
+        peak = 0
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            peak = max(peak, sum(_rss_kb(pid) for pid in _tree(proc.pid)))
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(argv, timeout)
+            time.sleep(every)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read())
+    return done, peak / 1024
 
 
 def mosaic_iter(

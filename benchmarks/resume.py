@@ -1,25 +1,35 @@
-"""Resume mid-epoch on a 100M-sample index: astreaming vs mosaicml-streaming, from the same checkpoint.
+"""Resume mid-epoch at scale: first batch after ``load_state_dict``, astreaming vs mosaicml-streaming.
 
-The dataset is ``_common.write_synthetic_index``'s (10,000 shards, every one a hard link to one real
-shard, so every sample is readable). mosaic writes the checkpoint (``state_dict(K, from_beginning=True)``
-at ``K`` = half the epoch, py1e shuffle, batch size 32, one rank) and resumes from it in a fresh process
-(``peers/mosaic_resume.py``); astreaming resumes from *mosaic's* checkpoint in a fresh process too, and
-from its own. Each resume is timed from construction (index parse) through ``load_state_dict`` to the
-first sample; the first sample's ``id`` must be mosaic's (same sample order).
+Datasets are ``_common.write_synthetic_index``'s (10,000 samples per shard, every shard a hard link to one
+real shard, so every sample is readable). mosaic writes the checkpoint (``state_dict(N/2,
+from_beginning=True)``, py1e, batch size 32, one rank); each loader then resumes from that checkpoint in a
+fresh process: ``StreamingDataLoader(ds, num_workers=W).load_state_dict(state)`` and the first batch,
+timed from ``load_state_dict`` to the first batch (construction and index parsing reported apart). The
+peak RSS is that of the whole process tree (main process and workers, summed; ``_common.run_measured``).
 
-Target (DESIGN §8): astreaming's resume total ≤ 1/10 of mosaic's, and under 2 s.
+astreaming is measured with its plan files (``<tmp>/astreaming-plans``) in two states:
 
-    python benchmarks/resume.py                       # 100M samples
-    python benchmarks/resume.py --samples 10M --repeat 3 --data-dir /tmp/bench
+- **cold**: empty, as on a node that never planned this epoch (e.g. a job restarted on new machines);
+- **warm**: as left by a run that started this epoch on this node and was killed (the usual preemption:
+  the same machines come back). Here a fresh-epoch run (also timed: "fresh epoch") leaves them.
+
+Sizes: 10M and 100M samples with 0 and 8 workers for both loaders; 1B samples (100k shards) for
+astreaming only, fresh and resumed with 8 workers (mosaic needs tens of GB there).
+
+    python benchmarks/resume.py                           # the full table (about 15 minutes)
+    python benchmarks/resume.py --sizes 10M --workers 0   # one cell
+    python benchmarks/resume.py --sizes 10M,100M --skip-mosaic --data-dir /tmp/bench
+
+Targets (issue 9): at most 1/10 of mosaic's time; at 100M with 8 workers under 2 s and at most a quarter of
+mosaic's peak tree RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,126 +41,191 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 
 
-def child(data: str, state: dict[str, Any] | None, save: int | None, batch_size: int) -> dict[str, Any]:
-    """One phase in this (fresh) process: resume from ``state``, or checkpoint after ``save`` samples."""
-    from astreaming import StreamingDataset
+def child(data: str, state: dict[str, Any] | None, workers: int, batch_size: int) -> dict[str, Any]:
+    """One astreaming loader in this (fresh) process: resume from ``state`` (or a fresh epoch)."""
+    from astreaming import StreamingDataLoader, StreamingDataset
 
     result: dict[str, Any] = {}
     began = time.perf_counter()
     ds = StreamingDataset(local=data, batch_size=batch_size, shuffle=True, shuffle_algo="py1e")
+    loader = StreamingDataLoader(ds, batch_size=batch_size, num_workers=workers)
     result["init_s"] = time.perf_counter() - began
-    if state is not None:
-        began = time.perf_counter()
-        ds.load_state_dict(state)
-        result["load_state_dict_s"] = time.perf_counter() - began
     began = time.perf_counter()
-    sample = next(iter(ds))
-    result["first_sample_s"] = time.perf_counter() - began
-    result["first_sample_id"] = int(sample["id"])
-    if save is not None:
-        result["state"] = ds.state_dict(save, True)
-    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
-
-
-def run_child(
-    data: Path, batch_size: int, state: dict[str, Any] | None = None, save: int | None = None
-) -> dict[str, Any]:
-    """:func:`child` in a fresh process (a resumed job is a new process)."""
-    args = [sys.executable, __file__, "--child", "--data-dir", str(data), "--batch-size", str(batch_size)]
     if state is not None:
-        args += ["--state", json.dumps(state)]
-    if save is not None:
-        args += ["--save", str(save)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+        loader.load_state_dict(state)
+    batch = next(iter(loader))
+    result["first_batch_s"] = time.perf_counter() - began
+    result["first_ids"] = [int(x) for x in batch["id"][:4]]
+    # A preempted job dies here: no clean-up of what the node planned (os._exit skips finalizers).
+    print(json.dumps(result), flush=True)
+    os._exit(0)
+
+
+def run_ours(
+    data: Path, workers: int, batch_size: int, plans_tmp: Path, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """:func:`child` in a fresh process whose plan files live under ``plans_tmp``."""
+    argv = [sys.executable, __file__, "--child", "--data-dir", str(data), "--batch-size", str(batch_size)]
+    argv += ["--workers", str(workers)] + (["--state", json.dumps(state)] if state is not None else [])
+    env = dict(os.environ, TMPDIR=str(plans_tmp))
+    proc, peak = _common.run_measured(argv, env=env, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"astreaming resume failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    result["peak_tree_rss_mb"] = peak
     return result
 
 
-def _total(r: dict[str, Any]) -> float:
-    return float(r["init_s"] + r.get("load_state_dict_s", 0.0) + r["first_sample_s"])
+def run_mosaic(data: Path, workers: int, batch_size: int, state: dict[str, Any] | None) -> dict[str, Any]:
+    args = ["--data", str(data), "--workers", str(workers), "--batch-size", str(batch_size)]
+    return _common.run_peer(
+        "mosaic_resume_loader.py", args + (["--state", json.dumps(state)] if state else [])
+    )
+
+
+def mosaic_state(data: Path, sample: int, batch_size: int) -> dict[str, Any]:
+    """mosaic's checkpoint at ``sample`` of epoch 0."""
+    save = _common.run_peer(
+        "mosaic_resume.py", ["--data", str(data), "--batch-size", str(batch_size), "--save", str(sample)]
+    )
+    state: dict[str, Any] = save["state"]
+    return state
+
+
+def _fresh(tmp_root: Path) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="plans-", dir=tmp_root))
+    return path
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Checkpoint with mosaic, resume with both; print the phases and ratios."""
+    """Measure every cell; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--samples", type=_common.count, default=100_000_000)
+    parser.add_argument("--sizes", default="10M,100M", help="comma-separated sample counts")
+    parser.add_argument("--workers", default="0,8", help="comma-separated worker counts")
+    parser.add_argument("--huge", default="1B", help="astreaming-only size ('' to skip)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=3, help="astreaming resumes (best kept)")
-    parser.add_argument("--skip-mosaic", action="store_true", help="astreaming's own checkpoint only")
-    parser.add_argument("--data-dir", help="keep and reuse the index here (default: a temporary directory)")
+    parser.add_argument("--skip-mosaic", action="store_true")
+    parser.add_argument("--data-dir", help="keep and reuse the indexes here (default: a temporary directory)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
-    parser.add_argument("--save", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        state = json.loads(args.state) if args.state else None
-        print(json.dumps(child(args.data_dir, state, args.save, args.batch_size)), flush=True)
+        child(
+            args.data_dir, json.loads(args.state) if args.state else None, int(args.workers), args.batch_size
+        )
         return {}
 
-    n = args.samples
-    half = n // 2
     root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="bench-resume-"))
-    report: dict[str, Any] = {}
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix="bench-resume-tmp-"))
+    rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"rows": rows}
+    sizes = [_common.count(s) for s in args.sizes.split(",") if s]
+    workers = [int(w) for w in args.workers.split(",") if w]
     try:
-        data = root / f"synthetic-{n}"
-        if not (data / "index.json").exists():
-            report["index"] = _common.write_synthetic_index(data, n)
-        ours_save = run_child(data, args.batch_size, save=half)
-        report["astreaming_save"] = ours_save
-        states = [("astreaming, own", ours_save["state"])]
-        if not args.skip_mosaic:
-            mosaic = _common.mosaic_resume(data, half, batch_size=args.batch_size)
-            report["mosaic"] = mosaic
-            states.insert(0, ("astreaming, mosaic's checkpoint", mosaic["save"]["state"]))
-        runs: dict[str, dict[str, Any]] = {}
-        for name, state in states:
-            best = None
-            for _ in range(args.repeat):
-                out = run_child(data, args.batch_size, state=state)
-                if best is None or _total(out) < _total(best):
-                    best = out
-            assert best is not None
-            runs[name] = best
-        report["astreaming"] = runs
+        for n in sizes:
+            data = _dataset(root, n)
+            half = n // 2
+            state = mosaic_state(data, half, args.batch_size) if not args.skip_mosaic else _state(half)
+            for w in workers:
+                row: dict[str, Any] = {"samples": n, "workers": w}
+                warm_tmp = _fresh(tmp_root)
+                fresh = run_ours(data, w, args.batch_size, warm_tmp)  # leaves the epoch's plan files
+                warm = run_ours(data, w, args.batch_size, warm_tmp, state)
+                cold = run_ours(data, w, args.batch_size, _fresh(tmp_root), state)
+                row.update(fresh=fresh, warm=warm, cold=cold)
+                if not args.skip_mosaic:
+                    row["mosaic"] = run_mosaic(data, w, args.batch_size, state)
+                    if (
+                        row["mosaic"]["first_ids"] != cold["first_ids"]
+                        or warm["first_ids"] != cold["first_ids"]
+                    ):
+                        raise RuntimeError(f"first batches differ: {row}")
+                rows.append(row)
+                _print_row(row)
+                shutil.rmtree(warm_tmp, ignore_errors=True)
+        if args.huge:
+            n = _common.count(args.huge)
+            data = _dataset(root, n)
+            plans = _fresh(tmp_root)
+            fresh = run_ours(data, 8, args.batch_size, plans)
+            cold = run_ours(data, 8, args.batch_size, _fresh(tmp_root), _state(n // 2))
+            warm = run_ours(data, 8, args.batch_size, plans, _state(n // 2))
+            row = {"samples": n, "workers": 8, "fresh": fresh, "cold": cold, "warm": warm}
+            rows.append(row)
+            _print_row(row)
     finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
         if not args.data_dir:
             shutil.rmtree(root, ignore_errors=True)
-
-    rows = []
-    if not args.skip_mosaic:
-        m = report["mosaic"]["resume"]
-        rows.append({"name": "mosaic", **_phases(m), "total_s": report["mosaic"]["resume_total_s"]})
-    rows += [{"name": name, **_phases(r), "total_s": _total(r)} for name, r in runs.items()]
-    print(f"\nresume at sample {half:,} of {n:,} (py1e, batch size 32, one rank), fresh process each")
-    _common.print_table(rows, ratio=("total_s", "mosaic") if not args.skip_mosaic else None)
-    ids = {row["name"]: row["first_id"] for row in rows}
-    if len(set(ids.values())) != 1:
-        raise RuntimeError(f"the resumed first samples differ: {ids}")
-    print(f"\nfirst sample id after resume: {next(iter(ids.values()))} for every row (same order)")
-    if not args.skip_mosaic:
-        ours = rows[1]["total_s"]
-        theirs = rows[0]["total_s"]
-        met = ours <= theirs / 10 and ours < 2
-        print(
-            f"target: <= 1/10 of mosaic and < 2 s: {ours:.3f} s vs {theirs:.2f} s -> {'yes' if met else 'NO'}"
-        )
+    print()
+    print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report
 
 
-def _phases(r: dict[str, Any]) -> dict[str, Any]:
+def _state(sample: int) -> dict[str, Any]:
+    """The checkpoint mosaic writes for one rank at ``sample`` of epoch 0 (py1e's default C = 1)."""
     return {
-        "init_s": r["init_s"],
-        "load_s": r.get("load_state_dict_s"),
-        "first_sample_s": r["first_sample_s"],
-        "first_id": r["first_sample_id"],
-        "peak_rss_MB": r["max_rss_mb"],
+        "epoch": 0,
+        "sample_in_epoch": sample,
+        "num_canonical_nodes": 1,
+        "shuffle_seed": 9176,
+        "initial_physical_nodes": 1,
     }
+
+
+def _dataset(root: Path, n: int) -> Path:
+    data = root / f"synthetic-{n}"
+    if not (data / "index.json").exists():
+        print(f"writing a synthetic index of {n:,} samples ...", flush=True)
+        _common.write_synthetic_index(data, n)
+    return data
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    brief = {
+        k: {m: v[m] for m in ("first_batch_s", "peak_tree_rss_mb", "init_s") if m in v}
+        for k, v in row.items()
+        if isinstance(v, dict)
+    }
+    print(f"{row['samples']:,} samples, {row['workers']} workers: {json.dumps(brief)}", flush=True)
+
+
+def _size(n: int) -> str:
+    return f"{n // 1_000_000_000}B" if n % 1_000_000_000 == 0 else f"{n // 1_000_000}M"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The README table: first batch after load_state_dict and peak tree RSS, both loaders."""
+    header = (
+        "samples, workers",
+        "astreaming: first batch after load (plans warm / cold)",
+        "fresh epoch",
+        "mosaicml-streaming",
+        "ratio (warm / cold)",
+        "peak tree RSS: astreaming vs mosaic",
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        warm, cold, fresh = (
+            r["warm"]["first_batch_s"],
+            r["cold"]["first_batch_s"],
+            r["fresh"]["first_batch_s"],
+        )
+        ours_rss = max(r["cold"]["peak_tree_rss_mb"], r["warm"]["peak_tree_rss_mb"]) / 1024
+        if "mosaic" in r:
+            theirs = r["mosaic"]["first_batch_s"]
+            ratio = f"1/{theirs / warm:.0f} / 1/{theirs / cold:.1f}"
+            mosaic = f"{theirs:.2f} s"
+            rss = f"{ours_rss:.2f} GB vs {r['mosaic']['peak_tree_rss_mb'] / 1024:.2f} GB"
+        else:
+            ratio, mosaic, rss = "—", "—", f"{ours_rss:.2f} GB"
+        cells = (f"{_size(r['samples'])}, {r['workers']}", f"{warm:.2f} s / {cold:.2f} s", f"{fresh:.2f} s")
+        lines.append("| " + " | ".join((*cells, mosaic, ratio, rss)) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

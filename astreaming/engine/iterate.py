@@ -19,11 +19,19 @@ import functools
 import itertools
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from astreaming.engine.planfeed import (
+    Chunk,
+    PlanFeed,
+    WindowNextUse,
+    first_needs,
+    shards_of,
+    window_shards,
+)
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
@@ -32,62 +40,17 @@ from astreaming.format.reader import ShardReader
 
 __all__ = ["aiter_plan", "batch_decoder", "first_needs", "iter_plan", "segments", "shards_of", "triggers"]
 
+T = TypeVar("T")
+
 #: Decodes the samples at a list of indices of one shard.
 Decoder = Callable[[list[int]], Iterable[dict[str, Any]]]
 
-#: Plan entries converted to Python ints at a time (bounds the memory of the conversion).
-_CHUNK = 1 << 16
+#: A worker's plan: chunks of sample ids in yield order (``LazyWorkerPlan``), or one array.
+Plan = Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]
 #: Under a cache limit, look for readers of files evicted by other processes every this many shard switches.
 _PRUNE_EVERY = 256
 #: Update the consumer position seen by cache eviction ("furthest next use") at least this often.
 _AT_EVERY = 64
-
-
-def first_needs(
-    table: ShardTable, sample_ids: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Shard of every plan entry, and the plan's shards ordered by the position first needing them.
-
-    Linear in the plan: a resumed plan of 50M entries must not be sorted (``np.unique`` would take
-    seconds); a scatter-minimum over the shard ids takes a fraction of one.
-    """
-    shards = shards_of(table, sample_ids)
-    n = len(shards)
-    first = np.full(table.num_shards, n, np.int64)
-    for begin in range(0, n, 1 << 20):
-        piece = shards[begin : begin + (1 << 20)]
-        np.minimum.at(first, piece, np.arange(begin, begin + len(piece), dtype=np.int64))
-    present = np.flatnonzero(first < n)
-    order = np.argsort(first[present], kind="stable")
-    return shards, present[order].astype(np.int64), first[present][order]
-
-
-def shards_of(table: ShardTable, sample_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The shard of every sample id, like ``table.shards_of`` but without a binary search per id.
-
-    Ids are bucketed by a power of two ``g`` no larger than the smallest shard, so a bucket holds at most
-    one shard boundary: the shard is the bucket's first shard, plus one past that boundary. A gather
-    and a compare instead of ``searchsorted``'s ~log2(shards) dependent steps per id (over 10x faster
-    on a 50M-entry plan of 10,000 shards). Falls back to ``searchsorted`` for empty shards or a too
-    large bucket table.
-    """
-    sizes = table.samples_per_shard
-    total = int(table.bounds[-1])
-    if not len(sizes) or int(sizes.min()) < 1 or not len(sample_ids):
-        return table.shards_of(sample_ids)
-    shift = int(sizes.min()).bit_length() - 1  # 2**shift <= the smallest shard
-    if (total >> shift) > (1 << 24):
-        return table.shards_of(sample_ids)
-    starts = np.arange(0, total + (1 << shift), 1 << shift, dtype=np.int64)
-    bucket_shard = table.shards_of(np.minimum(starts, total - 1))
-    nexts = table.bounds[1:]  # nexts[s]: the first id past shard s
-    result = np.empty(len(sample_ids), np.int64)
-    # In cache-sized pieces: whole-plan temporaries would cost more in page faults than in arithmetic.
-    for begin in range(0, len(sample_ids), 1 << 16):
-        ids = sample_ids[begin : begin + (1 << 16)]
-        lo = bucket_shard[ids >> shift]
-        np.add(lo, ids >= nexts[lo], out=result[begin : begin + len(ids)])
-    return result
 
 
 def triggers(first: npt.NDArray[np.int64], predownload: float | None) -> npt.NDArray[np.int64]:
@@ -191,48 +154,75 @@ class _Walk:
         self.runtime.next_use.advance(position)
 
 
-def _chunks(
-    table: ShardTable, sample_ids: npt.NDArray[np.int64], shards: npt.NDArray[np.int64]
-) -> Iterator[tuple[int, list[int], npt.NDArray[np.int64]]]:
-    """``(start, indices within their shards, shards)`` of the plan, ``_CHUNK`` positions at a time."""
-    for start in range(0, len(sample_ids), _CHUNK):
-        chunk = shards[start : start + _CHUNK]
-        yield start, (sample_ids[start : start + _CHUNK] - table.bounds[chunk]).tolist(), chunk
+def _local(table: ShardTable, chunk: Chunk) -> list[int]:
+    """Each sample's index within its shard (Python ints: the decoders index lists with them)."""
+    local: list[int] = (chunk.ids - table.bounds[chunk.shards]).tolist()
+    return local
+
+
+def _start(runtime: Runtime, first: Chunk | None, ahead: Chunk | None) -> None:
+    """On the loop: a new plan wants the shards of its first two chunks (positions restart at 0)."""
+    parts = [c for c in (first, ahead) if c is not None]
+    order = np.concatenate([c.order for c in parts]) if parts else np.empty(0, np.int64)
+    positions = np.concatenate([c.first for c in parts]) if parts else np.empty(0, np.int64)
+    # The plan's shards per position only feed cache_limit eviction ("furthest next use").
+    shards = window_shards(first, ahead) if runtime.budget is not None else np.empty(0, np.int64)
+    runtime.enqueue(shards, order, positions)
+
+
+def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None) -> None:
+    """On the loop: the walk entered ``current``; want the shards of ``ahead``, the chunk after it."""
+    if ahead is not None:
+        runtime.scheduler.want_many(ahead.order.tolist(), ahead.first.tolist())
+    if runtime.budget is not None and current is not None:
+        runtime.next_use = WindowNextUse(window_shards(current, ahead), current.start)
+
+
+async def _on_loop(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
 
 
 def iter_plan(
-    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, sample_ids: npt.NDArray[np.int64]
+    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, plan: Plan
 ) -> Iterator[dict[str, Any]]:
-    """Yield the samples of ``sample_ids`` in order, fetching shards ahead on the loop thread.
+    """Yield the samples of ``plan`` in order, fetching shards ahead on the loop thread.
+
+    The plan's chunks are computed one ahead of the walk (the scheduler wants their shards then).
 
     The samples come from a chain of per-segment ``map`` iterators, so the Python code of the walk runs
     once per segment, not per sample. Closing or dropping the returned iterator closes the walk (its
     ``finally`` runs when the chain releases it).
     """
-    return itertools.chain.from_iterable(_decoded_segments(table, readers, runtime, sample_ids))
+    return itertools.chain.from_iterable(_decoded_segments(table, readers, runtime, plan))
 
 
 def _decoded_segments(
-    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, sample_ids: npt.NDArray[np.int64]
+    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, plan: Plan
 ) -> Iterator[Iterable[dict[str, Any]]]:
     """The decoded samples of each segment, each handed out once its shard is ready.
 
     The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
     exhausted the previous one, so a shard stays pinned while its samples are decoded.
     """
-    shards, order, first = first_needs(table, sample_ids)
-    # The plan's shards per position only feed cache_limit eviction ("furthest next use"); building
-    # that index costs seconds on a huge shuffled plan, so without a budget it gets an empty plan.
-    runtime.enqueue(shards if runtime.runtime.budget is not None else shards[:0], order, first)
+    # Chunks are computed here, in the consumer's thread; only the shard facts go to the loop.
+    feed = PlanFeed(table, plan)
+    core, call = runtime.runtime, runtime.loop_thread.call
+    chunk = feed.next()
+    ahead = feed.next() if chunk is not None else None
+    call(_on_loop(_start, core, chunk, ahead))
     waiter = runtime.waiter
-    forget = functools.partial(runtime.loop_thread.call_soon, runtime.runtime.scheduler.forget)
-    walk = _Walk(runtime.runtime, readers)
-    cuts = triggers(first, runtime.runtime.predownload)
-    report = cuts.tolist()[::-1]  # pending trigger positions, the next one last
+    forget = functools.partial(runtime.loop_thread.call_soon, core.scheduler.forget)
+    walk = _Walk(core, readers)
+    predownload = core.predownload
+    report: list[int] = []  # pending trigger positions, the next one last
+    for c in (chunk, ahead):
+        report = _add_triggers(report, c, predownload)
     current, decode = -1, _NOT_OPEN
     try:
-        for start, local, chunk in _chunks(table, sample_ids, shards):
-            for begin, end, shard in zip(*segments(chunk, start, cuts), strict=True):
+        while chunk is not None:
+            start, local = chunk.start, _local(table, chunk)
+            cuts = np.asarray(report[::-1], np.int64)
+            for begin, end, shard in zip(*segments(chunk.shards, start, cuts), strict=True):
                 position = start + begin
                 if shard != current:
                     walk.leave()
@@ -257,11 +247,22 @@ def _decoded_segments(
                     waiter.advance(position)
                 walk.at(position)
                 yield decode(local[begin:end])
+            chunk, ahead = ahead, feed.next()
+            call(_on_loop(_slide, core, chunk, ahead))
+            report = _add_triggers(report, ahead, predownload)
     finally:
         walk.leave()
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
         # on the same scheduler, such as random access, are left alone).
-        waiter.cancel_many(order.tolist())
+        waiter.cancel_many(sorted(feed.wanted))
+
+
+def _add_triggers(report: list[int], chunk: Chunk | None, predownload: float | None) -> list[int]:
+    """``report`` (descending) with the trigger positions of ``chunk``'s shards merged in."""
+    if chunk is None:
+        return report
+    merged: set[int] = {*report, *triggers(chunk.first, predownload).tolist()}
+    return sorted(merged, reverse=True)
 
 
 def batch_decoder(reader: ShardReader) -> Decoder:
@@ -279,18 +280,21 @@ _NOT_OPEN: Decoder = _not_open
 
 
 async def aiter_plan(
-    table: ShardTable, readers: ReaderCache, runtime: Runtime, sample_ids: npt.NDArray[np.int64]
+    table: ShardTable, readers: ReaderCache, runtime: Runtime, plan: Plan
 ) -> AsyncIterator[dict[str, Any]]:
     """The async twin of :func:`iter_plan`, on the caller's loop (no thread)."""
-    shards, order, first = first_needs(table, sample_ids)
-    runtime.enqueue(shards if runtime.budget is not None else shards[:0], order, first)
+    feed = PlanFeed(table, plan)
+    chunk = feed.next()
+    ahead = feed.next() if chunk is not None else None
+    _start(runtime, chunk, ahead)
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
     current, decode = -1, _NOT_OPEN
     try:
-        for start, local, chunk in _chunks(table, sample_ids, shards):
+        while chunk is not None:
+            start, local = chunk.start, _local(table, chunk)
             # Same loop thread as the scheduler: reporting the position is a plain call, so no triggers.
-            for begin, end, shard in zip(*segments(chunk, start, np.empty(0, np.int64)), strict=True):
+            for begin, end, shard in zip(*segments(chunk.shards, start, np.empty(0, np.int64)), strict=True):
                 position = start + begin
                 if shard != current:
                     walk.leave()
@@ -311,6 +315,8 @@ async def aiter_plan(
                 walk.at(position)
                 for sample in decode(local[begin:end]):
                     yield sample
+            chunk, ahead = ahead, feed.next()
+            _slide(runtime, chunk, ahead)
     finally:
         walk.leave()
-        scheduler.cancel_many(order.tolist())
+        scheduler.cancel_many(sorted(feed.wanted))

@@ -1,21 +1,26 @@
-"""The dataset's bridge to ``astreaming.order``: build the order spec, get this worker's sample ids."""
+"""The dataset's bridge to ``astreaming.order``: build the order spec, plan this worker's epoch.
+
+Plans are lazy (:class:`~astreaming.order.lazy.LazyWorkerPlan`) and their artefacts are shared by the
+processes of a node through files (:func:`plan_store`).
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
+from astreaming.cache.plans import FilePlanStore
 from astreaming.engine.args import DatasetArgs
 from astreaming.engine.shards import ShardTable
-from astreaming.order.plan import plan_worker_epoch
+from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
+from astreaming.order.store import PlanStore
 from astreaming.order.weights import StreamWeights
 from astreaming.order.world import World
 
-__all__ = ["build_spec", "worker_sample_ids"]
+__all__ = ["build_spec", "plan_store", "worker_plan"]
 
 
 def build_spec(
@@ -63,9 +68,22 @@ def build_spec(
     )
 
 
-def worker_sample_ids(
-    spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int
-) -> npt.NDArray[np.int64]:
-    """This worker's sample ids for the epoch, in the order the DataLoader yields them (no padding)."""
-    plan = plan_worker_epoch(spec, world.replicate(spec.replication), epoch, sample_in_epoch)
-    return np.asarray(plan.sample_ids, dtype=np.int64)
+def plan_store(root: str | Path | None = None) -> FilePlanStore:
+    """The node's shared store of plan artefacts (default: ``<tmp>/astreaming-plans``).
+
+    Next to the epoch control files rather than in a stream's ``local``: plan files do not count against
+    ``cache_limit``, a read-only ``local`` still shares them, and their names hash every input of the
+    plan (shard sizes, weights, seeds, world, epoch), so jobs and datasets never collide.
+    """
+    return FilePlanStore(Path(root) if root is not None else Path(tempfile.gettempdir()) / "astreaming-plans")
+
+
+def worker_plan(
+    spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int, store: PlanStore | None = None
+) -> LazyWorkerPlan:
+    """This worker's plan for the epoch, computed as it is consumed (chunks of sample ids, no padding).
+
+    Raises:
+        ConfigError: for an invalid configuration (at once, not at the first chunk).
+    """
+    return LazyWorkerPlan(spec, world.replicate(spec.replication), epoch, sample_in_epoch, store=store)

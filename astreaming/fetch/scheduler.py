@@ -198,6 +198,11 @@ class FetchScheduler:
             # The old heap item becomes stale; _pump skips items whose priority no longer matches.
             entry.priority = priority
             heapq.heappush(self._heap, (priority, next(self._seq), shard))
+        elif entry.state is _State.RUNNING and priority < entry.priority:
+            # Needed sooner while it runs: a fetch that is deferred (no room yet) comes back with this
+            # priority - as the shard the consumer waits for, which is never deferred again.
+            entry.priority = priority
+            self._running_priority[shard] = priority
         return entry
 
     def _future_of(self, shard: int, entry: _Entry) -> asyncio.Future[None]:

@@ -21,15 +21,17 @@ def cli_env(tmpdir: Path) -> dict[str, str]:
     return env
 
 
-def leftovers(tmpdir: Path) -> list[str]:
+def leftovers(tmpdir: Path, *, resumable: bool = False) -> list[str]:
     """Files and directories a CLI process left in its TMPDIR.
 
-    ``astreaming-control`` is the dataset's epoch-control directory, shared by every dataset on the
-    machine; only files left inside it count.
+    ``astreaming-control`` (epoch control) and ``astreaming-plans`` (plan artefacts) are shared by every
+    dataset on the machine; only files left inside them count. ``resumable``: an interrupted epoch keeps
+    its plan artefacts for a resumption on this node (they age out after ``cache.plans.STALE_AFTER``).
     """
     found = []
+    plans = tmpdir / "astreaming-plans"
     for path in sorted(tmpdir.rglob("*")):
-        if path == tmpdir / "astreaming-control":
+        if path in (tmpdir / "astreaming-control", plans) or (resumable and path.is_relative_to(plans)):
             continue
         found.append(str(path.relative_to(tmpdir)))
     return found

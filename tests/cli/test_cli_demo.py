@@ -191,4 +191,4 @@ def test_demo_interrupted_cleans_up(cli_tmp: Path, sig: signal.Signals, workers:
     assert "Traceback" not in err
     assert elapsed < 10  # no multi-second joins of blocked workers
     assert not _workdir("".join(lines)).exists()
-    assert leftovers(cli_tmp) == []
+    assert leftovers(cli_tmp, resumable=True) == []

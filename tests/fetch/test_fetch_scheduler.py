@@ -498,3 +498,28 @@ async def test_a_deferred_lookahead_retries_after_the_timer() -> None:
         sched.want_many([5], [5])
         await sched.wait(5, 5)  # no advance needed: the retry timer resumed the look-ahead
         assert tries == [5, 5]
+
+
+async def test_a_running_lookahead_needed_now_is_not_deferred_forever() -> None:
+    """The consumer asks for a shard whose look-ahead fetch is running and then gets deferred: it comes
+    back as the shard the consumer waits for (distance 0), not as a paused look-ahead."""
+    gate = asyncio.Event()
+    distances: list[float] = []
+
+    async def fetch(shard: int) -> int:
+        distance = sched.distance(shard)
+        distances.append(distance)
+        await gate.wait()
+        if distance > 0:
+            raise FetchDeferred(shard)
+        return shard
+
+    async with FetchScheduler(fetch, max_in_flight=2, predownload=100, defer_retry=3600) as sched:
+        sched.want_many([7], [50])
+        await settle()
+        assert distances == [50]  # running as a look-ahead
+        waiting = asyncio.ensure_future(sched.wait(7, 0))  # the consumer needs it now
+        await settle()
+        gate.set()
+        await waiting
+        assert distances == [50, 0]

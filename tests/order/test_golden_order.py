@@ -40,6 +40,7 @@ GROUPS = (
     "replication",
     "resample_streams",
     "generate_work",
+    "device_per_stream",  # benchmarks/peers/gen_device_per_stream.py (issue 9)
 )
 _NUMPY_NOISE = ("RuntimeWarning: divide by zero encountered in scalar",)
 
@@ -201,5 +202,6 @@ def test_golden_files_cover_every_group() -> None:
         "replication": 14,
         "resample_streams": 95,
         "generate_work": 34,
+        "device_per_stream": 29,
     }
     assert np.__version__  # the cases pin numpy's PCG64 streams; see golden README

@@ -35,20 +35,31 @@ def generate_work_device_per_stream(
     for index in range(len(spec.samples_per_shard)):
         proportion = spec.proportion_per_stream[index]
         block = int(spec.shuffle_block_size * proportion)
-        if block == 0:
+        if block == 0 and spec.shuffle:
             raise ConfigError(
                 f"Samples from stream {index} are not being used. Please either increase the "
                 f"`shuffle_block_size` from {spec.shuffle_block_size}, or increase the stream proportion "
                 f"from {proportion}."
             )
-        # Partition over C "nodes" (one per canonical node) with the real ranks, one worker and batch 1, then
-        # read each physical node's canonical nodes in traversal order (batch, worker, node, rank).
-        ids = stream_ids(spec, epoch, index, (c, world.ranks_per_node, 1, 1), block)
+        # Partition over C "nodes" (one per canonical node) with the real ranks and workers and batch 1,
+        # then read each physical node's canonical nodes in traversal order (batch, worker, node, rank).
+        # The workers matter: their -1 padding lands inside the traversal.
+        ids = stream_ids(spec, epoch, index, (c, world.ranks_per_node, world.workers_per_rank, 1), block)
         for node in range(p):
             part = ids[node * rows_per_node : (node + 1) * rows_per_node]
             flat = part.transpose(3, 2, 0, 1, 4).reshape(-1)
-            full = len(flat) // b
-            node_batches[node].append(flat[: full * b].reshape(full, b))
+            # mosaic pads to whole device batches (a whole batch of -1 when already whole), then keeps
+            # as many leading batches as there are batches without -1 (so a batch holding -1 can stay
+            # and a later full one go).
+            rows = np.concatenate((flat, np.full(b - len(flat) % b, -1, np.int64))).reshape(-1, b)
+            full = int(np.count_nonzero(rows.min(axis=1) >= 0))
+            if not full:
+                raise ConfigError(
+                    f"Stream with index {index} does not have an adequate number of samples to construct "
+                    f"even a single device batch of size {b}. Training will occur without any samples from "
+                    "this stream!"
+                )
+            node_batches[node].append(rows[:full])
     balanced = spec.shuffle and spec.sampling_method == "balanced"
     rng = np.random.default_rng(spec.shuffle_seed + epoch if balanced else spec.shuffle_seed)
     ordered = []
@@ -62,8 +73,8 @@ def generate_work_device_per_stream(
         ordered.append(out)
     devices = world.ranks_per_node
     most = max(len(o) for o in ordered)
-    # mosaic always adds at least one round of -1 batches here, even when `most` is already divisible.
-    rounds = most + (devices - most % devices)
+    # mosaic pads every node to a multiple of *all* devices (P * R), always adding at least one round.
+    rounds = most + (p * devices - most % (p * devices))
     stacked = np.full((rounds, p, b), -1, dtype=np.int64)
     for node, out in enumerate(ordered):
         stacked[: len(out), node] = out

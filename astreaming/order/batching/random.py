@@ -66,7 +66,7 @@ def gather_permutation(
     return out
 
 
-def _layout(spec: EpochSpec, world: World, epoch_size: int, sample_in_epoch: int) -> PartitionLayout:
+def worker_layout(spec: EpochSpec, world: World, epoch_size: int, sample_in_epoch: int) -> PartitionLayout:
     """The partition of this epoch's positions over the world (mosaic's ``get_partitions`` arguments)."""
     return partition_layout(
         spec.partition_algo,
@@ -84,7 +84,7 @@ def _layout(spec: EpochSpec, world: World, epoch_size: int, sample_in_epoch: int
 def random_worker_ids(spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> np.ndarray:
     """One worker's (batches, B) sample ids (-1 padding) for random batching, without the whole epoch."""
     res = resample(spec, epoch)
-    layout = _layout(spec, world, res.epoch_size, sample_in_epoch)
+    layout = worker_layout(spec, world, res.epoch_size, sample_in_epoch)
     big = layout.worker_positions(world.node, world.rank_of_node, world.worker_of_rank)
     if spec.shuffle:
         # Canonical nodes this worker never reads: py1e consumes their draws without sorting them.
@@ -113,7 +113,7 @@ def random_worker_ids(spec: EpochSpec, world: World, epoch: int, sample_in_epoch
 def generate_work_random(spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> np.ndarray:
     """The full (P, R, W, batches, B) array of sample ids for random batching (mosaic's layout)."""
     res = resample(spec, epoch)
-    layout = _layout(spec, world, res.epoch_size, sample_in_epoch)
+    layout = worker_layout(spec, world, res.epoch_size, sample_in_epoch)
     big = layout.full()
     if spec.shuffle:
         perm = get_shuffle(

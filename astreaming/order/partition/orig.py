@@ -101,16 +101,20 @@ class OrigLayout:
             k = np.where(k >= n_len, k - r - extra + 1, k) if r + extra - 1 <= n_len else k % n_len
         return self.canonical(self.drop_first + node + k * self.num_physical_nodes)
 
-    def worker_positions(self, node: int, rank_of_node: int, worker_of_rank: int) -> np.ndarray:
-        """The (batches_per_worker, B) positions of one worker, -1 for padding."""
+    def worker_positions(
+        self, node: int, rank_of_node: int, worker_of_rank: int, first: int = 0, stop: int | None = None
+    ) -> np.ndarray:
+        """The (batches, B) positions of one worker's batches ``first..stop``, -1 for padding."""
         w, b = self.workers_per_rank, self.batch_size
-        batch = np.arange(self.batches_per_worker, dtype=np.int64) * w + worker_of_rank
+        stop = self.batches_per_worker if stop is None else min(stop, self.batches_per_worker)
+        first = min(first, stop)
+        batch = np.arange(first, stop, dtype=np.int64) * w + worker_of_rank
         i = (batch[:, None] * b + np.arange(b, dtype=np.int64)[None, :]).reshape(-1)
         real = i < self.rank_len
         out = np.full(i.shape, -1, dtype=np.int64)
         if real.any():
             out[real] = self.node_positions(node, i[real] * self.ranks_per_node + rank_of_node)
-        return out.reshape(self.batches_per_worker, b)
+        return out.reshape(stop - first, b)
 
     def full(self) -> np.ndarray:
         """The whole (P, R, W, batches, B) array, as mosaic returns it."""
@@ -127,7 +131,9 @@ class _Layout(Protocol):
     @property
     def workers_per_rank(self) -> int: ...
 
-    def worker_positions(self, node: int, rank_of_node: int, worker_of_rank: int) -> np.ndarray: ...
+    def worker_positions(
+        self, node: int, rank_of_node: int, worker_of_rank: int, first: int = 0, stop: int | None = None
+    ) -> np.ndarray: ...
 
 
 def assemble(layout: _Layout) -> np.ndarray:

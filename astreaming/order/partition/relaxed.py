@@ -55,19 +55,21 @@ class PartitionLayout:
             self.batch_size,
         )
 
-    def worker_positions(self, node: int, rank_of_node: int, worker_of_rank: int) -> np.ndarray:
-        """The (batches, B) epoch positions of one worker; -1 is padding."""
+    def worker_positions(
+        self, node: int, rank_of_node: int, worker_of_rank: int, first: int = 0, stop: int | None = None
+    ) -> np.ndarray:
+        """The (batches, B) epoch positions of one worker's batches ``first..stop``; -1 is padding."""
         if not self.relaxed:
-            return self.base.worker_positions(node, rank_of_node, worker_of_rank)
+            return self.base.worker_positions(node, rank_of_node, worker_of_rank, first, stop)
         old_b = self.base.batch_size
-        first = (node * self.ranks_per_node + rank_of_node) * self.batch_size
-        last = first + self.batch_size - 1
+        slot = (node * self.ranks_per_node + rank_of_node) * self.batch_size
+        last = slot + self.batch_size - 1
         pieces = [
-            self.base.worker_positions(*divmod(device, self.base.ranks_per_node), worker_of_rank)
-            for device in range(first // old_b, last // old_b + 1)
+            self.base.worker_positions(*divmod(device, self.base.ranks_per_node), worker_of_rank, first, stop)
+            for device in range(slot // old_b, last // old_b + 1)
         ]
         joined = np.concatenate(pieces, axis=1)
-        start = first - (first // old_b) * old_b
+        start = slot - (slot // old_b) * old_b
         return np.ascontiguousarray(joined[:, start : start + self.batch_size])
 
     def full(self) -> np.ndarray:

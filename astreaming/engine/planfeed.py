@@ -1,0 +1,137 @@
+"""Feed a lazy plan to the walk chunk by chunk, one chunk ahead, with the shard facts the fetcher needs.
+
+A plan is an iterable of chunks of sample ids (``LazyWorkerPlan``) or one array. The walk consumes chunk
+``c`` while the scheduler already wants the shards of chunk ``c + 1`` at their plan positions, so
+downloads never wait for a chunk boundary (a chunk is 64k samples, far more than ``predownload``).
+The furthest-next-use eviction of a cache budget sees the shards of the same two chunks
+(:class:`WindowNextUse`): a shard needed only beyond them counts as never needed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from astreaming.cache.nextuse import NextUse
+from astreaming.engine.shards import ShardTable
+
+__all__ = ["Chunk", "PlanFeed", "WindowNextUse", "first_needs", "shards_of", "window_shards"]
+
+
+def first_needs(
+    table: ShardTable, sample_ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Shard of every plan entry, and the plan's shards ordered by the position first needing them.
+
+    Linear in the plan: a resumed plan of 50M entries must not be sorted (``np.unique`` would take
+    seconds); a scatter-minimum over the shard ids takes a fraction of one.
+    """
+    shards = shards_of(table, sample_ids)
+    n = len(shards)
+    first = np.full(table.num_shards, n, np.int64)
+    for begin in range(0, n, 1 << 20):
+        piece = shards[begin : begin + (1 << 20)]
+        np.minimum.at(first, piece, np.arange(begin, begin + len(piece), dtype=np.int64))
+    present = np.flatnonzero(first < n)
+    order = np.argsort(first[present], kind="stable")
+    return shards, present[order].astype(np.int64), first[present][order]
+
+
+def shards_of(table: ShardTable, sample_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The shard of every sample id, like ``table.shards_of`` but without a binary search per id.
+
+    Ids are bucketed by a power of two ``g`` no larger than the smallest shard, so a bucket holds at most
+    one shard boundary: the shard is the bucket's first shard, plus one past that boundary. A gather
+    and a compare instead of ``searchsorted``'s ~log2(shards) dependent steps per id (over 10x faster
+    on a 50M-entry plan of 10,000 shards). Falls back to ``searchsorted`` for empty shards or a too
+    large bucket table.
+    """
+    sizes = table.samples_per_shard
+    total = int(table.bounds[-1])
+    if not len(sizes) or int(sizes.min()) < 1 or not len(sample_ids):
+        return table.shards_of(sample_ids)
+    shift = int(sizes.min()).bit_length() - 1  # 2**shift <= the smallest shard
+    if (total >> shift) > (1 << 24):
+        return table.shards_of(sample_ids)
+    starts = np.arange(0, total + (1 << shift), 1 << shift, dtype=np.int64)
+    bucket_shard = table.shards_of(np.minimum(starts, total - 1))
+    nexts = table.bounds[1:]  # nexts[s]: the first id past shard s
+    result = np.empty(len(sample_ids), np.int64)
+    # In cache-sized pieces: whole-plan temporaries would cost more in page faults than in arithmetic.
+    for begin in range(0, len(sample_ids), 1 << 16):
+        ids = sample_ids[begin : begin + (1 << 16)]
+        lo = bucket_shard[ids >> shift]
+        np.add(lo, ids >= nexts[lo], out=result[begin : begin + len(ids)])
+    return result
+
+
+class WindowNextUse(NextUse):
+    """:class:`NextUse` of a window of plan positions starting at ``offset`` (positions stay global)."""
+
+    def __init__(self, plan_shards: npt.NDArray[np.integer], offset: int) -> None:
+        super().__init__(plan_shards)
+        self.offset = offset
+
+    def advance(self, position: float) -> None:
+        """Set the consumer position (global)."""
+        super().advance(position - self.offset)
+
+    def __call__(self, shard: object) -> float:
+        """The next global plan position needing ``shard`` within the window (``inf``: not in it)."""
+        return super().__call__(shard) + self.offset
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk of the plan.
+
+    Attributes:
+        start: Plan position of its first sample.
+        ids: Its sample ids.
+        shards: The shard of each sample.
+        order: Its distinct shards by first need.
+        first: The global plan position first needing each of ``order``.
+    """
+
+    start: int
+    ids: npt.NDArray[np.int64]
+    shards: npt.NDArray[np.int64]
+    order: npt.NDArray[np.int64]
+    first: npt.NDArray[np.int64]
+
+    @property
+    def stop(self) -> int:
+        """Plan position after its last sample."""
+        return self.start + len(self.ids)
+
+
+class PlanFeed:
+    """The chunks of a plan in order, each with its shard facts; ``wanted`` collects every shard seen."""
+
+    def __init__(self, table: ShardTable, plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]):
+        self.table = table
+        self._source: Iterator[npt.NDArray[np.int64]] = iter([plan] if isinstance(plan, np.ndarray) else plan)
+        self._next_start = 0
+        self.wanted: set[int] = set()
+
+    def next(self) -> Chunk | None:
+        """The next non-empty chunk, or None at the end of the plan."""
+        for ids in self._source:
+            ids = np.asarray(ids, np.int64)
+            if not len(ids):
+                continue
+            shards, order, first = first_needs(self.table, ids)
+            chunk = Chunk(self._next_start, ids, shards, order, first + self._next_start)
+            self._next_start = chunk.stop
+            self.wanted.update(order.tolist())
+            return chunk
+        return None
+
+
+def window_shards(*chunks: Chunk | None) -> npt.NDArray[np.int64]:
+    """The shard of every position of consecutive chunks (the next-use window)."""
+    parts = [c.shards for c in chunks if c is not None]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)

@@ -1,0 +1,93 @@
+"""Plan artefacts shared through the cache directory: computed once per node, mapped by the others."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astreaming.cache.plans import FilePlanStore
+
+
+def _never() -> dict[str, np.ndarray]:
+    raise AssertionError("computed again although another process published it")
+
+
+def _publish_in_child(root: str, key: str, ready: multiprocessing.synchronize.Event) -> None:
+    FilePlanStore(Path(root)).get(key, lambda: {"ids": np.arange(10, dtype=np.int32), "x": np.ones(3)})
+    ready.set()
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_an_artefact_published_by_one_process_is_mapped_by_another(tmp_path: Path, context: str) -> None:
+    ctx = multiprocessing.get_context(context)
+    ready = ctx.Event()
+    child = ctx.Process(target=_publish_in_child, args=(str(tmp_path), "perm-abc", ready))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and ready.is_set()
+    got = FilePlanStore(tmp_path).get("perm-abc", _never)
+    assert got["ids"].tolist() == list(range(10)) and got["ids"].dtype == np.int32
+    assert isinstance(got["ids"].base, np.memmap) and not got["ids"].flags.writeable  # mapped, read-only
+    assert got["x"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_dead_producers_temp_directory_is_removed_and_the_artefact_computed(tmp_path: Path) -> None:
+    leftover = tmp_path / "perm-abc.tmp-99999-dead"
+    leftover.mkdir()
+    (leftover / "ids.npy").write_bytes(b"half written")
+    got = FilePlanStore(tmp_path).get("perm-abc", lambda: {"ids": np.arange(4)})
+    assert got["ids"].tolist() == [0, 1, 2, 3]
+    assert not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["perm-abc"]  # the lock file goes too
+
+
+def test_discard_removes_the_artefact_but_mapped_copies_stay_readable(tmp_path: Path) -> None:
+    store = FilePlanStore(tmp_path)
+    first = store.get("k", lambda: {"ids": np.arange(5)})
+    store.discard("k")
+    assert not (tmp_path / "k").exists()
+    assert first["ids"].tolist() == [0, 1, 2, 3, 4]
+    assert store.get("k", lambda: {"ids": np.arange(2)})["ids"].tolist() == [0, 1]
+
+
+def test_an_unusable_cache_directory_keeps_artefacts_in_the_process(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    store = FilePlanStore(blocker / "plans")  # mkdir fails: its parent is a file
+    calls = []
+
+    def compute() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"ids": np.arange(3)}
+
+    assert store.get("k", compute)["ids"].tolist() == [0, 1, 2]
+    assert store.get("k", compute)["ids"].tolist() == [0, 1, 2]
+    assert calls == [1]
+
+
+def test_the_store_pickles_without_its_private_state(tmp_path: Path) -> None:
+    import pickle
+
+    store = FilePlanStore(tmp_path)
+    store.get("k", lambda: {"ids": np.arange(2)})
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.root == tmp_path
+    assert clone.get("k", _never)["ids"].tolist() == [0, 1]
+
+
+def test_artefacts_untouched_for_days_are_removed(tmp_path: Path) -> None:
+    from astreaming.cache import plans
+
+    store = FilePlanStore(tmp_path)
+    store.get("old", lambda: {"ids": np.arange(2)})
+    store.get("new", lambda: {"ids": np.arange(2)})
+    days_ago = time.time() - plans.STALE_AFTER - 60
+    os.utime(tmp_path / "old", (days_ago, days_ago))
+    FilePlanStore(tmp_path).get("other", lambda: {"ids": np.arange(1)})  # a new process sweeps once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
