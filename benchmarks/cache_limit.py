@@ -1,26 +1,28 @@
 """``cache_limit``: bytes downloaded and throughput, astreaming vs mosaic, plus a multi-job soak.
 
-A dataset of ``--samples`` large samples (~10 KB each, default 6k = ~60 MB in shards of ``--shard-mb``,
-default 2 MB: 30 shards) is served over S3 (moto) behind the fault proxy (``serve_proxy.py``; 20 ms per
+A dataset of ``--samples`` large samples (~10 KB each, default 4k = ~40 MB in shards of ``--shard-mb``,
+default 1.4 MB: 29 shards) is served over S3 (moto) behind the fault proxy (``serve_proxy.py``; 20 ms per
 request, 50 MB/s shared). The proxy counts the bytes that crossed the link.
 
 **Matrix.** For each ``cache_limit`` fraction of the dataset's bytes (``--fractions``, default 15%, 25%,
 50%) and each DataLoader worker count (``--workers``, default 0 and 2), both libraries stream
 ``--epochs`` epochs (default 2) into an empty cache, each in a fresh process, through a torch
 ``DataLoader(batch_size=256, num_workers=W)`` (astreaming: ``StreamingDataLoader``), without shuffle
-unless ``--shuffle``. Throughput is samples over the wall time from construction to the last sample.
+unless ``--shuffle``. Throughput is samples over the time from construction to the last sample.
 mosaic refuses a ``cache_limit`` under 4x its largest shard: the default sizes keep 15% above that.
 
-**Soak.** 2 jobs (train: shuffle, batch 32; eval: no shuffle, batch 16) x 2 ranks x 2 workers, all on one
-``local``, ``cache_limit`` = ``--soak-fraction`` (default 30%), ``--soak-epochs`` (default 3) from S3: the
-bytes the store served as a multiple of the dataset's bytes (issue 8 target: at most 3x), and whether
-every sample came exactly once per epoch and job. Ranks are processes with RANK / WORLD_SIZE /
-LOCAL_WORLD_SIZE set as torchrun sets them; each run has a ``--soak-timeout``. mosaic runs the same shape
-(its two jobs share one ``local`` and one shared-memory namespace): what happens is recorded.
+**Soak.** 2 jobs x 2 ranks x 2 workers, all on one ``local``, ``cache_limit`` = ``--soak-fraction``
+(default 30%), ``--soak-epochs`` (default 3) from S3: the bytes the store served as a multiple of the
+dataset's bytes (issue 8 target: at most 3x), and whether every sample came exactly once per epoch and
+job. The jobs are two runs of one sweep (``--soak-orders same``: same shuffle seed, batch sizes 32 and
+16) or a shuffled train job beside an unshuffled eval job (``different``); see :func:`soak_jobs`. Ranks
+are processes with RANK / WORLD_SIZE / LOCAL_WORLD_SIZE set as torchrun sets them; the whole soak has
+``--soak-timeout`` seconds. mosaic runs the same shape: what happens is recorded.
 
 Each failure (error, timeout, a lost or duplicated sample) is recorded in the results, not raised.
+``--trace DIR`` logs astreaming's reservations and evictions (``_trace.py``).
 
-    python benchmarks/cache_limit.py                       # ~5 min on a loaded 2-core machine
+    python benchmarks/cache_limit.py                       # ~7 min on a loaded 2-core machine
     python benchmarks/cache_limit.py --fractions 0.25 --workers 0 --skip-soak
     python benchmarks/cache_limit.py --json benchmarks/results/cache_limit.json --markdown
 """
@@ -28,6 +30,7 @@ Each failure (error, timeout, a lost or duplicated sample) is recorded in the re
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -45,6 +48,7 @@ import _common
 import serve_proxy
 
 STATS_ENV = "ASTREAMING_BENCH_STATS"  # directory where every iterating process drops its counters
+TRACE_ENV = "ASTREAMING_BENCH_TRACE"  # directory for _trace.py's reservation and eviction log
 
 
 # -------------------------------------------------------------------------------- astreaming, one process
@@ -67,6 +71,10 @@ def _child(args: argparse.Namespace) -> None:
                 Path(directory, f"{os.getpid()}.json").write_text(json.dumps(_process_stats(self)))
 
     importlib.import_module("astreaming.storage.s3")  # before the clock: a cost of the process
+    if os.environ.get(TRACE_ENV):
+        import _trace
+
+        _trace.install(os.environ[TRACE_ENV])
     private = args.local is None
     local = Path(tempfile.mkdtemp(prefix="astreaming-cache-")) / "data" if private else Path(args.local)
     result: dict[str, Any] = {"epochs": []}
@@ -154,11 +162,14 @@ def _command(lib: str, remote: str, opts: dict[str, Any]) -> list[str]:
     return cmd
 
 
-def _lib_env(lib: str, tmp: str, stats_dir: str) -> dict[str, str]:
+def _lib_env(lib: str, tmp: str, stats_dir: str, trace: str | None = None) -> dict[str, str]:
     """Environment of one process of ``lib``. astreaming: where to drop its counters. mosaic: the
     torchvision stand-in on PYTHONPATH (spawned workers too) and a private TMPDIR (mosaic leaves lock
     files there), which the processes of one node must share."""
     if lib == "astreaming":
+        if trace:
+            Path(trace).mkdir(parents=True, exist_ok=True)
+            return {STATS_ENV: stats_dir, TRACE_ENV: trace}
         return {STATS_ENV: stats_dir}
     path = os.pathsep.join((str(_common.STUBS_DIR), str(_common.BENCH_DIR)))
     return {"PYTHONPATH": path, "TMPDIR": tmp}
@@ -253,7 +264,8 @@ def run_matrix(
         "shuffle_block_size": args.shuffle_block_size,
     }
     with tempfile.TemporaryDirectory(prefix="bench-cl-") as tmp:
-        env = dict(served.env, **_lib_env(lib, tmp, tmp))
+        trace = args.trace and os.path.join(args.trace, f"{fraction}-w{workers}")
+        env = dict(served.env, **_lib_env(lib, tmp, tmp, trace))
         cmd = _command(lib, served.root, opts)
         before = served.stats()
         began = time.perf_counter()
@@ -290,6 +302,16 @@ def run_matrix(
 # ------------------------------------------------------------------------------------------------ soak
 
 
+def _status(result: dict[str, Any], epochs: int) -> str:
+    """One soak process: ``finished``, ``killed at the timeout after N epochs`` or its error."""
+    error = str(result.get("error") or "")
+    if error.startswith("timed out"):
+        return f"killed at the timeout after {len(result['epochs'])} epochs"
+    if error:
+        return error.splitlines()[0][:200]
+    return "finished" if len(result["epochs"]) == epochs else f"{len(result['epochs'])} epochs"
+
+
 def soak_jobs(orders: str) -> dict[str, dict[str, Any]]:
     """The two jobs of the soak. ``same``: two runs of one sweep (same shuffle seed, other batch sizes),
     which read the shards in about the same order, so one download can serve both. ``different``: a
@@ -315,7 +337,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         stats_dir.mkdir()
         cmds: list[tuple[list[str], dict[str, str]]] = []
         keys = []
-        jobs = soak_jobs(args.soak_orders)
+        jobs = dict(list(soak_jobs(args.soak_orders).items())[: args.soak_jobs])
         for job, shape in jobs.items():
             opts = {
                 "local": local,
@@ -328,7 +350,9 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
             }
             for rank in range(ranks):
                 env = dict(served.env, RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_WORLD_SIZE=str(ranks))
-                env.update(_lib_env(lib, tmp, str(stats_dir)))
+                env.update(
+                    _lib_env(lib, tmp, str(stats_dir), args.trace and os.path.join(args.trace, "soak"))
+                )
                 cmd = _command(lib, served.root, opts)
                 # Two jobs are two torchrun launches: each has its own rendezvous port.
                 env["MASTER_ADDR"], env["MASTER_PORT"] = "127.0.0.1", str(29500 + len(keys) // ranks)
@@ -343,6 +367,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         counters = _sum_stats(stats_dir) if lib == "astreaming" else {}
     link = after["bytes_sent"] - before["bytes_sent"]
     errors = sorted({str(r["error"]).splitlines()[0][:300] for r in results if r.get("error")})
+    statuses = [_status(r, args.soak_epochs) for r in results]
     problems = []
     for job in jobs:
         for epoch in range(args.soak_epochs):
@@ -354,7 +379,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
                 problems.append(f"{job} epoch {epoch}: {len(ids)} ids, {len(set(ids))} distinct (want {n})")
     return {
         "lib": lib,
-        "shape": f"2 jobs x {ranks} ranks x {args.soak_workers} workers",
+        "shape": f"{args.soak_jobs} jobs x {ranks} ranks x {args.soak_workers} workers",
         "jobs": jobs,
         "orders": args.soak_orders,
         "shuffle_block_size": block,
@@ -365,6 +390,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         "timed_out": timed_out,
         "errors": errors,
         "problems": problems[:6],
+        "processes": [{"job": j, "rank": k, "status": st} for (j, k), st in zip(keys, statuses, strict=True)],
         "link_bytes": link,
         "x_dataset": link / info["bytes"],
         "requests": after["requests"] - before["requests"],
@@ -406,14 +432,17 @@ def soak_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "name": r["lib"],
             "served MB": round(r["link_bytes"] / 1e6, 1),
             "x dataset": round(r["x_dataset"], 2),
-            "<= 3x": "yes" if r["x_dataset"] <= 3 else "NO",
+            "<= 3x": ("yes" if r["x_dataset"] <= 3 else "NO") if r["ok"] else "n/a (failed)",
             "wall s": round(r["wall_s"], 1),
-            "outcome": "ok"
-            if r["ok"]
-            else "; ".join((["timed out"] if r["timed_out"] else []) + r["errors"] + r["problems"])[:160],
+            "outcome": "ok: every sample once per epoch and job" if r["ok"] else _soak_failure(r),
         }
         for r in rows
     ]
+
+
+def _soak_failure(row: dict[str, Any]) -> str:
+    counts = collections.Counter(p["status"] for p in row["processes"])
+    return "; ".join(f"{n} of {len(row['processes'])} processes: {status}" for status, n in counts.items())
 
 
 def markdown(lines: list[dict[str, Any]]) -> str:
@@ -429,8 +458,8 @@ def markdown(lines: list[dict[str, Any]]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--samples", type=_common.count, default=6_000, help="~10 KB samples")
-    p.add_argument("--shard-mb", type=float, default=2.0)
+    p.add_argument("--samples", type=_common.count, default=4_000, help="~10 KB samples")
+    p.add_argument("--shard-mb", type=float, default=1.4)
     p.add_argument(
         "--fractions", default="0.15,0.25,0.5", help="cache_limit / dataset bytes, comma-separated"
     )
@@ -446,14 +475,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-soak", action="store_true")
     p.add_argument("--soak-fraction", type=float, default=0.30)
     p.add_argument("--soak-epochs", type=int, default=3)
+    p.add_argument("--soak-jobs", type=int, choices=[1, 2], default=2)
     p.add_argument("--soak-ranks", type=int, default=2)
     p.add_argument("--soak-workers", type=int, default=2)
     p.add_argument("--soak-shuffle-block-size", type=int, default=0, help="0 = two shards' samples")
     p.add_argument("--soak-orders", choices=["same", "different"], default="same", help="see soak_jobs")
-    p.add_argument("--soak-timeout", type=float, default=240.0)
+    p.add_argument("--soak-timeout", type=float, default=150.0)
     p.add_argument("--data-dir", help="keep and reuse the dataset here (default: a temporary directory)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--markdown", action="store_true", help="also print the tables as markdown")
+    p.add_argument("--trace", help="log astreaming's reservations and evictions here (see _trace.py)")
     # The child mode: one astreaming process (used by the runs above).
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--remote", help=argparse.SUPPRESS)
