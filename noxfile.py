@@ -1,4 +1,4 @@
-"""Developer and CI sessions. Run `nox -s tests lint typecheck` (the README's test command)."""
+"""Developer and CI sessions. Run `nox -s tests node lint typecheck` (the README's test command)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against real fake servers (fake-gcs-server, moto, Azurite)."""
     # moto must be resolved in the same pip command as aiobotocore, or pip breaks botocore's pin.
     session.install(TORCH, "-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "-m", "not node", *session.posargs)
+
+
+@nox.session(python="3.11")
+def node(session: nox.Session) -> None:
+    """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun."""
+    session.install(TORCH, "-e", ".[test]")
+    session.run("pytest", "-q", "-m", "node", "tests/engine/test_node_cache.py", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -33,3 +40,13 @@ def typecheck(session: nox.Session) -> None:
     session.install(TORCH, "-e", ".[typecheck]")
     session.run("mypy")
     session.run("lint-imports")
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """The nightly-size fuzz suite: 5,000 hypothesis examples per fuzz test (the default run has 100)."""
+    session.install(TORCH, "-e", ".[test]")
+    session.env["ASTREAMING_FUZZ_EXAMPLES"] = session.env.get("ASTREAMING_FUZZ_EXAMPLES", "5000")
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "-o", "timeout=3600", "tests/reliability/test_fuzz.py"
+    )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from astreaming.dataset import StreamingDataset
+from astreaming.errors import ConfigError
+from astreaming.fetch.stopping import install_stop_event
 from astreaming.order.world import World
 
-__all__ = ["StreamingDataLoader"]
+__all__ = ["StreamingDataLoader", "check_batch_size"]
 
 
 def _batch_len(batch: Any) -> int:
@@ -28,6 +30,39 @@ def _batch_len(batch: Any) -> int:
     return len(batch[0])
 
 
+def check_batch_size(dataset: Any, loader_batch_size: int | None) -> None:
+    """Refuse a loader whose ``batch_size`` differs from the dataset's.
+
+    The dataset partitions each epoch into batches of its own ``batch_size`` across ranks and workers;
+    a loader batching differently mixes samples of different workers in a batch and makes every
+    checkpoint count wrong (mosaic documented the rule but did not check it).
+
+    Raises:
+        ConfigError: both batch sizes are set and differ (names both).
+    """
+    expected = getattr(dataset, "batch_size", None) if isinstance(dataset, StreamingDataset) else None
+    if expected is not None and loader_batch_size is not None and loader_batch_size != expected:
+        raise ConfigError(
+            f"batch_size={loader_batch_size} of the DataLoader differs from the dataset's "
+            f"batch_size={expected}; give both the same per-device batch size"
+        )
+
+
+class _WorkerInit:
+    """The ``worker_init_fn`` of a StreamingDataLoader's workers: installs the event that tells a
+    worker waiting for a shard to give up (the loader sets it when it shuts its workers down), then
+    runs the user's own ``worker_init_fn``. Picklable for spawned workers."""
+
+    def __init__(self, event: Any, user_fn: Callable[[int], None] | None) -> None:
+        self.event = event
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        install_stop_event(self.event)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
 class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()``.
 
@@ -39,12 +74,39 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.num_samples_yielded = 0
+        check_batch_size(self.dataset, self.batch_size)
+        self._user_worker_init_fn = self.worker_init_fn
+        self._stop_event: Any = None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
-        for batch in super().__iter__():
-            self.num_samples_yielded += _batch_len(batch)
-            yield batch
+        if self.num_workers > 0 and (not self.persistent_workers or getattr(self, "_iterator", None) is None):
+            # New workers start with this iterator: give them a fresh event to stop them by.
+            context = self.multiprocessing_context or torch.multiprocessing
+            self._stop_event = context.Event()
+            self.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn)
+        iterator = super().__iter__()
+        try:
+            for batch in iterator:
+                self.num_samples_yielded += _batch_len(batch)
+                yield batch
+        except GeneratorExit:
+            raise  # the consumer stopped early: dropping the iterator shuts its workers down at once
+        except BaseException:
+            # An error (a failed download, Ctrl-C) keeps the iterator alive in the traceback until the
+            # garbage collector frees it, when its workers can no longer be told to stop and each costs
+            # torch's 5 s join timeout. Stop them now, while they still listen.
+            self._stop_workers(iterator)
+            raise
+
+    def _stop_workers(self, iterator: Any) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()  # a worker waiting for a shard stops waiting (see fetch.stopping)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        if getattr(self, "_iterator", None) is iterator:
+            self._iterator = None  # persistent workers: the next epoch starts fresh ones
 
     def state_dict(self) -> dict[str, Any] | None:
         """The dataset's checkpoint after what this loader yielded (None for other datasets)."""

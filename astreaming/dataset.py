@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import os
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -11,15 +12,22 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from astreaming.array import Array
 from astreaming.cache.budget import check_cache_limit
+from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
+from astreaming.dataset_mosaic import ShardStreamAPI
+from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
 from astreaming.engine.args import build_streams, parse_args
+from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
+from astreaming.engine.ledgerkeys import check_node_budget
 from astreaming.engine.ordering import build_spec, worker_sample_ids
 from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
+from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError, FormatError
 from astreaming.order.spec import EpochSpec
@@ -39,10 +47,10 @@ __all__ = ["StreamingDataset"]
 T = TypeVar("T")
 
 #: Shard readers kept open per process under a cache_limit.
-_READERS_UNDER_LIMIT = 8
+_READERS_UNDER_LIMIT = 128
 
 
-class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
+class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type: ignore[misc,valid-type,type-arg]
     """A dataset streamed from one or more remote or local MDS/JSONL/CSV directories.
 
     Accepts every argument of mosaicml-streaming 0.13.0's ``StreamingDataset`` with the same meaning
@@ -116,7 +124,28 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         stream_config: dict[str, Any] | None = None,
         max_concurrent_downloads: int = 8,
     ) -> None:
-        self.args = parse_args(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.args = parse_args(
+            download_retry=download_retry,
+            download_timeout=download_timeout,
+            validate_hash=validate_hash,
+            keep_zip=keep_zip,
+            epoch_size=epoch_size,
+            predownload=predownload,
+            cache_limit=cache_limit,
+            sampling_method=sampling_method,
+            sampling_granularity=sampling_granularity,
+            partition_algo=partition_algo,
+            num_canonical_nodes=num_canonical_nodes,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            shuffle_algo=shuffle_algo,
+            shuffle_seed=shuffle_seed,
+            shuffle_block_size=shuffle_block_size,
+            batching_method=batching_method,
+            allow_unsafe_types=allow_unsafe_types,
+            replication=replication,
+            max_concurrent_downloads=max_concurrent_downloads,
+        )
         self.streams = build_streams(streams, remote, local, split, stream_name, stream_config)
         for name in (
             "epoch_size",
@@ -151,12 +180,20 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         self._weights = weights
         self.epoch_size = total
         largest = max((self._table.max_bytes(s) for s in range(self._table.num_shards)), default=0)
-        check_cache_limit(
-            self.args.cache_limit,
-            index_bytes=sum(s.index_bytes for s in self._table.streams),
-            largest_shard_bytes=largest,
-        )
+        index_bytes = sum(s.index_bytes for s in self._table.streams)
+        check_cache_limit(self.args.cache_limit, index_bytes=index_bytes, largest_shard_bytes=largest)
+        if self.args.cache_limit is not None:
+            # Each rank on this node reads at once (DataLoader workers are only known when iterating,
+            # where the check is repeated with them).
+            check_node_budget(
+                self.args.cache_limit,
+                fixed=index_bytes,
+                largest_raw=max((self._table.raw_bytes(s) for s in range(self.num_shards)), default=0),
+                largest_footprint=largest,
+                readers=World.detect().ranks_per_node,
+            )
         self._control = EpochControl()
+        self._tally = StatsTally(self._control.path)
         self._sync: SyncRuntime | None = None
         self._readers: ReaderCache | None = None
         self._ranges = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
@@ -275,8 +312,12 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             raise ConfigError(f"set_epoch: epoch must be >= 0, got {epoch}")
         self._control.set_epoch(epoch)
 
-    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
-        """A checkpoint of the current epoch after ``num_samples`` samples (mosaic's keys)."""
+    def state_dict(self, num_samples: int = 0, from_beginning: bool = False) -> dict[str, Any]:
+        """A checkpoint of the current epoch after ``num_samples`` samples (mosaic's keys).
+
+        Without arguments (as torchdata's ``StatefulDataLoader`` calls it in each worker): the current
+        epoch and the point its iteration resumed from; the workers' iterators hold their progress.
+        """
         current = self._control.current()
         world = World.detect()
         spec = self._order_spec(current.resume, world)
@@ -327,7 +368,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     def _new_readers(self) -> ReaderCache:
         # Under a cache_limit, a mapped reader of a shard evicted by another process keeps that copy's
-        # disk space until it is closed: keep few open.
+        # disk space until it is closed: keep fewer open (the walk also prunes replaced ones).
         max_open = 256 if self.args.cache_limit is None else _READERS_UNDER_LIMIT
         return ReaderCache(self._table, allow_unsafe_types=self.args.allow_unsafe_types, max_open=max_open)
 
@@ -338,27 +379,45 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         assert self._readers is not None
         return self._sync, self._readers
 
+    def _hooked(self, readers: ReaderCache) -> ReaderCache:
+        # mosaic yields ``self[sample_id]``, so a subclass overriding ``get_item`` or ``__getitem__``
+        # (tokenising, augmenting) sees iteration too; the walk then calls the hook instead of decoding.
+        cls = type(self)
+        if cls.get_item is StreamingDataset.get_item and cls.__getitem__ is Array.__getitem__:
+            return readers
+        return HookedReaders(readers, self, self.__getitem__)
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # In a DataLoader worker the iterator also reports and restores its position (torchdata's
+        # StatefulDataLoader); elsewhere the bare walk, with no Python code per sample.
+        return ResumableIterator(self._walk) if in_dataloader_worker() else self._walk(0)
+
+    def _walk(self, skip: int) -> Iterator[dict[str, Any]]:
         epoch, world, ids = self._plan()
+        ids = ids[skip:]
         runtime, readers = self._sync_parts()
-        samples = iter_plan(self._table, readers, runtime, ids)
-        if type(self).__getitem__ is StreamingDataset.__getitem__:
-            yield from samples
-        else:
-            # mosaic yields ``self[sample_id]``, so a subclass that transforms samples in __getitem__
-            # (tokenising, augmenting) sees iteration too. The plan walk still drives prefetching and
-            # guarantees the shard is ready (and pinned) when the override reads it.
-            for sample_id, _ in zip(ids.tolist(), samples, strict=True):
-                yield self[sample_id]
+        try:
+            yield from iter_plan(self._table, self._hooked(readers), runtime, ids)
+        finally:
+            self._tally.publish(runtime.runtime)  # DataLoader workers' figures reach the main process
         self._complete(epoch, world)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if not on_asyncio():  # trio: the scheduler is asyncio code; walk in a worker thread instead
+            async with contextlib.aclosing(aiter_in_thread(iter(self))) as samples:
+                async for sample in samples:
+                    yield sample
+            return
         epoch, world, ids = self._plan()
-        readers = self._new_readers()
+        readers = self._hooked(self._new_readers())
         try:
             async with self._new_runtime() as runtime:
-                async for sample in aiter_plan(self._table, readers, runtime, ids):
-                    yield sample
+                try:
+                    async for sample in aiter_plan(self._table, readers, runtime, ids):
+                        yield sample
+                finally:
+                    self._tally.fold(runtime)  # this runtime closes with the iteration
+                    self._tally.publish(None)
         finally:
             readers.close()
         self._complete(epoch, world)
@@ -368,6 +427,9 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
     def get_item(self, sample_id: int) -> dict[str, Any]:
         """Sample ``sample_id`` (0 ≤ id < size), downloading its shard if needed."""
         shard, index = self._table.locate(sample_id)
+        walking = active_reader(self, shard)  # called by a subclass hook from a plan walk: no wait
+        if walking is not None:
+            return walking[index]
         runtime, readers = self._sync_parts()
         core = runtime.runtime
         while core.evicted:  # close readers of shards evicted since the last read
@@ -402,20 +464,6 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
             readers.drop(shard)
             runtime.loop_thread.call(_forget(core, shard))
 
-    def __getitem__(self, at: Any) -> Any:
-        """``ds[i]`` (negative wraps), ``ds[a:b:c]``, ``ds[[i, j]]`` or an integer ndarray."""
-        size = self.size
-        if isinstance(at, (int, np.integer)):
-            i = int(at)
-            if not -size <= i < size:
-                raise IndexError(f"sample index {i} out of range for a dataset of {size} samples")
-            return self.get_item(i % size)
-        if isinstance(at, slice):
-            return [self.get_item(i) for i in range(*at.indices(size))]
-        if isinstance(at, (list, tuple, np.ndarray)):
-            return [self[i] for i in (at.tolist() if isinstance(at, np.ndarray) else at)]
-        raise TypeError(f"dataset indices must be int, slice, list or ndarray, not {type(at).__name__}")
-
     # -- lifetime ------------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -429,6 +477,7 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
         if readers is not None:
             readers.close()
         if sync is not None and sync.pid == os.getpid():
+            self._tally.fold(sync.runtime)
             sync.close()
 
     def __enter__(self) -> StreamingDataset:
@@ -439,28 +488,19 @@ class StreamingDataset(_Base):  # type: ignore[misc,valid-type,type-arg]
 
     # -- statistics ----------------------------------------------------------------------------------
 
+    def statistics(self) -> DatasetStatistics:
+        """One snapshot of the counters: every way of iterating in this process, plus the DataLoader
+        workers' (published when each worker's iteration ends)."""
+        ranges = self._ranges
+        live = DatasetStatistics(bytes_downloaded=ranges.bytes_read, range_reads=ranges.range_reads)
+        if self._sync is not None and self._sync.pid == os.getpid():
+            live = live + runtime_statistics(self._sync.runtime)
+        return live + self._tally.folded() + self._tally.others()
+
     def stats(self) -> dict[str, Any]:
-        """Counters of this process: downloads, cache hits, retries, consumer wait, in flight."""
-        if self._sync is None or self._sync.pid != os.getpid():
-            return {
-                "bytes_downloaded": 0,
-                "shards_downloaded": 0,
-                "cache_hits": 0,
-                "retries": 0,
-                "wait_seconds": 0.0,
-                "in_flight": 0,
-            }
-        runtime = self._sync.runtime
-        fetch = runtime.fetcher.counters
-        sched = runtime.scheduler.statistics()
-        return {
-            "bytes_downloaded": fetch.bytes_downloaded,
-            "shards_downloaded": fetch.shards_fetched,
-            "cache_hits": fetch.shards_already_local,
-            "retries": runtime.retry_stats.retries,
-            "wait_seconds": sched.consumer_wait_seconds,
-            "in_flight": sched.in_flight,
-        }
+        """:meth:`statistics` as a dict: downloads, cache hits, retries, consumer wait, in flight,
+        evictions (with ``evicted_bytes``) and the number of ``processes`` summed."""
+        return self.statistics().as_dict()
 
 
 async def _forget(runtime: Runtime, shard: int) -> None:

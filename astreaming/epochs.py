@@ -159,6 +159,7 @@ class EpochControl:
 def _remove_files(path: Path, owner_pid: int) -> None:
     if os.getpid() != owner_pid:
         return
-    for name in (path, Path(f"{path}.lock")):
+    # The state, its lock, and the statistics each process published (astreaming.engine.stats).
+    for name in (path, Path(f"{path}.lock"), *path.parent.glob(f"{path.name}.stats.*.json")):
         with contextlib.suppress(FileNotFoundError):
             name.unlink()

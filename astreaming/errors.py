@@ -1,11 +1,15 @@
 """The exception tree of astreaming.
 
-Every error astreaming raises on purpose derives from :class:`AstreamingError`. Errors about arguments
-and data also derive from the builtin a mosaicml-streaming user already catches (``ValueError`` or
-``KeyError``), so code written against ``streaming`` keeps working.
+Every error astreaming raises on purpose derives from :class:`AstreamingError`. Each one also derives
+from the builtin that mosaicml-streaming raises in the same situation (``FileNotFoundError`` for a
+missing object, ``RuntimeError`` for a missing local index or an empty dataset, ``json.JSONDecodeError``
+for an index that is not JSON, ``TypeError``/``AttributeError`` for a value an encoding cannot take,
+``ValueError``, ``KeyError``), so both ``except FileNotFoundError`` and ``except ObjectNotFound`` work.
 """
 
 from __future__ import annotations
+
+import json
 
 
 class AstreamingError(Exception):
@@ -20,12 +24,22 @@ class StorageError(AstreamingError):
         self.url = url
 
 
-class ObjectNotFound(StorageError):
-    """The object does not exist (HTTP 404, NoSuchKey, missing file). Not retried."""
+class ObjectNotFound(StorageError, FileNotFoundError):
+    """The object does not exist (HTTP 404, NoSuchKey, missing file). Not retried.
+
+    Also a ``FileNotFoundError``, which mosaic's downloaders raise for a missing object.
+    """
 
 
-class PermissionDenied(StorageError):
-    """Access was refused (HTTP 401/403). Not retried."""
+class IndexNotFound(ObjectNotFound, RuntimeError):
+    """A stream's ``index.json`` does not exist (remote, or the directory of a stream without remote).
+
+    Also a ``RuntimeError``: mosaic raised that for a local-only stream without an index.
+    """
+
+
+class PermissionDenied(StorageError, PermissionError):
+    """Access was refused (HTTP 401/403). Not retried. Also a ``PermissionError``."""
 
 
 class TransientStorageError(StorageError):
@@ -42,6 +56,25 @@ class FormatError(AstreamingError, ValueError):
 
 class HashMismatch(FormatError):
     """A file's digest differs from the one its index records."""
+
+
+class IndexJSONError(FormatError, json.JSONDecodeError):
+    """An ``index.json`` is not JSON (empty, truncated). Also the ``json.JSONDecodeError`` mosaic raised."""
+
+    def __init__(self, message: str, doc: str = "", pos: int = 0) -> None:
+        json.JSONDecodeError.__init__(self, message, doc, pos)
+        self.args = (message,)  # the message names the file; JSONDecodeError appends a position
+
+
+class EmptyDatasetError(FormatError, RuntimeError):
+    """An index lists no samples. Also the ``RuntimeError`` mosaic raised."""
+
+
+class WrongValueType(FormatError, TypeError, AttributeError):
+    """A sample value has a type its column's encoding cannot store.
+
+    Also a ``TypeError`` and an ``AttributeError``: mosaic's encodings raised either.
+    """
 
 
 class CacheError(AstreamingError):
@@ -64,11 +97,15 @@ __all__ = [
     "AstreamingError",
     "CacheError",
     "ConfigError",
+    "EmptyDatasetError",
     "FormatError",
     "HashMismatch",
+    "IndexJSONError",
+    "IndexNotFound",
     "ObjectNotFound",
     "PermissionDenied",
     "StorageError",
     "TransientStorageError",
     "UnknownOptionError",
+    "WrongValueType",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from astreaming.errors import ConfigError
 from astreaming.order.weights import StreamWeights
+from astreaming.storage.urls import join, redact
 
 __all__ = ["DownloadOptions", "Stream", "default_local"]
 
@@ -133,7 +134,7 @@ class Stream:
 
     def __repr__(self) -> str:
         args: dict[str, Any] = {
-            "remote": self.remote,
+            "remote": None if self.remote is None else redact(self.remote),  # SAS / presigned tokens
             "local": self._given_local,
             "split": self.split,
             "proportion": self.proportion,
@@ -147,4 +148,4 @@ class Stream:
 def _join(root: str, split: str | None) -> str:
     if not split:
         return root
-    return root.rstrip("/") + "/" + split
+    return join(root, split)  # a SAS / presigned query stays at the end

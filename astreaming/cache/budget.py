@@ -312,6 +312,18 @@ class NodeBudget:
         with self.ledger.transaction() as conns:
             self.ledger.unreserve(conns, key)
 
+    def evict(self, shard: int) -> int | None:
+        """Evict ``shard`` on request (``evict_shard``): the bytes freed, or None if a reader pins it."""
+        key = self.keys[shard]
+        if key is None:
+            return 0
+        with self.ledger.transaction() as conns:
+            recorded = self.ledger.resident_bytes(conns, key)
+            row = FileRow(key.root, key.key, recorded or 0, key.paths, True, 0.0)
+            if not self._evict(conns, row):
+                return None
+            return row.bytes
+
     def publish(self, position: float, needs: Sequence[tuple[int, float]]) -> None:
         """Tell the node this process is at ``position`` and needs these shards at these positions."""
         rows = [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]

@@ -29,6 +29,9 @@ class NextUse:
     def __init__(self, plan_shards: npt.NDArray[np.integer]) -> None:
         shards = np.asarray(plan_shards, dtype=np.int64)
         self.position: float = 0
+        # Plan position of ``plan_shards[0]``: a subclass covering a window of a longer plan sets it, so
+        # that :attr:`global_position` and :meth:`upcoming` speak in positions of the whole plan.
+        self.offset = 0
         if shards.size == 0:
             self._run_shard = self._run_start = self._run_end = np.empty(0, np.int64)
             self._first: dict[int, tuple[int, int]] = {}
@@ -49,6 +52,27 @@ class NextUse:
     def advance(self, position: float) -> None:
         """Set the consumer position."""
         self.position = position
+
+    @property
+    def global_position(self) -> float:
+        """The consumer's position in the whole plan."""
+        return self.position + self.offset
+
+    def upcoming(self, horizon: int, limit: int) -> list[tuple[int, float]]:
+        """The shards needed within ``horizon`` positions of the current one, soonest first (at most
+        ``limit``), each with the position of that need: what a process announces to the node."""
+        if not len(self._run_shard):
+            return []
+        here = self.position
+        live = (self._run_end > here) & (self._run_start < here + horizon)
+        shards, starts = self._run_shard[live], np.maximum(self._run_start[live], here)
+        order = np.lexsort((starts, shards))
+        shards, starts = shards[order], starts[order]
+        first = np.concatenate(([True], shards[1:] != shards[:-1])) if len(shards) else np.empty(0, bool)
+        shards, starts = shards[first], starts[first]
+        soonest = np.argsort(starts, kind="stable")[:limit]
+        ats = (starts[soonest] + self.offset).astype(float).tolist()
+        return list(zip(shards[soonest].tolist(), ats, strict=True))
 
     def __call__(self, shard: object) -> float:
         """The next plan position needing ``shard`` at or after :attr:`position` (``inf``: never)."""

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -76,15 +77,23 @@ def exclusive(path: Path) -> Iterator[bool]:
 class Pins:
     """Reference-counted pins of one process, keyed by shard id (thread-safe).
 
+    Pinning is on the consumer's path at every shard switch, so a shard's descriptor stays open between
+    pins (up to ``max_open`` of them, least recently used closed first): re-pinning costs a ``flock`` and
+    an ``fstat``, no path lookup. A descriptor whose file was deleted meanwhile (``st_nlink == 0``: an
+    eviction) is closed and the shard reported missing.
+
     Args:
         targets: The file to lock for each shard (its first raw file), or None for a shard that cannot
             be evicted (no pin needed).
+        max_open: Descriptors kept open while their shard is not pinned.
     """
 
-    def __init__(self, targets: Sequence[Path | None]) -> None:
+    def __init__(self, targets: Sequence[Path | None], *, max_open: int = 128) -> None:
         self._targets = targets
+        self.max_open = max_open
         self._lock = threading.Lock()
-        self._held: dict[int, tuple[int, int, int]] = {}  # shard -> (fd, count, inode)
+        self._fds: OrderedDict[int, tuple[int, int]] = OrderedDict()  # shard -> (fd, inode), open
+        self._counts: dict[int, int] = {}  # shard -> pins held
         self._pid = os.getpid()
 
     def pin(self, shard: int) -> int | None:
@@ -94,53 +103,79 @@ class Pins:
         """
         self._check_fork()
         target = self._targets[shard]
+        if target is None:
+            return 0
         with self._lock:
-            held = self._held.get(shard)
-            if held is not None:
-                fd, count, inode = held
-                self._held[shard] = (fd, count + 1, inode)
-                return inode
-            if target is None:
-                return 0
-            opened = _open_same(target, fcntl.LOCK_SH)
-            if opened is None:
+            count = self._counts.get(shard, 0)
+            if count:
+                self._counts[shard] = count + 1
+                return self._fds[shard][1]
+            opened = self._fds.pop(shard, None)
+            if opened is not None:
+                fd, inode = opened
+                if _try_flock(fd, fcntl.LOCK_SH) and os.fstat(fd).st_nlink > 0:
+                    self._remember(shard, fd, inode, pinned=True)
+                    return inode
+                _release(fd)  # evicted (unlinked) or being evicted: look at the path again
+            fresh = _open_same(target, fcntl.LOCK_SH)
+            if fresh is None:
                 return None
-            fd = opened
-            _inherited.add(fd)
-            inode = os.fstat(fd).st_ino
-            self._held[shard] = (fd, 1, inode)
+            _inherited.add(fresh)
+            inode = os.fstat(fresh).st_ino
+            self._remember(shard, fresh, inode, pinned=True)
             return inode
 
+    def _remember(self, shard: int, fd: int, inode: int, *, pinned: bool) -> None:
+        # Caller holds the lock.
+        self._fds[shard] = (fd, inode)
+        self._fds.move_to_end(shard)
+        if pinned:
+            self._counts[shard] = 1
+        if len(self._fds) > self.max_open:
+            for old in list(self._fds):
+                if len(self._fds) <= self.max_open:
+                    break
+                if old not in self._counts:
+                    _release(self._fds.pop(old)[0])
+
     def unpin(self, shard: int) -> None:
-        """Drop one pin of ``shard``."""
+        """Drop one pin of ``shard`` (its descriptor stays open, unlocked, for the next pin)."""
         with self._lock:
-            held = self._held.get(shard)
-            if held is None:
-                return
-            fd, count, inode = held
+            count = self._counts.get(shard, 0)
             if count > 1:
-                self._held[shard] = (fd, count - 1, inode)
+                self._counts[shard] = count - 1
                 return
-            del self._held[shard]
-        _release(fd)
+            if count == 1:
+                del self._counts[shard]
+                fd = self._fds[shard][0]
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def prune(self) -> None:
+        """Close the unpinned descriptors of files deleted since (evicted): they hold disk space."""
+        with self._lock:
+            for shard, (fd, _) in list(self._fds.items()):
+                if shard not in self._counts and os.fstat(fd).st_nlink == 0:
+                    del self._fds[shard]
+                    _release(fd)
 
     def pinned(self) -> list[int]:
         """Shards pinned now."""
         with self._lock:
-            return list(self._held)
+            return list(self._counts)
 
     def close(self) -> None:
-        """Drop every pin."""
+        """Drop every pin and close every descriptor."""
         with self._lock:
-            held, self._held = self._held, {}
+            fds, self._fds, self._counts = self._fds, OrderedDict(), {}
         if self._pid == os.getpid():
-            for fd, _, _ in held.values():
+            for fd, _ in fds.values():
                 _release(fd)
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
             # The parent's descriptors were closed in the child at fork; start empty.
-            self._held = {}
+            self._fds, self._counts = OrderedDict(), {}
             self._lock = threading.Lock()
             self._pid = os.getpid()
 

@@ -11,19 +11,47 @@ from astreaming.errors import ConfigError, UnknownOptionError
 from astreaming.format.hashing import hash_names
 from astreaming.stream import Stream
 
-__all__ = ["DatasetArgs", "build_streams", "register_stream", "streams_registry"]
+__all__ = ["DatasetArgs", "StreamRegistry", "build_streams", "register_stream", "streams_registry"]
 
 SAMPLING_METHODS = ("balanced", "fixed")
 PARTITION_ALGOS = ("orig", "relaxed")
 SHUFFLE_ALGOS = ("naive", "py1s", "py2s", "py1br", "py1e")
 BATCHING_METHODS = ("random", "stratified", "per_stream", "device_per_stream")
 
+
+class StreamRegistry(dict[str, type[Stream]]):
+    """Stream classes by name; also spelled like mosaic's catalogue registry (``register``, ``get_all``)."""
+
+    def register(self, name: str, func: type[Stream] | None = None) -> Any:
+        """``streams_registry.register("mine", func=MyStream)``, or ``@streams_registry.register("mine")``."""
+        if func is None:
+
+            def decorate(cls: type[Stream]) -> type[Stream]:
+                register_stream(name, cls)
+                return cls
+
+            return decorate
+        register_stream(name, func)
+        return func
+
+    def get_all(self) -> dict[str, type[Stream]]:
+        """A copy of the registry."""
+        return dict(self)
+
+
 #: Stream classes by name, for ``StreamingDataset(stream_name=..., stream_config=...)``.
-streams_registry: dict[str, type[Stream]] = {"stream": Stream}
+streams_registry: StreamRegistry = StreamRegistry(stream=Stream)
 
 
 def register_stream(name: str, cls: type[Stream]) -> None:
-    """Make a ``Stream`` subclass available as ``StreamingDataset(stream_name=name)``."""
+    """Make a ``Stream`` subclass available as ``StreamingDataset(stream_name=name)``.
+
+    Register it at import time of a module the DataLoader workers also import (the dataset's module):
+    the registry lives in each process.
+
+    Raises:
+        ConfigError: ``cls`` is not a ``Stream`` subclass.
+    """
     if not (isinstance(cls, type) and issubclass(cls, Stream)):
         raise ConfigError(f"register_stream: {cls!r} is not a Stream subclass")
     streams_registry[name] = cls
@@ -71,53 +99,72 @@ def _positive(name: str, value: Any, *, allow_none: bool = True, minimum: int = 
     return value
 
 
-def parse_args(**kw: Any) -> DatasetArgs:
+def parse_args(
+    *,
+    download_retry: int,
+    download_timeout: float,
+    validate_hash: str | None,
+    keep_zip: bool,
+    epoch_size: int | str | None,
+    predownload: int | None,
+    cache_limit: int | str | None,
+    sampling_method: str,
+    sampling_granularity: int,
+    partition_algo: str,
+    num_canonical_nodes: int | None,
+    batch_size: int | None,
+    shuffle: bool,
+    shuffle_algo: str,
+    shuffle_seed: int,
+    shuffle_block_size: int | None,
+    batching_method: str,
+    allow_unsafe_types: bool,
+    replication: int | None,
+    max_concurrent_downloads: int,
+) -> DatasetArgs:
     """Check every argument; the error names the first bad one."""
-    if kw["download_retry"] is None or kw["download_retry"] < 0:
-        raise ConfigError(f"download_retry must be >= 0, got {kw['download_retry']!r}")
-    if not kw["download_timeout"] or kw["download_timeout"] <= 0:
-        raise ConfigError(f"download_timeout must be > 0 seconds, got {kw['download_timeout']!r}")
-    epoch_size = kw["epoch_size"]
+    if download_retry is None or download_retry < 0:
+        raise ConfigError(f"download_retry must be >= 0, got {download_retry!r}")
+    if not download_timeout or download_timeout <= 0:
+        raise ConfigError(f"download_timeout must be > 0 seconds, got {download_timeout!r}")
     if epoch_size is not None:
         epoch_size = number_abbrev_to_int(epoch_size, name="epoch_size")
         if epoch_size < 0:
-            raise ConfigError(f"epoch_size must be >= 0, got {kw['epoch_size']!r}")
-    cache_limit = kw["cache_limit"]
+            raise ConfigError(f"epoch_size must be >= 0, got {epoch_size!r}")
     if cache_limit is not None:
         cache_limit = bytes_to_int(cache_limit, name="cache_limit")
-    batch_size = _positive("batch_size", kw["batch_size"])
-    predownload = kw["predownload"]
+    batch_size = _positive("batch_size", batch_size)
     if predownload is None:
         predownload = 8 * batch_size if batch_size is not None else 64
     predownload = _positive("predownload", predownload, minimum=0)
-    if kw["validate_hash"] is not None and kw["validate_hash"] not in hash_names():
+    if validate_hash is not None and validate_hash not in hash_names():
         raise UnknownOptionError(
-            f"validate_hash={kw['validate_hash']!r} is not a supported hash ({', '.join(hash_names())})"
+            f"validate_hash={validate_hash!r} is not a supported hash ({', '.join(hash_names())})"
         )
-    if kw["shuffle_seed"] is None or kw["shuffle_seed"] < 0:
-        raise ConfigError(f"shuffle_seed must be >= 0, got {kw['shuffle_seed']!r}")
+    if shuffle_seed is None or shuffle_seed < 0:
+        raise ConfigError(f"shuffle_seed must be >= 0, got {shuffle_seed!r}")
     return DatasetArgs(
-        download_retry=int(kw["download_retry"]),
-        download_timeout=float(kw["download_timeout"]),
-        validate_hash=kw["validate_hash"],
-        keep_zip=bool(kw["keep_zip"]),
+        download_retry=int(download_retry),
+        download_timeout=float(download_timeout),
+        validate_hash=validate_hash,
+        keep_zip=bool(keep_zip),
         epoch_size=epoch_size,
         predownload=predownload,
         cache_limit=cache_limit,
-        sampling_method=_choice("sampling_method", kw["sampling_method"], SAMPLING_METHODS),
-        sampling_granularity=_positive("sampling_granularity", kw["sampling_granularity"], allow_none=False),
-        partition_algo=_choice("partition_algo", kw["partition_algo"], PARTITION_ALGOS),
-        num_canonical_nodes=_positive("num_canonical_nodes", kw["num_canonical_nodes"]),
+        sampling_method=_choice("sampling_method", sampling_method, SAMPLING_METHODS),
+        sampling_granularity=_positive("sampling_granularity", sampling_granularity, allow_none=False),
+        partition_algo=_choice("partition_algo", partition_algo, PARTITION_ALGOS),
+        num_canonical_nodes=_positive("num_canonical_nodes", num_canonical_nodes),
         batch_size=batch_size,
-        shuffle=bool(kw["shuffle"]),
-        shuffle_algo=_choice("shuffle_algo", kw["shuffle_algo"], SHUFFLE_ALGOS),
-        shuffle_seed=int(kw["shuffle_seed"]),
-        shuffle_block_size=_positive("shuffle_block_size", kw["shuffle_block_size"]),
-        batching_method=_choice("batching_method", kw["batching_method"], BATCHING_METHODS),
-        allow_unsafe_types=bool(kw["allow_unsafe_types"]),
-        replication=_positive("replication", kw["replication"]),
+        shuffle=bool(shuffle),
+        shuffle_algo=_choice("shuffle_algo", shuffle_algo, SHUFFLE_ALGOS),
+        shuffle_seed=int(shuffle_seed),
+        shuffle_block_size=_positive("shuffle_block_size", shuffle_block_size),
+        batching_method=_choice("batching_method", batching_method, BATCHING_METHODS),
+        allow_unsafe_types=bool(allow_unsafe_types),
+        replication=_positive("replication", replication),
         max_concurrent_downloads=_positive(
-            "max_concurrent_downloads", kw["max_concurrent_downloads"], allow_none=False
+            "max_concurrent_downloads", max_concurrent_downloads, allow_none=False
         ),
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from astreaming.cache.budget import NodeBudget
 from astreaming.cache.publish import ensure_file
+from astreaming.diskerrors import mapped_disk_errors
 from astreaming.engine.shards import ShardFile, ShardTable
 from astreaming.errors import ConfigError, FormatError, ObjectNotFound
 from astreaming.fetch.scheduler import FetchDeferred
@@ -21,7 +22,9 @@ from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
 from astreaming.storage.base import Backend
+from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
+from astreaming.storage.urls import join
 
 __all__ = ["FetchCounters", "ShardFetcher"]
 
@@ -116,7 +119,8 @@ class ShardFetcher:
         before = self.counters.bytes_downloaded
         produced = False
         for file in self.table.files(shard):
-            produced |= await self._ensure_raw(shard, file, may_download)
+            with mapped_disk_errors(file.raw_path):  # disk full, read-only cache: CacheError naming it
+                produced |= await self._ensure_raw(shard, file, may_download)
         if produced:
             self.counters.shards_fetched += 1
         else:
@@ -144,8 +148,13 @@ class ShardFetcher:
 
         async def decompress(tmp: Path) -> None:
             _check_room(may_download, shard)
-            await self._ensure_zip(stream_id, zip_info, zip_path)
-            await asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)
+            if not await self._ensure_zip(stream_id, zip_info, zip_path):
+                # Not downloaded just now (a local-only dataset, a kept zip): verify before trusting it.
+                self._verify(options.validate_hash, zip_info, zip_path)
+            # Waited for to its end even when cancelled: a thread still writing tmp after the cleanup
+            # of ensure_file would leave a stray temp file in the cache.
+            work = asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)
+            await settle(asyncio.ensure_future(work))
             self.counters.decompressed += 1
 
         produced = await ensure_file(file.raw_path, decompress)
@@ -155,14 +164,14 @@ class ShardFetcher:
                 zip_path.unlink()
         return produced
 
-    async def _ensure_zip(self, stream_id: int, info: FileInfo, path: Path) -> None:
+    async def _ensure_zip(self, stream_id: int, info: FileInfo, path: Path) -> bool:
         options = self.table.streams[stream_id].options
 
         async def download_zip(tmp: Path) -> None:
             await self._download(stream_id, info, tmp)
             self._verify(options.validate_hash, info, tmp)
 
-        await ensure_file(path, download_zip)
+        return await ensure_file(path, download_zip)
 
     async def _download(self, stream_id: int, info: FileInfo, tmp: Path) -> None:
         stream = self.table.streams[stream_id].stream
@@ -174,7 +183,7 @@ class ShardFetcher:
                 "directory of a stream without a remote",
                 url=str(self.table.caches[stream_id].root / info.basename),
             )
-        url = root.rstrip("/") + "/" + info.basename
+        url = join(root, info.basename)  # keeps a SAS / presigned query at the end
         policy = self.policies[stream_id]
         size = await with_retries(
             policy, lambda: backend.download(url, tmp), url=url, stats=self.retry_stats, what="download"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from astreaming.cache.paths import CacheDir
-from astreaming.errors import FormatError, ObjectNotFound
+from astreaming.diskerrors import mapped_disk_errors
+from astreaming.errors import EmptyDatasetError, IndexNotFound, ObjectNotFound
 from astreaming.format.index import ShardEntry, parse_index, write_text_atomic
 from astreaming.storage.base import Backend
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
-from astreaming.storage.urls import redact
+from astreaming.storage.urls import join, redact
 from astreaming.stream import Stream
 
 __all__ = ["index_url", "load_stream_index"]
@@ -19,7 +20,7 @@ INDEX_NAME = "index.json"
 
 def index_url(remote_root: str) -> str:
     """The URL of the index under a remote directory (any scheme, or a local path)."""
-    return remote_root.rstrip("/") + "/" + INDEX_NAME
+    return join(remote_root, INDEX_NAME)  # a SAS / presigned query stays at the end
 
 
 async def load_stream_index(
@@ -37,7 +38,9 @@ async def load_stream_index(
         The parsed shard entries and the index's size in bytes.
 
     Raises:
-        FormatError: the index is malformed, or a stream has no samples.
+        FormatError: the index is malformed (``IndexJSONError``: not JSON), or a stream has no samples
+            (``EmptyDatasetError``).
+        IndexNotFound: there is no index.json (remote, or local for a stream without remote).
         StorageError: the remote index could not be read (after retries).
     """
     cache = CacheDir(stream.local_root)
@@ -48,15 +51,21 @@ async def load_stream_index(
         source = str(local_path)
     else:
         url = index_url(remote_root)
-        data = await with_retries(policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read")
         source = redact(url)
+        try:
+            data = await with_retries(
+                policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read"
+            )
+        except ObjectNotFound as exc:
+            raise IndexNotFound(f"{source}: the remote has no index.json ({exc})", url=exc.url) from exc
     entries = tuple(parse_index(data, source=source))
     if source != str(local_path) and (not local_path.exists() or local_path.read_bytes() != data):
         # Parsed first, so only a valid index replaces the cached copy.
-        local_path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(local_path, data.decode("utf-8"))
+        with mapped_disk_errors(local_path):  # read-only or full cache: CacheError naming the directory
+            local_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(local_path, data.decode("utf-8"))
     if sum(e.samples for e in entries) == 0:
-        raise FormatError(f"{source}: the dataset has no samples")
+        raise EmptyDatasetError(f"{source}: the dataset has no samples")
     return entries, len(data)
 
 
@@ -64,6 +73,6 @@ def _read_local(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ObjectNotFound(
+        raise IndexNotFound(
             f"{path}: no index.json in the local directory of a stream without a remote", url=str(path)
         ) from None

@@ -37,6 +37,8 @@ Decoder = Callable[[list[int]], Iterable[dict[str, Any]]]
 
 #: Plan entries converted to Python ints at a time (bounds the memory of the conversion).
 _CHUNK = 1 << 16
+#: Under a cache limit, look for readers of files evicted by other processes every this many shard switches.
+_PRUNE_EVERY = 256
 #: Update the consumer position seen by cache eviction ("furthest next use") at least this often.
 _AT_EVERY = 64
 
@@ -126,6 +128,7 @@ class _Walk:
         self.ready: set[int] = set()  # shards this walk saw ready: no cross-thread check again
         self.pinned = -1
         self.inode: int | None = None  # of the pinned shard's file
+        self.switches = 0
         # Set when a shard the scheduler reported ready turned out evicted (see enter and open).
         self.stale = False
 
@@ -134,6 +137,10 @@ class _Walk:
         pins = self.runtime.pins
         if pins is not None and self.pinned >= 0:
             pins.unpin(self.pinned)
+            self.switches += 1
+            if self.switches % _PRUNE_EVERY == 0:
+                self.readers.prune_replaced()
+                pins.prune()
         self.pinned, self.inode = -1, None
         evicted = self.runtime.evicted
         while evicted:

@@ -18,7 +18,7 @@ from astreaming.cache.ledger import Ledger, LedgerKey
 from astreaming.engine.shards import ShardTable
 from astreaming.errors import CacheError
 
-__all__ = ["LedgerLayout", "ledger_layout"]
+__all__ = ["LedgerLayout", "check_node_budget", "ledger_layout"]
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,31 @@ def ledger_layout(table: ShardTable, cache_limit: int, *, readers: int) -> Ledge
             indexes.append((LedgerKey(root_of[local], index_rel, (index_rel,)), size))
         else:
             fixed += size
-    needed = required_bytes(
+    check_node_budget(
+        cache_limit,
         fixed=fixed + sum(b for _, b in indexes),
         largest_raw=largest_raw,
         largest_footprint=largest_footprint,
         readers=readers,
     )
+    return LedgerLayout(Ledger(roots), keys, targets, fixed, indexes)
+
+
+def check_node_budget(
+    cache_limit: int, *, fixed: int, largest_raw: int, largest_footprint: int, readers: int
+) -> None:
+    """Refuse a budget with which ``readers`` processes could deadlock or thrash.
+
+    Raises:
+        CacheError: naming the bytes needed and why.
+    """
+    needed = required_bytes(
+        fixed=fixed, largest_raw=largest_raw, largest_footprint=largest_footprint, readers=readers
+    )
     if cache_limit < needed:
-        kept = needed - max(0, readers - 1) * largest_raw - largest_footprint
         raise CacheError(
             f"cache_limit={cache_limit} bytes is too small for {readers} processes reading this dataset on "
             f"this node: each may hold the shard it reads (up to {largest_raw} bytes) while one more is "
-            f"prepared (up to {largest_footprint} bytes), next to {kept} bytes that are never evicted: "
+            f"prepared (up to {largest_footprint} bytes), next to {fixed} bytes that are never evicted: "
             f"it needs at least {needed} bytes"
         )
-    return LedgerLayout(Ledger(roots), keys, targets, fixed, indexes)

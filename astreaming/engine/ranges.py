@@ -19,6 +19,7 @@ from astreaming.engine.shards import ShardTable
 from astreaming.format.index import MDSEntry
 from astreaming.format.mds.reader import DecodePlan, MDSReader, parse_mds_header
 from astreaming.storage.retry import with_retries
+from astreaming.storage.urls import join
 
 __all__ = ["RangeSampler"]
 
@@ -35,6 +36,8 @@ class RangeSampler:
         self._offsets: dict[int, npt.NDArray[np.uint32]] = {}
         self._plans: dict[int, DecodePlan] = {}
         self._reads: dict[int, int] = {}
+        self.bytes_read = 0  # counted in the dataset's stats() as downloaded bytes
+        self.range_reads = 0
 
     def eligible(self, shard: int) -> bool:
         """Whether ``shard`` can be sampled by ranges (remote, MDS, uncompressed, no hash to verify)."""
@@ -55,17 +58,20 @@ class RangeSampler:
         stream_id = int(self.table.stream_per_shard[shard])
         root = self.table.streams[stream_id].stream.remote_root
         assert root is not None
-        url = root.rstrip("/") + "/" + entry.raw_data.basename
+        url = join(root, entry.raw_data.basename)
         backend, policy = runtime.backend(stream_id)
 
         async def read(start: int, end: int) -> bytes:
-            return await with_retries(
+            data = await with_retries(
                 policy,
                 lambda: backend.read_range(url, start, end),
                 url=url,
                 stats=runtime.retry_stats,
                 what="read",
             )
+            self.bytes_read += len(data)
+            self.range_reads += 1
+            return data
 
         offsets = self._offsets.get(shard)
         if offsets is None:

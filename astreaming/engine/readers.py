@@ -49,6 +49,17 @@ class ReaderCache:
             oldest.close()
         return reader
 
+    def prune_replaced(self) -> None:
+        """Close readers whose file was deleted or replaced since they mapped it (another process's
+        eviction): a mapping keeps a deleted file's disk space in use until it is closed."""
+        for shard, inode in list(self._inodes.items()):
+            try:
+                current = self.table.files(shard)[0].raw_path.stat().st_ino
+            except FileNotFoundError:
+                current = -1
+            if current != inode:
+                self.drop(shard)
+
     def drop(self, shard: int) -> None:
         """Close a shard's reader (before its files are evicted)."""
         reader = self._open.pop(shard, None)

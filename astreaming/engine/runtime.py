@@ -75,7 +75,6 @@ class Runtime:
         self.retry_stats = RetryStats()
         self._open: _Open | None = None
         self.next_use = NextUse(np.empty(0, dtype=np.int64))
-        self._plan_shards: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._published: float = -1.0
         self._publisher: asyncio.Task[None] | None = None
         # Shards evicted by this process; the consumer drops their readers at its next shard switch.
@@ -95,7 +94,7 @@ class Runtime:
                 fixed=layout.fixed,
                 indexes=layout.indexes,
                 next_use=lambda shard: self.next_use(shard),
-                position=lambda: float(self.next_use.position),
+                position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,
             )
             self.pins = Pins(layout.targets)
@@ -174,7 +173,6 @@ class Runtime:
             first_need: The position first needing each of ``shards``.
         """
         self.next_use = NextUse(plan_shards)
-        self._plan_shards = plan_shards
         self._published = -1.0
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
         self.scheduler.want_many(shards.tolist(), first_need.tolist())
@@ -186,14 +184,11 @@ class Runtime:
         assert self.budget is not None
         horizon = max(4 * int(self.predownload or 0), _NEEDS_HORIZON)
         while True:
-            position = float(self.next_use.position)
-            if position != self._published and len(self._plan_shards):
+            next_use = self.next_use
+            position = float(next_use.global_position)
+            if position != self._published:
                 self._published = position
-                start = int(position)
-                window = self._plan_shards[start : start + horizon]
-                shards, first = np.unique(window, return_index=True)
-                keep = np.argsort(first, kind="stable")[:_NEEDS_MAX]
-                needs = list(zip(shards[keep].tolist(), (first[keep] + start).tolist(), strict=True))
+                needs = next_use.upcoming(horizon, _NEEDS_MAX)
                 try:
                     await self.budget.run(self.budget.publish, position, needs)
                 except Exception as exc:
@@ -212,7 +207,8 @@ class Runtime:
             return
         await opened.scheduler.aclose()
         if self.budget is not None:
-            await self.budget.run(self.budget.close)
+            # Not on the budget's own thread: close() joins it after the queued ledger work.
+            await asyncio.to_thread(self.budget.close)
         if self.pins is not None:
             self.pins.close()
         for backend in opened.backends.values():

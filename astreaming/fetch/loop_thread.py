@@ -168,9 +168,55 @@ def get_loop_thread() -> LoopThread:
 
 def _after_fork_in_child() -> None:
     # The parent's lock may have been held by another thread at fork time; the child gets fresh ones.
-    global _current, _current_lock
+    global _current, _current_lock, _parked
     _current = None
     _current_lock = threading.Lock()
+    _parked = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+#: Longest a fork waits for the loop thread to reach a safe point (it may be busy in a long call).
+_PARK_TIMEOUT = 1.0
+_parked: threading.Event | None = None
+
+
+def _park_before_fork() -> None:
+    """Hold the loop thread still (outside any library call) while another thread forks.
+
+    A thread inside OpenSSL at the instant of ``fork`` (a TLS handshake or read on the loop thread) leaves
+    OpenSSL's process-wide locks held in the child, where no thread will ever release them: the child's
+    first SSL context (aiobotocore builds one for an https endpoint) then blocks forever. Parking the
+    loop thread in a callback of ours during the fork means it holds no such lock. Bounded: if the loop
+    does not reach the callback in time, the fork goes ahead as it would have.
+    """
+    global _parked
+    current = _current
+    if current is None or not current.alive or current.in_loop_thread():
+        return
+    arrived, resume = threading.Event(), threading.Event()
+
+    def park() -> None:
+        arrived.set()
+        resume.wait(_PARK_TIMEOUT * 10)
+
+    try:
+        current.loop.call_soon_threadsafe(park)
+    except RuntimeError:  # the loop closed meanwhile
+        return
+    if arrived.wait(_PARK_TIMEOUT):
+        _parked = resume
+    else:
+        resume.set()  # too late: let the callback return at once whenever it runs
+
+
+def _resume_after_fork_in_parent() -> None:
+    global _parked
+    resume, _parked = _parked, None
+    if resume is not None:
+        resume.set()
+
+
+os.register_at_fork(
+    before=_park_before_fork,
+    after_in_parent=_resume_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)

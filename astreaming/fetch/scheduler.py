@@ -94,6 +94,7 @@ class FetchScheduler:
         head_first: While a shard the consumer needs now (priority <= position) is downloading, start
             no look-ahead fetch: on a bandwidth-bound link the needed shard gets the whole link, so the
             first sample costs one shard transfer instead of a window's.
+        clock: Seconds for the consumer-wait statistics (``time.perf_counter``; tests inject a fake).
 
     Use as ``async with FetchScheduler(...) as sched:``; leaving the block cancels everything still running.
     All methods except :meth:`aclose` and :meth:`wait` are synchronous and must run on the scheduler's loop.
@@ -108,6 +109,7 @@ class FetchScheduler:
         urgent_slots: int = 1,
         head_first: bool = False,
         defer_retry: float = 0.05,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -121,6 +123,7 @@ class FetchScheduler:
         # a short timer fires (a nearer shard that did not fit means farther ones fit even less).
         self._lookahead_paused = False
         self._pause_timer: asyncio.TimerHandle | None = None
+        self._clock = clock  # measures consumer waits; tests inject a fake one
         self.max_in_flight = max_in_flight
         self.urgent_slots = urgent_slots
         self.head_first = head_first
@@ -210,12 +213,12 @@ class FetchScheduler:
             self.note_wait(0.0)
             future.result()
             return
-        start = time.perf_counter()
+        start = self._clock()
         try:
             # Shielded: a cancelled consumer must not cancel a future other waiters share.
             await asyncio.shield(future)
         finally:
-            self.note_wait(time.perf_counter() - start)
+            self.note_wait(self._clock() - start)
 
     def advance(self, position: float) -> None:
         """The consumer reached plan ``position``: shards within ``predownload`` of it may start.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,12 @@ import numpy.typing as npt
 
 from astreaming.fetch.loop_thread import LoopThread
 from astreaming.fetch.scheduler import FetchScheduler
+from astreaming.fetch.stopping import WorkersStopping, stop_event
 
 __all__ = ["ShardWaiter", "WaiterStatistics"]
+
+#: How often a worker's shard wait checks whether its DataLoader is shutting it down (seconds).
+_STOP_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,16 @@ class ShardWaiter:
         loop_thread: The loop the scheduler runs on.
     """
 
-    def __init__(self, scheduler: FetchScheduler, loop_thread: LoopThread) -> None:
+    def __init__(
+        self,
+        scheduler: FetchScheduler,
+        loop_thread: LoopThread,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.scheduler = scheduler
         self.loop_thread = loop_thread
+        self._clock = clock  # measures waits; tests inject a fake one
         self._waits = 0
         self._wait_seconds = 0.0
 
@@ -74,8 +85,13 @@ class ShardWaiter:
         self.loop_thread.call_soon(self.scheduler.rewind, position)
 
     def cancel_many(self, shards: Iterable[int]) -> None:
-        """Cancel the fetches of ``shards`` (fire and forget), e.g. the rest of a plan that stopped."""
-        self.loop_thread.call_soon(self.scheduler.cancel_many, list(shards))
+        """Cancel the fetches of ``shards`` (fire and forget), e.g. the rest of a plan that stopped.
+
+        A no-op once the loop thread stopped (its fetches died with it): an iterator abandoned until
+        interpreter exit is closed after the loop thread, and must close silently.
+        """
+        if self.loop_thread.alive:
+            self.loop_thread.call_soon(self.scheduler.cancel_many, list(shards))
 
     def cancel_all(self) -> None:
         """Cancel every queued and running fetch (fire and forget), e.g. when iteration stops early."""
@@ -92,6 +108,8 @@ class ShardWaiter:
 
         Raises:
             TimeoutError: ``timeout`` elapsed (the download carries on).
+            WorkersStopping: this process is a DataLoader worker being shut down (see
+                :mod:`astreaming.fetch.stopping`).
             concurrent.futures.CancelledError: The fetch was cancelled (e.g. by :meth:`cancel_all`).
             Exception: The error the shard's fetch failed with.
         """
@@ -101,11 +119,11 @@ class ShardWaiter:
             self._waits += 1
             self.scheduler.note_wait(0.0, hit=True)
             return
-        start = time.perf_counter()
+        start = self._clock()
         try:
-            self.want(shard, priority).result(timeout)
+            _wait(self.want(shard, priority), timeout, shard)
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = self._clock() - start
             self._waits += 1
             self._wait_seconds += elapsed
             self.scheduler.note_wait(elapsed)
@@ -113,3 +131,23 @@ class ShardWaiter:
     def statistics(self) -> WaiterStatistics:
         """Counters of this consumer's waits."""
         return WaiterStatistics(waits=self._waits, wait_seconds=self._wait_seconds)
+
+
+def _wait(future: concurrent.futures.Future[None], timeout: float | None, shard: int) -> None:
+    """``future.result(timeout)``, watching the worker stop event (if installed) every ``_STOP_POLL`` s."""
+    event = stop_event()
+    if event is None:
+        future.result(timeout)
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if event.is_set():
+            future.cancel()  # only this consumer's future: the shared shard fetch is shielded
+            raise WorkersStopping(f"shard {shard}: the DataLoader is shutting this worker down")
+        step = _STOP_POLL if deadline is None else min(_STOP_POLL, max(0.0, deadline - time.monotonic()))
+        try:
+            future.result(step)
+            return
+        except concurrent.futures.TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise

@@ -237,13 +237,13 @@ class Compression:
         """Compresses a whole file's bytes."""
         return self._family.compress(data, self.level)
 
-    def decompress(self, data: bytes, *, expected_size: int | None, name: str) -> bytes:
+    def decompress(self, data: bytes, *, expected_size: int | None = None, name: str = "<data>") -> bytes:
         """Decompresses a whole file held in memory.
 
         Args:
             data: the compressed bytes.
             expected_size: the raw size the index records; output beyond it is never produced.
-                None disables the guard.
+                None (the default) disables the guard.
             name: the file name for error messages.
 
         Returns:
@@ -300,11 +300,16 @@ class Compression:
 
         Raises:
             FormatError: corrupt data, or an output size other than ``expected_size``; names ``src``.
-                (A read error on ``src`` part-way through is reported this way too.)
+                (A read error on ``src`` part-way through is reported this way too, and so is an
+                ``src`` that is a directory.)
             OSError: ``src`` cannot be opened or ``dst`` written (disk full, ...).
         """
         name = str(src)
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
+        try:
+            fin = open(src, "rb")  # noqa: SIM115 - closed by the with below
+        except IsADirectoryError:
+            raise FormatError(f"{name}: is a directory, not a compressed shard file") from None
+        with fin, open(dst, "wb") as fout:
             sink = _FileSink(fout)
             try:
                 if self._family.open_reader is None:

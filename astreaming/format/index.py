@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astreaming.errors import FormatError
+from astreaming.errors import FormatError, IndexJSONError
 from astreaming.format.paths import check_basename
 
 __all__ = [
@@ -44,6 +44,8 @@ _COMMON_KEYS = ("compression", "format", "hashes", "raw_data", "samples", "size_
 _MDS_KEYS = frozenset((*_COMMON_KEYS, "column_encodings", "column_names", "column_sizes"))
 _JSON_KEYS = frozenset((*_COMMON_KEYS, "columns", "newline", "raw_meta", "zip_meta"))
 _XSV_KEYS = frozenset((*_COMMON_KEYS, "column_encodings", "column_names", "newline", "raw_meta", "zip_meta"))
+# Counts and sizes must fit the int64 arrays the engine builds from them (numpy raised OverflowError).
+_MAX_INT = 2**63 - 1
 # CSV/TSV entries must NOT carry "separator" (mosaic's CSV/TSV readers hard-code it and reject the key).
 _FIXED_SEPARATORS = {"csv": ",", "tsv": "\t"}
 
@@ -180,8 +182,8 @@ class _Fields:
         value = self.obj[key]
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.fail(key, "a non-negative integer" + (" or null" if optional else ""))
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+            raise self.fail(key, "a non-negative 64-bit integer" + (" or null" if optional else ""))
         return value
 
     def get_str(self, key: str, *, optional: bool = False, nonempty: bool = False) -> str | None:
@@ -274,9 +276,10 @@ def parse_shard(obj: object, *, source: str, position: int = 0) -> ShardEntry:
         names, encodings = f.get_str_list("column_names"), f.get_str_list("column_encodings")
         sizes = obj["column_sizes"]
         if not isinstance(sizes, list) or not all(
-            s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in sizes
+            s is None or (isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= _MAX_INT)
+            for s in sizes
         ):
-            raise f.fail("column_sizes", "a list of non-negative integers or nulls")
+            raise f.fail("column_sizes", "a list of non-negative 64-bit integers or nulls")
         _check_columns(where, names, encodings, len(sizes))
         return MDSEntry(**common, column_encodings=encodings, column_names=names, column_sizes=tuple(sizes))
     split: dict[str, Any] = {
@@ -316,8 +319,13 @@ def parse_index(data: bytes | str | Mapping[str, Any], *, source: str) -> list[S
     if isinstance(data, (bytes, str)):
         try:
             obj = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise IndexJSONError(f"{source}: not valid JSON: {exc}", exc.doc, exc.pos) from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{source}: not valid JSON: {exc}") from None
+            raise IndexJSONError(f"{source}: not valid JSON: {exc}") from None
+        except RecursionError:
+            # Thousands of nested brackets exhaust the decoder's recursion; no valid index nests deeply.
+            raise IndexJSONError(f"{source}: not valid JSON: nested too deeply") from None
     else:
         obj = data
     if not isinstance(obj, dict):
@@ -328,7 +336,10 @@ def parse_index(data: bytes | str | Mapping[str, Any], *, source: str) -> list[S
     shards = obj["shards"]
     if not isinstance(shards, list):
         raise FormatError(f"{source}: key 'shards' must be a list")
-    return [parse_shard(entry, source=source, position=i) for i, entry in enumerate(shards)]
+    entries = [parse_shard(entry, source=source, position=i) for i, entry in enumerate(shards)]
+    if sum(e.samples for e in entries) > _MAX_INT:
+        raise FormatError(f"{source}: the shards' sample counts add up to more than 2**63 - 1")
+    return entries
 
 
 def load_index(path: str | Path) -> list[ShardEntry]:

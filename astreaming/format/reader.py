@@ -62,6 +62,8 @@ def load_file(
         packed = zip_path.read_bytes()
     except FileNotFoundError:
         raise FormatError(f"{raw_path}: shard file not found (nor {zip_path.name})") from None
+    except IsADirectoryError:
+        raise FormatError(f"{zip_path}: is a directory, not a shard file") from None
     if len(packed) != zipped.bytes:
         raise FormatError(f"{zip_path}: file has {len(packed)} bytes but the index says {zipped.bytes}")
     return codec.decompress(packed, expected_size=raw.bytes, name=str(zip_path))

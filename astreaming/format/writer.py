@@ -152,6 +152,10 @@ class ShardWriter(ABC):
             "version": 2,
         }
 
+    def get_config(self) -> dict[str, Any]:
+        """The writer config, as stored in each shard's index entry (mosaic's ``get_config``)."""
+        return self.config()
+
     # -- public API -----------------------------------------------------------------------------
     def write(self, sample: Mapping[str, Any]) -> None:
         """Add one sample; flush the current shard first if the sample would overflow it."""

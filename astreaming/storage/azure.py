@@ -239,6 +239,12 @@ class AzureBackend(Backend):
         self._sas_token = (sas_token or env.get(ENV_SAS_TOKEN) or "").lstrip("?") or None
         self._credential = credential
         self.anonymous = anonymous
+        given = {
+            "connection_string": connection_string,
+            "_account_key": account_key,
+            "_sas_token": sas_token,
+        }
+        self._env_secrets = frozenset(name for name, value in given.items() if value is None)
         for name, value in (("block_size", block_size), ("single_put_size", single_put_size)):
             if not 0 < value <= _MAX_BLOCK_SIZE:
                 raise ConfigError(f"{name} must be in (0, {_MAX_BLOCK_SIZE}] bytes, got {value!r}")
@@ -255,6 +261,15 @@ class AzureBackend(Backend):
         self._client_responses: _ResponseTracker | None = None
 
     # -- clients -----------------------------------------------------------------------------------
+
+    def _reload_env_secrets(self) -> None:
+        env = os.environ
+        if "connection_string" in self._env_secrets:
+            self.connection_string = env.get(ENV_CONNECTION_STRING) or None
+        if "_account_key" in self._env_secrets:
+            self._account_key = env.get(ENV_ACCOUNT_KEY) or None
+        if "_sas_token" in self._env_secrets:
+            self._sas_token = (env.get(ENV_SAS_TOKEN) or "").lstrip("?") or None
 
     def _account_url(self, host: str) -> str:
         if self.endpoint_url:

@@ -116,13 +116,29 @@ class Backend(abc.ABC):
         """Close network clients. Idempotent; the backend must not be used afterwards."""
         self._closed = True
 
+    #: Attributes holding a credential read from the environment (set by subclasses): a pickle leaves
+    #: them out and the copy reads the environment again (a spawned worker inherits it), so a secret
+    #: the user kept in the environment never lands in a pickle.
+    _env_secrets: frozenset[str] = frozenset()
+
     def __getstate__(self) -> dict[str, Any]:
         # Live clients never cross a pickle boundary (spawned DataLoader workers): subclasses keep them
         # in attributes whose names start with ``_client`` and the copy recreates them lazily in its own
         # loop. A copy starts open: closing concerns this process's connections, which it never shares.
         state = {k: (None if k.startswith("_client") else v) for k, v in self.__dict__.items()}
+        for name in self._env_secrets:
+            state[name] = None
         state["_closed"] = False
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._env_secrets:
+            self._reload_env_secrets()
+
+    def _reload_env_secrets(self) -> None:
+        """Read the credentials named in ``_env_secrets`` from the environment again (after unpickling)."""
+        return  # backends that set _env_secrets override this
 
     def statistics(self) -> BackendStats:
         """A snapshot of this backend's counters (anyio's ``statistics()`` convention)."""

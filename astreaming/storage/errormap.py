@@ -80,6 +80,19 @@ def map_aiohttp(e: BaseException, url: str, *, what: str = "request") -> Storage
     if isinstance(e, aiohttp.ClientResponseError):
         headers = dict(e.headers) if e.headers else None
         return from_status(e.status, url, headers=headers, detail=str(e.message), what=what)
+    if isinstance(e, aiohttp.ClientConnectorDNSError):
+        # Retried (resolvers glitch), but the message says what to check if it persists.
+        return TransientStorageError(
+            f"{shown}: {what} failed: cannot resolve host {e.host!r} ({e.os_error.strerror or e}); "
+            "check the URL or the endpoint setting",
+            url=shown,
+        )
+    if isinstance(e, aiohttp.ClientConnectorError) and isinstance(e.os_error, ConnectionRefusedError):
+        return TransientStorageError(
+            f"{shown}: {what} failed: connection refused by {e.host}:{e.port}; is the server or "
+            "endpoint running there?",
+            url=shown,
+        )
     if isinstance(e, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)):
         kind = type(e).__name__
         return TransientStorageError(f"{shown}: {what} failed ({kind}: {e})", url=shown)

@@ -50,8 +50,13 @@ class GCSHMACBackend(S3Backend):
             raise ConfigError("GCS HMAC access needs GCS_KEY and GCS_SECRET (or hmac_key= and hmac_secret=)")
         kwargs.setdefault("region", "auto")
         super().__init__(timeout=timeout, access_key_id=key, secret_access_key=secret, **kwargs)
+        if hmac_key is None and hmac_secret is None:
+            self._env_secrets = frozenset({"_keys"})
         # S3_ENDPOINT_URL is meant for s3:// URLs, not for gs://.
         self.endpoint_url = endpoint_url or GCS_XML_ENDPOINT
+
+    def _reload_env_secrets(self) -> None:
+        self._keys = (os.environ.get("GCS_KEY"), os.environ.get("GCS_SECRET"), None)
 
 
 __all__ = ["GCS_XML_ENDPOINT", "GCSHMACBackend", "hmac_keys_in_env"]

@@ -15,7 +15,13 @@ import aiohttp
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.storage.base import Backend, ObjectInfo, check_range
 from astreaming.storage.errormap import call_mapped
-from astreaming.storage.httpsession import make_session, raise_for_status, read_body, stream_to_file
+from astreaming.storage.httpsession import (
+    make_session,
+    raise_for_status,
+    read_body,
+    request_url,
+    stream_to_file,
+)
 from astreaming.storage.urls import redact
 
 T = TypeVar("T")
@@ -67,7 +73,7 @@ class HTTPBackend(Backend):
 
     async def read_bytes(self, url: str) -> bytes:
         async def go(s: aiohttp.ClientSession) -> bytes:
-            async with s.get(url, headers=self.headers) as resp:
+            async with s.get(request_url(url), headers=self.headers) as resp:
                 await raise_for_status(resp, url, "read")
                 return await read_body(resp, url)
 
@@ -77,7 +83,7 @@ class HTTPBackend(Backend):
 
     async def download(self, url: str, dest: Path) -> int:
         async def go(s: aiohttp.ClientSession) -> int:
-            async with s.get(url, headers=self.headers) as resp:
+            async with s.get(request_url(url), headers=self.headers) as resp:
                 await raise_for_status(resp, url, "download")
                 return await stream_to_file(resp, Path(dest), url)
 
@@ -92,7 +98,7 @@ class HTTPBackend(Backend):
 
         async def go(s: aiohttp.ClientSession) -> bytes:
             headers = {**self.headers, "Range": f"bytes={start}-{end - 1}"}
-            async with s.get(url, headers=headers) as resp:
+            async with s.get(request_url(url), headers=headers) as resp:
                 if resp.status == 416:  # range starts past the end of the object
                     return b""
                 await raise_for_status(resp, url, "range read")
@@ -108,7 +114,7 @@ class HTTPBackend(Backend):
 
     async def stat(self, url: str) -> ObjectInfo:
         async def go(s: aiohttp.ClientSession) -> ObjectInfo:
-            async with s.head(url, headers=self.headers, allow_redirects=True) as resp:
+            async with s.head(request_url(url), headers=self.headers, allow_redirects=True) as resp:
                 # Signed URLs (S3/GCS presigned, SAS) only allow the signed method and answer HEAD with
                 # 403; some servers refuse HEAD (405) or omit its length: ask for one byte instead.
                 if resp.status not in (403, 405, 501) and (
@@ -117,7 +123,7 @@ class HTTPBackend(Backend):
                     await raise_for_status(resp, url, "stat")
                     assert resp.content_length is not None
                     return ObjectInfo(url=url, size=resp.content_length, etag=resp.headers.get("ETag"))
-            async with s.get(url, headers={**self.headers, "Range": "bytes=0-0"}) as resp:
+            async with s.get(request_url(url), headers={**self.headers, "Range": "bytes=0-0"}) as resp:
                 await raise_for_status(resp, url, "stat")
                 size = _total_size(resp)
                 if size is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from astreaming.storage.base import CHUNK_SIZE, check_length
 from astreaming.storage.errormap import from_status
@@ -13,6 +14,18 @@ from astreaming.storage.partfile import PartFile
 #: Headers sent with every request. We store and verify raw bytes (hashes are over the stored object),
 #: so transparent compression must not happen: ask for identity instead of aiohttp's default gzip.
 BASE_HEADERS = {"Accept-Encoding": "identity"}
+
+
+def request_url(url: str) -> URL:
+    """The URL to request for ``url``, its query string sent exactly as given.
+
+    A signed query (Azure SAS, S3/GCS presigned) is valid only byte for byte: re-quoting it the way
+    yarl normally does (``%3A`` becomes ``:``) breaks the signature. The path is quoted as usual.
+    """
+    base, sep, query = url.partition("?")
+    if not sep:
+        return URL(base)
+    return URL(f"{URL(base)}?{query}", encoded=True)
 
 
 def make_session(timeout: float, max_connections: int) -> aiohttp.ClientSession:

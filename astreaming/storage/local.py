@@ -110,12 +110,12 @@ class LocalBackend(Backend):
         try:
             # On cancellation, stop the thread at the next chunk and wait until it removed its .part.
             n = await settle(fut, on_cancel=cancel.set)
+        except StorageError:  # first: ObjectNotFound and PermissionDenied are OSErrors too
+            self.stats.errors += 1
+            raise
         except OSError as e:
             self.stats.errors += 1
             raise map_os_error(e, url) from e
-        except StorageError:
-            self.stats.errors += 1
-            raise
         self.stats.bytes_downloaded += n
         return n
 

@@ -17,13 +17,13 @@ the guarantees hold alike for all of them:
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from astreaming.diskerrors import disk_error
 from astreaming.errors import CacheError
 from astreaming.storage.base import check_length, discard, part_path
 
@@ -35,9 +35,7 @@ WRITE_BUFFER = 4 << 20
 
 def write_error(dest: Path, e: OSError) -> CacheError:
     """The CacheError for a failed local write (disk full, read-only cache, permissions)."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CacheError(f"disk full while writing {dest}: {e.strerror}")
-    return CacheError(f"cannot write {dest}: {e}")
+    return disk_error(dest, e)
 
 
 async def settle(fut: asyncio.Future[T], on_cancel: Callable[[], None] | None = None) -> T:

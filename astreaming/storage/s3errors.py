@@ -55,6 +55,16 @@ def map_botocore(e: BaseException, url: str, what: str) -> StorageError | None:
         if status:
             return from_status(status, url, headers=_headers(meta), detail=detail, what=what)
         return StorageError(f"{shown}: {what} failed ({detail})", url=shown)
+    if isinstance(e, bexc.SSLError):
+        # A certificate that fails verification will fail again: not retried, and it says what to fix.
+        # (The SDK's message quotes the request URL; only the reason is kept.)
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return StorageError(
+                f"{shown}: {what} failed: the endpoint's TLS certificate failed verification; give the "
+                "CA bundle with AWS_CA_BUNDLE if the endpoint uses a private CA",
+                url=shown,
+            )
+        return TransientStorageError(f"{shown}: {what} failed: TLS error ({type(e).__name__})", url=shown)
     if isinstance(e, _NETWORK):
         return TransientStorageError(f"{shown}: {what} failed ({type(e).__name__}: {e})", url=shown)
     if isinstance(e, bexc.NoCredentialsError):

@@ -277,3 +277,19 @@ def test_ledger_survives_fork_in_the_child(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert a.download(2)
     assert resident(tmp_path) == {0, 1, 2}
+
+
+def test_pins_keep_descriptors_but_never_a_deleted_file(tmp_path: Path) -> None:
+    for shard in range(3):
+        write(tmp_path, shard)
+    pins = Pins([tmp_path / f"shard.{s:05d}.mds" for s in range(3)], max_open=2)
+    for shard in range(3):
+        assert pins.pin(shard) is not None
+        pins.unpin(shard)
+    assert len(os.listdir(f"/proc/{os.getpid()}/fd")) >= 2
+    a = Process(tmp_path, 2 * SHARD)
+    assert a.download(5)  # evicts an unpinned shard although this process keeps its descriptor open
+    gone = next(s for s in range(3) if not (tmp_path / f"shard.{s:05d}.mds").exists())
+    assert pins.pin(gone) is None  # the kept descriptor is of a deleted file: not a pin
+    pins.prune()
+    pins.close()

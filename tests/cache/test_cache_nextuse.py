@@ -45,3 +45,15 @@ def test_hand_checked_example() -> None:
 
 def test_empty_plan() -> None:
     assert NextUse(np.empty(0, np.int64))(0) == math.inf
+
+
+def test_upcoming_lists_the_shards_needed_soon_in_order() -> None:
+    plan = np.array([3, 3, 1, 1, 2, 3, 3, 0, 0, 5], dtype=np.int64)
+    nu = NextUse(plan)
+    nu.advance(1)
+    assert nu.upcoming(5, 10) == [(3, 1.0), (1, 2.0), (2, 4.0)]  # positions 1..5
+    assert nu.upcoming(100, 2) == [(3, 1.0), (1, 2.0)]
+    nu.advance(6)
+    assert nu.upcoming(100, 10) == [(3, 6.0), (0, 7.0), (5, 9.0)]
+    nu.offset = 1000  # a window of a longer plan
+    assert nu.global_position == 1006 and nu.upcoming(2, 10) == [(3, 1006.0), (0, 1007.0)]

@@ -3,11 +3,12 @@
 Usage: ``python node_job.py REQUEST.json RESULT.json``. The request gives the dataset arguments, the
 DataLoader settings and the number of epochs; RANK / WORLD_SIZE / LOCAL_WORLD_SIZE come from the
 environment, as under torchrun. The result holds the sample ids of every epoch in the order the loader
-yielded them, the descriptors open before and after, and the dataset's stats.
+yielded them, the descriptors open before and after each epoch, and the dataset's stats.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from astreaming import Stream, StreamingDataLoader, StreamingDataset
 
 
 def open_fds() -> int:
+    gc.collect()  # torch frees a finished DataLoader iterator's worker pipes only when it is collected
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -43,9 +45,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         batch_size=ds.batch_size,
         num_workers=workers,
         multiprocessing_context=request.get("context") if workers else None,
+        persistent_workers=bool(workers and request.get("persistent")),
         collate_fn=sample_ids,
     )
     epochs: list[list[int]] = []
+    fds: list[int] = []
     ready = request.get("ready_file")
     for _ in range(int(request.get("epochs", 1))):
         seen: list[int] = []
@@ -54,10 +58,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             if ready and len(seen) >= int(request.get("ready_after", 1)):
                 Path(ready).touch()  # the test may now kill a worker of ours
         epochs.append(seen)
+        fds.append(open_fds())
     stats = ds.stats()
     del loader
     ds.close()
-    return {"epochs": epochs, "fds_before": before, "fds_after": open_fds(), "stats": stats}
+    return {"epochs": epochs, "fds_before": before, "fds_per_epoch": fds, "stats": stats}
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,25 +34,21 @@ def test_first_sample_costs_one_shard_not_the_window(
     served: tuple[StaticHTTPServer, Path], tmp_path: Path
 ) -> None:
     server, data = served
-    latency, bandwidth = 0.05, 500_000.0  # one shard: ~0.2 s; the 8-download window: ~1.6 s
+    latency, bandwidth = 0.05, 500_000.0  # a shared link: the 8-download window would split it 8 ways
     with ThreadedFaultProxy(server.url, FaultPlan(latency=latency, bandwidth=bandwidth)) as proxy:
         ds = StreamingDataset(
             remote=f"{proxy.url}/data", local=str(tmp_path / "c"), batch_size=10, predownload=1000
         )
-        start = time.perf_counter()
         it = iter(ds)
         first = next(it)
-        first_sample = time.perf_counter() - start
+        # Counted in bytes, not seconds (the same on a loaded machine): when the first sample arrives
+        # the link has carried about one shard (plus the index), not a slice of each of 8 shards.
+        sent_at_first = proxy.stats.bytes_sent
         rest = list(it)
-        epoch = time.perf_counter() - start
-    shard = latency + SHARD_BYTES / bandwidth
     assert first["id"] == 0
     assert len(rest) == 16 * SAMPLES_PER_SHARD - 1
-    # About one shard transfer (plus round trips), far below the look-ahead window's 8 transfers.
-    assert first_sample < 2.5 * shard, (first_sample, shard)
-    # The whole cold epoch stays close to the link's floor (bytes / bandwidth).
-    floor = sum(p.stat().st_size for p in data.glob("shard.*")) / bandwidth
-    assert epoch < 1.5 * floor + 1.0, (epoch, floor)
+    assert sent_at_first < 2.5 * SHARD_BYTES, sent_at_first
+    # (The cold epoch's time against the link floor is measured in benchmarks/remote_epoch.py.)
     assert ds.stats()["bytes_downloaded"] == sum(p.stat().st_size for p in data.glob("shard.*"))
 
 
@@ -95,11 +90,11 @@ def test_exhausted_retries_raise_in_the_consumer(
             remote=f"{proxy.url}/data", local=str(tmp_path / "h"), batch_size=10, download_retry=1
         )
         seen = []
-        start = time.perf_counter()
         with pytest.raises(TransientStorageError, match=r"shard\.00003\.mds"):
             for sample in ds:
                 seen.append(sample["id"])
-        assert time.perf_counter() - start < 30
+        # Bounded by attempts, not by a clock: the first try and download_retry=1 retry, then the error.
+        assert ds.stats()["retries"] == 1
     # Everything before the failed shard was yielded; nothing after it (no silent skip).
     assert seen == list(range(3 * SAMPLES_PER_SHARD))
 
@@ -130,7 +125,9 @@ def test_random_access_reads_byte_ranges_of_uncached_shards(
         assert sample["id"] == i
         assert sample["blob"] == expected[i]["blob"]
     assert not list(local.glob("shard.*"))  # nothing downloaded whole
-    assert ds.stats()["bytes_downloaded"] == 0
+    stats = ds.stats()  # range reads count as downloaded bytes, not as shards downloaded
+    assert stats["shards_downloaded"] == 0 and stats["range_reads"] >= 4
+    assert 0 < stats["bytes_downloaded"] < sum(p.stat().st_size for p in data.glob("shard.*"))
     # A map-style pass over one shard switches to downloading it once.
     assert [ds[i]["id"] for i in range(40, 50)] == list(range(40, 50))
     assert (local / "shard.00004.mds").exists()

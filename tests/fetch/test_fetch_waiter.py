@@ -53,17 +53,30 @@ def make(lt: LoopThread, fetch: Fetch, **kwargs: float) -> ShardWaiter:
 
 
 def test_wait_ready_blocks_until_the_shard_is_fetched(lt: LoopThread) -> None:
-    fetch = Fetch(delay=0.05)
-    waiter = make(lt, fetch, max_in_flight=2)
-    start = time.perf_counter()
+    gate = threading.Event()
+    now = [10.0]
+
+    async def fetch(shard: int) -> int:
+        await asyncio.to_thread(gate.wait)  # the download finishes only when the test says so
+        now[0] += 0.75  # ... and "took" 0.75 s of the injected clock
+        return 10
+
+    async def build() -> FetchScheduler:
+        return FetchScheduler(fetch, max_in_flight=2)
+
+    def clock() -> float:
+        # Read first when the consumer starts waiting (past its fast path): only then may the
+        # download finish, so the wait is certain to cover it.
+        gate.set()
+        return now[0]
+
+    waiter = ShardWaiter(lt.call(build()), lt, clock=clock)
     waiter.wait_ready(0, 0)
-    first = time.perf_counter() - start
-    assert 0.04 < first < 5
-    assert fetch.threads == {lt.thread_ident}
-    waiter.wait_ready(0, 0)  # ready: returns at once
+    assert waiter.scheduler.is_ready(0)
+    waiter.wait_ready(0, 0)  # ready: returns at once (fast path)
     stats = waiter.statistics()
     assert stats.waits == 2
-    assert 0.04 < stats.wait_seconds <= first
+    assert stats.wait_seconds == pytest.approx(0.75)
     sched_stats = lt.call(_stats(waiter))
     assert sched_stats.consumer_waits == 2
     assert sched_stats.shards_done == 1

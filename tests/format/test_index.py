@@ -137,8 +137,8 @@ def test_malformed_documents(text: str, match: str) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
-        ("samples", -1, "'samples' must be a non-negative integer"),
-        ("samples", True, "'samples' must be a non-negative integer"),
+        ("samples", -1, "'samples' must be a non-negative 64-bit integer"),
+        ("samples", True, "'samples' must be a non-negative 64-bit integer"),
         ("samples", 1.5, "'samples'"),
         ("size_limit", "1kb", "'size_limit'"),
         ("hashes", "sha1", "'hashes' must be a list of strings"),
@@ -147,7 +147,11 @@ def test_malformed_documents(text: str, match: str) -> None:
         ("column_names", ["a", "a"], "duplicate column name"),
         ("compression", None, "'zip_data' must be given exactly when 'compression' is set"),
         ("raw_data", {"basename": "x", "bytes": 1}, "raw_data: missing key 'hashes'"),
-        ("raw_data", {"basename": "x", "bytes": "1", "hashes": {}}, "'bytes' must be a non-negative integer"),
+        (
+            "raw_data",
+            {"basename": "x", "bytes": "1", "hashes": {}},
+            "'bytes' must be a non-negative 64-bit integer",
+        ),
         ("raw_data", {"basename": "x", "bytes": 1, "hashes": {"sha1": 5}}, "'hashes' must be an object"),
     ],
 )

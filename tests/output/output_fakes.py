@@ -26,6 +26,7 @@ class Script:
     """What the scripted backend does on upload."""
 
     delay: float = 0.0  # seconds each upload takes
+    gate: threading.Event | None = None  # when set, uploads wait for it (no clock involved)
     fail: dict[str, Callable[[str], BaseException]] = field(default_factory=dict)  # basename -> error, always
     fail_once: dict[str, Callable[[str], BaseException]] = field(default_factory=dict)  # first attempt only
     events: list[tuple[str, str, float]] = field(default_factory=list)  # (start|end|fail, basename, time)
@@ -52,6 +53,10 @@ class ScriptedBackend(LocalBackend):
         SCRIPT.log("start", name)
         if SCRIPT.delay:
             await asyncio.sleep(SCRIPT.delay)
+        gate = SCRIPT.gate
+        if gate is not None:
+            while not gate.is_set():  # the event is set from the test's thread
+                await asyncio.sleep(0.005)
         once = SCRIPT.fail_once.pop(name, None)
         error = once or SCRIPT.fail.get(name)
         if error is not None:

@@ -8,10 +8,11 @@ into an :class:`Encoding` object, built once per spec string. Readers keep the o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Protocol
 
-from astreaming.errors import FormatError
+from astreaming.errors import ConfigError, FormatError, WrongValueType
+from astreaming.format.mds.custom import UserEncoding, custom_encodings
 from astreaming.format.mds.encodings_base import EncodingBase
 from astreaming.format.mds.encodings_image import (
     ImageListEncoding,
@@ -110,7 +111,8 @@ def get_encoding(spec: str) -> Encoding:
     """
     if not isinstance(spec, str):
         raise FormatError(f"MDS encoding spec must be a str, got {type(spec).__name__}: {spec!r:.80}")
-    return _build(spec)
+    custom = custom_encodings.get(spec)
+    return custom if custom is not None else _build(spec)
 
 
 def is_encoding(spec: str) -> bool:
@@ -123,7 +125,10 @@ def is_encoding(spec: str) -> bool:
 
 
 def encoding_names() -> list[str]:
-    """The encoding names of mosaicml-streaming's ``get_mds_encodings()``, sorted."""
+    """The built-in encoding names (mosaicml-streaming's ``get_mds_encodings()``), sorted.
+
+    Names added with :func:`register_encoding` are in :data:`encodings_registry`.
+    """
     return list(_NAMES)
 
 
@@ -146,7 +151,8 @@ def encode_value(spec_or_enc: str | Encoding, value: Any, *, column: str) -> byt
     try:
         data = enc.encode(value)
     except FormatError as err:
-        raise FormatError(f"column {column!r}: {err}") from err
+        kind = WrongValueType if isinstance(err, WrongValueType) else FormatError
+        raise kind(f"column {column!r}: {err}") from err
     if enc.size is not None and len(data) != enc.size:
         raise FormatError(
             f"column {column!r} ({enc.name}): unexpected data size {len(data)} bytes, expected {enc.size}"
@@ -154,4 +160,63 @@ def encode_value(spec_or_enc: str | Encoding, value: Any, *, column: str) -> byt
     return data
 
 
-__all__ = ["Encoding", "encode_value", "encoding_names", "get_encoding", "is_encoding"]
+_classes: dict[str, Callable[[], Any]] = {}
+
+
+def register_encoding(name: str, cls: Callable[[], Any]) -> None:
+    """Make ``name`` an MDS column encoding implemented by instances of ``cls`` (mosaic's custom encodings).
+
+    Args:
+        name: The column encoding name written into ``index.json`` (no ``:``; not a built-in name).
+            Registering a name again replaces its class.
+        cls: A class (or factory without arguments) whose instances have ``encode``, ``decode`` and
+            ``size``; usually an :class:`~astreaming.format.mds.custom.MDSEncoding` subclass.
+
+    Raises:
+        ConfigError: the name is a built-in encoding or not a plain name, or ``cls`` does not make
+            objects with ``encode`` and ``decode``.
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ConfigError(f"register_encoding: name must be a non-empty str without ':', got {name!r}")
+    if name in _NAMES:
+        raise ConfigError(f"register_encoding: {name!r} is a built-in MDS encoding and cannot be replaced")
+    impl = cls()
+    if not (callable(getattr(impl, "encode", None)) and callable(getattr(impl, "decode", None))):
+        raise ConfigError(f"register_encoding({name!r}): {cls!r} makes objects without encode/decode")
+    custom_encodings[name] = UserEncoding(name, impl)
+    _classes[name] = cls
+
+
+class _Registry(MutableMapping[str, Callable[[], Any]]):
+    """The registered encoding classes; ``registry[name] = cls`` registers (mosaic's ``_encodings``)."""
+
+    def __getitem__(self, name: str) -> Callable[[], Any]:
+        return _classes[name]
+
+    def __setitem__(self, name: str, cls: Callable[[], Any]) -> None:
+        register_encoding(name, cls)
+
+    def __delitem__(self, name: str) -> None:
+        del _classes[name]
+        del custom_encodings[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(_classes))
+
+    def __len__(self) -> int:
+        return len(_classes)
+
+
+#: User-registered encoding classes by name; assigning to it registers (see :func:`register_encoding`).
+encodings_registry: MutableMapping[str, Callable[[], Any]] = _Registry()
+
+
+__all__ = [
+    "Encoding",
+    "encode_value",
+    "encoding_names",
+    "encodings_registry",
+    "get_encoding",
+    "is_encoding",
+    "register_encoding",
+]

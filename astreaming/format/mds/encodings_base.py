@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from astreaming.errors import FormatError
+from astreaming.errors import FormatError, WrongValueType
 
 # Exceptions that a value of the wrong type or range raises inside an encoder (numpy, json, PIL, struct).
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, AttributeError, KeyError, IndexError, OSError)
@@ -42,9 +42,9 @@ class EncodingBase:
         except FormatError:
             raise
         except _ENCODE_ERRORS as err:
-            raise FormatError(
-                f"cannot encode {type(value).__name__} value as MDS '{self.name}': {err}"
-            ) from err
+            # A wrong type stays catchable as the TypeError/AttributeError mosaic raised.
+            kind = WrongValueType if isinstance(err, (TypeError, AttributeError)) else FormatError
+            raise kind(f"cannot encode {type(value).__name__} value as MDS '{self.name}': {err}") from err
 
     def _encode(self, value: Any) -> bytes:
         raise NotImplementedError  # pragma: no cover - every concrete encoding overrides it
@@ -54,7 +54,7 @@ class EncodingBase:
         raise NotImplementedError  # pragma: no cover - every concrete encoding overrides it
 
     def _reject(self, value: Any, expected: str) -> FormatError:
-        return FormatError(
+        return WrongValueType(
             f"MDS '{self.name}' encoding expects {expected}, got {type(value).__name__}: {value!r:.80}"
         )
 

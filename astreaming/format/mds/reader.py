@@ -18,8 +18,10 @@ import dataclasses
 import functools
 import mmap
 import os
+import stat
 import struct
 import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,10 @@ def build_decoder(
     namespace["_unpack"] = struct.Struct(f"<{num_var}I").unpack_from
     namespace["_bad"] = functools.partial(_bad, source)
     namespace["_from_bytes"] = int.from_bytes
+    namespace["_FormatError"] = FormatError
+    namespace["_DECODE_ERRORS"] = _DECODE_ERRORS
+    namespace["_corrupt"] = functools.partial(_corrupt_value, source)
+    namespace["_corrupt_at"] = functools.partial(_corrupt_at, source)
     body: list[str] = []
     if num_var:
         lens = ", ".join(f"l{i}" for i in range(num_var))
@@ -204,14 +210,30 @@ def build_decoder(
     body.append("    raise _bad(begin, end)")
     body.append("return {" + ", ".join(items) + "}")
     consts = ", ".join(f"{k}={k}" for k in namespace)
-    decode_src = f"def decode(buf, begin, end, {consts}):\n" + "".join(f"    {line}\n" for line in body)
+    # A corrupt value (bad UTF-8, bad JSON, an impossible array shape) surfaces as FormatError naming the
+    # shard and sample. The try costs nothing until something raises (zero-cost exceptions).
+    guard = (
+        "except _FormatError:\n    raise\n"
+        "except _DECODE_ERRORS as exc:\n    raise _corrupt(i, exc) from exc\n"
+    ).splitlines()
+    decode_guard = [line.replace("_corrupt(i, exc)", "_corrupt_at(begin, exc)") for line in guard]
+    decode_src = (
+        f"def decode(buf, begin, end, {consts}):\n"
+        "    try:\n"
+        + "".join(f"        {line}\n" for line in body)
+        + "".join(f"    {line}\n" for line in decode_guard)
+    )
     bind_src = (
         f"def bind(buf, offs, {consts}):\n"
         "    def get(i):\n"
         "        if i < 0:\n"
         "            raise IndexError(i)\n"
         "        begin = offs[i]\n"
-        "        end = offs[i + 1]\n" + "".join(f"        {line}\n" for line in body) + "    return get\n"
+        "        end = offs[i + 1]\n"
+        "        try:\n"
+        + "".join(f"            {line}\n" for line in body)
+        + "".join(f"        {line}\n" for line in guard)
+        + "    return get\n"
     )
     # The same body in a loop over many indices, appending to a list: the batch form of ``get``.
     many_body = [*body[:-1], "append({" + ", ".join(items) + "})"]
@@ -220,18 +242,40 @@ def build_decoder(
         "    def get_many(indices):\n"
         "        out = []\n"
         "        append = out.append\n"
-        "        for i in indices:\n"
-        "            if i < 0:\n"
-        "                raise IndexError(i)\n"
-        "            begin = offs[i]\n"
-        "            end = offs[i + 1]\n"
-        + "".join(f"            {line}\n" for line in many_body)
+        "        i = -1\n"
+        "        try:\n"
+        "            for i in indices:\n"
+        "                if i < 0:\n"
+        "                    raise IndexError(i)\n"
+        "                begin = offs[i]\n"
+        "                end = offs[i + 1]\n"
+        + "".join(f"                {line}\n" for line in many_body)
+        + "".join(f"        {line}\n" for line in guard)
         + "        return out\n"
         "    return get_many\n"
     )
-    exec(compile(decode_src + bind_src + bind_many_src, f"<mds decoder {source}>", "exec"), namespace)
+    exec(_compiled(decode_src + bind_src + bind_many_src), namespace)
     min_size = head + sum(s for s in sizes if s is not None)
     return DecodePlan(namespace["decode"], namespace["bind"], min_size, namespace["bind_many"])
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> types.CodeType:
+    """Compile a decoder's source once per column layout: every shard of a dataset shares it, and a
+    reader reopened after an eviction should cost a mapping, not a compilation (~2 ms)."""
+    return compile(text, "<mds decoder>", "exec")
+
+
+#: What decoding a corrupt value raises (UnicodeDecodeError and JSONDecodeError are ValueErrors).
+_DECODE_ERRORS = (ValueError, TypeError, OverflowError, struct.error, EOFError, MemoryError)
+
+
+def _corrupt_value(source: str, index: int, exc: BaseException) -> FormatError:
+    return FormatError(f"{source}: corrupt MDS sample {index}: {type(exc).__name__}: {exc}")
+
+
+def _corrupt_at(source: str, begin: int, exc: BaseException) -> FormatError:
+    return FormatError(f"{source}: corrupt MDS sample at byte {begin}: {type(exc).__name__}: {exc}")
 
 
 def _bad(source: str, begin: int, end: int) -> FormatError:
@@ -384,15 +428,26 @@ def map_file(path: str | Path, *, expected_size: int) -> mmap.mmap | bytes:
     """Map a whole file read-only (an empty file gives ``b""``, which mmap cannot map).
 
     Raises:
-        FormatError: the file is missing or its size differs from ``expected_size`` (naming the path).
+        FormatError: the file is missing, is not a regular file (a directory, a FIFO: opened without
+            blocking, so a FIFO cannot hang the reader) or its size differs from ``expected_size``
+            (naming the path).
     """
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != expected_size:
-                raise FormatError(f"{path}: file has {size} bytes but the index says {expected_size}")
-            if size == 0:
-                return b""
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise FormatError(f"{path}: shard file not found") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a shard file") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise FormatError(f"{path}: is {kind}, not a shard file")
+        size = info.st_size
+        if size != expected_size:
+            raise FormatError(f"{path}: file has {size} bytes but the index says {expected_size}")
+        if size == 0:
+            return b""
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)  # the mapping keeps its own reference to the file

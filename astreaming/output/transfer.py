@@ -1,0 +1,131 @@
+"""Upload a file or a directory to any remote, and download one object, for conversion scripts.
+
+The same async backends and retry policy as the datasets and writers use. Each helper has an async form
+(``await upload_async(...)`` on the caller's loop) and a blocking one that runs on the process's
+astreaming loop thread, usable from plain scripts and from inside a running loop's thread alike.
+
+Local destinations are written through a ``.part`` file and a rename, so an interrupted download never
+leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from astreaming.errors import ConfigError, ObjectNotFound
+from astreaming.fetch.loop_thread import get_loop_thread
+from astreaming.storage import RetryPolicy, backend_for, join, redact, with_retries
+
+__all__ = [
+    "download_file",
+    "download_file_async",
+    "list_objects",
+    "list_objects_async",
+    "upload",
+    "upload_async",
+]
+
+
+def _policy(retry: int, timeout: float | None) -> RetryPolicy:
+    return RetryPolicy.from_download_retry(retry, timeout)
+
+
+def _files_under(root: Path) -> list[Path]:
+    """Every regular file below ``root`` (sorted: uploads happen in a reproducible order)."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+async def upload_async(
+    src: str | os.PathLike[str], url: str, *, timeout: float = 60.0, retry: int = 2
+) -> list[str]:
+    """Upload a file to the object ``url``, or a directory's files below the prefix ``url``.
+
+    Args:
+        src: A local file, or a directory (uploaded recursively, relative paths kept).
+        url: Destination: ``gs://``, ``s3://``, ``oci://``, ``azure://`` URL, ``file://`` URL or a local path.
+        timeout: Socket timeout of the storage client.
+        retry: Retries of a failed upload after the first attempt.
+
+    Returns:
+        The URLs written (credentials redacted).
+
+    Raises:
+        ObjectNotFound: ``src`` does not exist.
+        ConfigError: an unsupported URL scheme, or a negative ``retry``.
+        StorageError: an upload failed after its retries.
+    """
+    source = Path(src)
+    if source.is_dir():
+        pairs = [(p, join(url, p.relative_to(source).as_posix())) for p in _files_under(source)]
+    elif source.is_file():
+        pairs = [(source, url)]
+    else:
+        raise ObjectNotFound(f"upload: {source} does not exist", url=str(source))
+    # Uploads are bounded by the client's socket timeouts, not a whole-attempt deadline (large files).
+    policy = _policy(retry, None)
+    async with backend_for(url, timeout=timeout) as backend:
+
+        async def one(path: Path, dest: str) -> None:
+            await with_retries(policy, lambda: backend.upload(path, dest), url=dest, what="upload")
+
+        for path, dest in pairs:
+            await one(path, dest)
+    return [redact(dest) for _, dest in pairs]
+
+
+def upload(src: str | os.PathLike[str], url: str, *, timeout: float = 60.0, retry: int = 2) -> list[str]:
+    """Blocking :func:`upload_async` (runs on the process's astreaming loop thread)."""
+    return get_loop_thread().call(upload_async(src, url, timeout=timeout, retry=retry))
+
+
+async def download_file_async(
+    remote: str, local: str | os.PathLike[str], timeout: float = 60.0, *, retry: int = 2
+) -> Path:
+    """Download the object ``remote`` to the file ``local`` (parents created; replaced atomically).
+
+    Args:
+        remote: The object URL (any supported scheme) or a local path.
+        local: The destination file.
+        timeout: Seconds each attempt may take.
+        retry: Retries of a failed download after the first attempt.
+
+    Returns:
+        ``local`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ObjectNotFound: no such object (also a ``FileNotFoundError``, as mosaic raised).
+        ConfigError: an unsupported URL scheme, or ``local`` names a directory.
+        StorageError: the download failed after its retries.
+    """
+    dest = Path(local)
+    if dest.is_dir():
+        raise ConfigError(f"download_file: local={str(dest)!r} is a directory; give the file to write")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    policy = _policy(retry, timeout)
+    async with backend_for(remote, timeout=timeout) as backend:
+        await with_retries(policy, lambda: backend.download(remote, dest), url=remote, what="download")
+    return dest
+
+
+def download_file(
+    remote: str, local: str | os.PathLike[str], timeout: float = 60.0, *, retry: int = 2
+) -> Path:
+    """Blocking :func:`download_file_async` (mosaic's ``download_file(remote, local, timeout)``)."""
+    return get_loop_thread().call(download_file_async(remote, local, timeout, retry=retry))
+
+
+async def list_objects_async(url_prefix: str, *, timeout: float = 60.0) -> list[str]:
+    """The URLs of every object whose URL starts with ``url_prefix`` (a plain string prefix), sorted.
+
+    Raises:
+        ConfigError: an unsupported URL scheme.
+        StorageError: the listing failed.
+    """
+    async with backend_for(url_prefix, timeout=timeout) as backend:
+        return sorted([info.url async for info in backend.list(url_prefix)])
+
+
+def list_objects(url_prefix: str, *, timeout: float = 60.0) -> list[str]:
+    """Blocking :func:`list_objects_async`."""
+    return get_loop_thread().call(list_objects_async(url_prefix, timeout=timeout))

@@ -1,0 +1,186 @@
+"""Clean, prompt shutdown (issue 10): StreamingDataLoader stops its own workers when an error comes
+through, a worker waiting for a shard notices the shutdown instead of being killed at torch's 5 s join
+timeout, and an abandoned iterator stays silent at interpreter exit.
+
+The assertions are on the mechanism (the workers were shut down before the error reached the caller,
+and each exited by itself, exit code 0, not terminated), never on wall-clock time; the README's
+reliability section has the measured times.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from torch.utils.data import dataloader as torch_dataloader
+
+from astreaming import StreamingDataLoader, StreamingDataset
+from astreaming.errors import ObjectNotFound
+from astreaming.fetch.loop_thread import LoopThread
+from astreaming.fetch.scheduler import FetchScheduler
+from astreaming.fetch.stopping import WorkersStopping, install_stop_event
+from astreaming.fetch.waiter import ShardWaiter
+
+from .conftest import read_index, write_dataset
+from .servers import RuleServer, split_by_worker
+
+NUM_SAMPLES = 40
+BATCH = 4
+
+
+def _serve(tmp_path: Path, *, fail: bool) -> Iterator[tuple[str, int]]:
+    root = tmp_path / "site"
+    write_dataset(root / "ds", NUM_SAMPLES, size_limit=200)  # one sample per shard
+    index = read_index(root / "ds")
+    with RuleServer(root, split_by_worker(index, BATCH, fail=fail)) as server:
+        yield f"{server.url}/ds", len(index["shards"])
+
+
+@pytest.fixture
+def stalling_remote(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The first batch is served, then worker 1 fails and worker 0 waits for a stalled shard."""
+    yield from _serve(tmp_path, fail=True)
+
+
+@pytest.fixture
+def stalled_remote(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The first batch is served, then both workers wait for stalled shards."""
+    yield from _serve(tmp_path, fail=False)
+
+
+class _ShutdownSpy:
+    """Records, when torch shuts a DataLoader iterator's workers down, how each worker process ended."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.exitcodes: list[list[int | None]] = []
+        original = torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers
+
+        def spy(iterator: Any) -> None:
+            live = not iterator._shutdown
+            original(iterator)
+            if live:
+                self.exitcodes.append([w.exitcode for w in iterator._workers])
+
+        monkeypatch.setattr(torch_dataloader._MultiProcessingDataLoaderIter, "_shutdown_workers", spy)
+
+
+@pytest.mark.parametrize(("context", "persistent"), [("fork", False), ("fork", True), ("spawn", False)])
+def test_an_error_stops_the_workers_before_it_reaches_the_caller(
+    stalling_remote: tuple[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    context: str,
+    persistent: bool,
+) -> None:
+    remote, _ = stalling_remote
+    spy = _ShutdownSpy(monkeypatch)
+    ds = StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4, download_retry=0)
+    loader = StreamingDataLoader(
+        ds, batch_size=4, num_workers=2, multiprocessing_context=context, persistent_workers=persistent
+    )
+    with pytest.raises(ObjectNotFound, match="shard"):
+        for _ in loader:
+            pass
+    # Shut down before the error left the loader (not later by the garbage collector), and every
+    # worker left by itself, including the one waiting for a stalled shard: none was terminated.
+    assert spy.exitcodes == [[0, 0]]
+    if persistent:
+        assert loader._iterator is None  # the next epoch starts fresh workers
+
+
+def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
+    stalled_remote: tuple[str, int], tmp_path: Path
+) -> None:
+    """SIGINT to the main process only (the worst case: the workers get no signal of their own),
+    while both workers wait for stalled shards and the main process waits for a batch."""
+    remote, _ = stalled_remote
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from torch.utils.data import dataloader as torch_dataloader
+        from astreaming import StreamingDataLoader, StreamingDataset
+
+        exitcodes = []
+        original = torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers
+        def spy(iterator):
+            live = not iterator._shutdown
+            original(iterator)
+            if live:
+                exitcodes.append([w.exitcode for w in iterator._workers])
+        torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers = spy
+
+        if __name__ == "__main__":
+            ds = StreamingDataset(remote={remote!r}, local={str(tmp_path / "cache")!r}, batch_size=4)
+            loader = StreamingDataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork")
+            try:
+                for i, _ in enumerate(loader):
+                    print("BATCH", flush=True)
+            except KeyboardInterrupt:
+                print("EXITCODES", json.dumps(exitcodes), flush=True)
+        """
+    )
+    script_path = tmp_path / "child.py"
+    script_path.write_text(script)
+    proc = subprocess.Popen(
+        [sys.executable, str(script_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().startswith("BATCH")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [line for line in out.splitlines() if line.startswith("EXITCODES")]
+    assert lines, err
+    assert json.loads(lines[0].split(" ", 1)[1]) == [[0, 0]], err
+
+
+def test_a_waiting_worker_gives_up_when_its_stop_event_is_set() -> None:
+    loop_thread = LoopThread()
+    event = threading.Event()
+
+    async def never(shard: int) -> int:
+        await loop_thread.loop.create_future()  # a shard that never arrives
+        return 0
+
+    async def make() -> FetchScheduler:
+        return FetchScheduler(never, max_in_flight=1, predownload=None)
+
+    scheduler = loop_thread.call(make())
+    waiter = ShardWaiter(scheduler, loop_thread)
+    install_stop_event(event)
+    try:
+        threading.Timer(0.05, event.set).start()
+        with pytest.raises(WorkersStopping, match="shard 3"):
+            waiter.wait_ready(3, 0)
+    finally:
+        install_stop_event(None)
+        loop_thread.call(scheduler.aclose())
+        loop_thread.stop()
+
+
+def test_an_abandoned_iterator_is_silent_at_interpreter_exit(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", NUM_SAMPLES, size_limit=200)
+    script = textwrap.dedent(
+        f"""
+        from astreaming import StreamingDataset
+        ds = StreamingDataset(remote={str(root)!r}, local={str(tmp_path / "cache")!r}, batch_size=1)
+        sample = next(iter(ds))
+        held = iter(ds)
+        next(held)
+        print(sample["id"])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stdout.strip() == "0"
+    assert done.stderr == ""
