@@ -38,6 +38,7 @@ def install(directory: str) -> None:
 
     def log(record: dict[str, Any]) -> None:
         record["t"] = time.time()
+        record["label"] = os.environ.get("ASTREAMING_BENCH_LABEL", "")  # job-rank in the soak
         with open(os.path.join(directory, f"{os.getpid()}.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
 

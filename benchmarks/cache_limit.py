@@ -22,7 +22,7 @@ are processes with RANK / WORLD_SIZE / LOCAL_WORLD_SIZE set as torchrun sets the
 Each failure (error, timeout, a lost or duplicated sample) is recorded in the results, not raised.
 ``--trace DIR`` logs astreaming's reservations and evictions (``_trace.py``).
 
-    python benchmarks/cache_limit.py                       # ~7 min on a loaded 2-core machine
+    python benchmarks/cache_limit.py                       # 5-7 min on a loaded 2-core machine
     python benchmarks/cache_limit.py --fractions 0.25 --workers 0 --skip-soak
     python benchmarks/cache_limit.py --json benchmarks/results/cache_limit.json --markdown
 """
@@ -350,6 +350,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
             }
             for rank in range(ranks):
                 env = dict(served.env, RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_WORLD_SIZE=str(ranks))
+                env["ASTREAMING_BENCH_LABEL"] = f"{job}-r{rank}"
                 env.update(
                     _lib_env(lib, tmp, str(stats_dir), args.trace and os.path.join(args.trace, "soak"))
                 )
