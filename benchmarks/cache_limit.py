@@ -87,6 +87,7 @@ def _child(args: argparse.Namespace) -> None:
             shuffle=args.shuffle,
             shuffle_block_size=args.shuffle_block_size or None,
             cache_limit=args.cache_limit or None,
+            predownload=args.predownload or None,
             **({} if args.shuffle_seed is None else {"shuffle_seed": args.shuffle_seed}),
         )
         result["init_s"] = time.perf_counter() - began
@@ -262,6 +263,7 @@ def run_matrix(
         "epochs": args.epochs,
         "shuffle": args.shuffle,
         "shuffle_block_size": args.shuffle_block_size,
+        "predownload": args.predownload or None,
     }
     with tempfile.TemporaryDirectory(prefix="bench-cl-") as tmp:
         trace = args.trace and os.path.join(args.trace, f"{fraction}-w{workers}")
@@ -469,6 +471,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", action="store_true", help="shuffle the matrix runs (default: no shuffle)")
     p.add_argument("--shuffle-block-size", type=int, default=0, help="0 = the libraries' default")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per matrix run")
+    p.add_argument("--predownload", type=int, default=0, help="matrix runs, both libraries (0: 8 x batch)")
     p.add_argument("--latency", type=float, default=0.02)
     p.add_argument("--bandwidth", type=float, default=50e6, help="bytes/s")
     p.add_argument("--libs", default="astreaming,mosaic")

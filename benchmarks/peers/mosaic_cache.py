@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--shuffle-block-size", type=int, default=0, help="0 = mosaic's default")
     parser.add_argument("--shuffle-seed", type=int, default=None)
+    parser.add_argument("--predownload", type=int, default=None, help="default: 8 x batch size")
     parser.add_argument("--ids", action="store_true", help="report every sample id of every epoch")
     args = parser.parse_args()
 
@@ -62,6 +63,7 @@ def main() -> None:
             shuffle=args.shuffle,
             shuffle_block_size=args.shuffle_block_size or None,
             cache_limit=args.cache_limit or None,
+            predownload=args.predownload,
             **({} if args.shuffle_seed is None else {"shuffle_seed": args.shuffle_seed}),
         )
         result["init_s"] = time.perf_counter() - began
