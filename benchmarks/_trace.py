@@ -1,0 +1,117 @@
+"""Diagnostics for ``cache_limit.py --trace DIR``: log every reservation and eviction of the node budget.
+
+Each process (DataLoader workers included: they inherit the patch through fork) appends JSON lines to
+``DIR/<pid>.jsonl``: ``{"t", "ev": "reserve", "shard", "distance", "granted"}`` for each reservation
+attempt and ``{"t", "ev": "evict", "key", "score", "for", "distance"}`` for each shard it deleted, with the
+score (plan positions to its next use, ``inf``: nobody needs it soon) that made it the victim. Reads
+private parts of ``astreaming.cache.budget``: a measuring aid, not an interface.
+
+    python benchmarks/cache_limit.py --libs astreaming --skip-matrix --trace /tmp/trace
+    python benchmarks/_trace.py /tmp/trace          # summary: downloads per shard, victims' scores
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def install(directory: str) -> None:
+    """Wrap ``NodeBudget.try_reserve`` and ``NodeBudget._make_room`` to log into ``directory``.
+
+    ``$ASTREAMING_BENCH_PUBLISH_EVERY`` (seconds), if set, replaces the runtime's interval between two
+    publications of this process's position and upcoming needs: an experiment on how stale positions
+    mislead the other processes' evictions.
+    """
+    from astreaming.cache.budget import NodeBudget
+
+    if os.environ.get("ASTREAMING_BENCH_PUBLISH_EVERY"):
+        import astreaming.engine.runtime as runtime
+
+        runtime._PUBLISH_EVERY = float(os.environ["ASTREAMING_BENCH_PUBLISH_EVERY"])  # type: ignore[attr-defined]
+
+    def log(record: dict[str, Any]) -> None:
+        record["t"] = time.time()
+        record["label"] = os.environ.get("ASTREAMING_BENCH_LABEL", "")  # job-rank in the soak
+        with open(os.path.join(directory, f"{os.getpid()}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    try_reserve = NodeBudget.try_reserve
+    make_room = NodeBudget._make_room
+    evict = NodeBudget._evict
+    context: dict[str, Any] = {}
+
+    def traced_reserve(self: Any, shard: int, nbytes: int, *, distance: float) -> int | None:
+        context.update(shard=shard, distance=distance)
+        granted = try_reserve(self, shard, nbytes, distance=distance)
+        log({"ev": "reserve", "shard": shard, "distance": _num(distance), "granted": granted})
+        return granted
+
+    def traced_make_room(self: Any, conns: Any, usage: int, nbytes: int, distance: float, **kw: Any) -> int:
+        context["scores"] = {(r.root, r.key): s for s, r in self._rank(conns, kw["exclude"])}
+        return make_room(self, conns, usage, nbytes, distance, **kw)
+
+    def traced_evict(self: Any, conns: Any, row: Any) -> bool:
+        done = evict(self, conns, row)
+        if done:
+            score = context.get("scores", {}).get((row.root, row.key), math.nan)
+            log(
+                {
+                    "ev": "evict",
+                    "key": row.key,
+                    "score": _num(score),
+                    "for": context.get("shard"),
+                    "distance": _num(context.get("distance", math.nan)),
+                }
+            )
+        return done
+
+    NodeBudget.try_reserve = traced_reserve  # type: ignore[method-assign]
+    NodeBudget._make_room = traced_make_room  # type: ignore[method-assign]
+    NodeBudget._evict = traced_evict  # type: ignore[method-assign]
+
+
+def _num(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def summarise(directory: str) -> dict[str, Any]:
+    """Downloads per shard, and the victims' scores (how soon someone needed what was evicted)."""
+    events = []
+    for path in Path(directory).glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            events.append({**json.loads(line), "pid": int(path.stem)})
+    events.sort(key=lambda e: e["t"])
+    downloads = collections.Counter(e["shard"] for e in events if e["ev"] == "reserve" and e["granted"])
+    evictions = [e for e in events if e["ev"] == "evict"]
+    scores = collections.Counter(
+        "inf" if e["score"] == "inf" else f"<{_bucket(float(e['score']))}" for e in evictions
+    )
+    for_consumer = sum(1 for e in evictions if e["distance"] == 0)
+    refused = sum(1 for e in events if e["ev"] == "reserve" and e["granted"] is None)
+    return {
+        "processes": len({e["pid"] for e in events}),
+        "downloads": sum(downloads.values()),
+        "downloads_per_shard": dict(sorted(collections.Counter(downloads.values()).items())),
+        "evictions": len(evictions),
+        "evictions_for_the_consumer": for_consumer,
+        "victim_score_buckets": dict(sorted(scores.items())),
+        "refused_lookaheads": refused,
+    }
+
+
+def _bucket(score: float) -> int:
+    for edge in (1, 64, 256, 1024, 4096):
+        if score < edge:
+            return edge
+    return 10**9
+
+
+if __name__ == "__main__":
+    print(json.dumps(summarise(sys.argv[1]), indent=2))
