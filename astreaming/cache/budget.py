@@ -127,6 +127,9 @@ class NodeBudget:
         on_evict: Called with each shard of this dataset that this process evicted.
         clock: Monotonic seconds (injectable); sleep: the async sleep (injectable).
         stuck_timeout: Seconds the shard the consumer waits for may find no room before CacheError.
+        lookahead_headroom: Bytes a look-ahead download must leave free (for the next shards of the
+            node's other readers): look-ahead that fills the last room is evicted again by their sooner
+            needs, a download wasted.
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class NodeBudget:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         stuck_timeout: float = 60.0,
+        lookahead_headroom: int = 0,
     ) -> None:
         if limit <= 0:
             raise ConfigError(f"cache_limit must be positive, got {limit}")
@@ -157,6 +161,7 @@ class NodeBudget:
         self._clock = clock
         self._sleep = sleep
         self.stuck_timeout = stuck_timeout
+        self.lookahead_headroom = lookahead_headroom
         self._own = {(k.root, k.key): shard for shard, k in enumerate(keys) if k is not None}
         self._last_sweep = -math.inf
         self._evictions = 0
@@ -254,9 +259,10 @@ class NodeBudget:
                 ledger.reserve(conns, key, 0)
                 return 0
             usage = ledger.usage(conns) + self.fixed
-            if usage + nbytes > self.limit:
-                usage = self._make_room(conns, usage, nbytes, distance, exclude=key)
-            if usage + nbytes > self.limit:
+            room = self.limit - (self.lookahead_headroom if distance > 0 else 0)
+            if usage + nbytes > room:
+                usage = self._make_room(conns, usage, nbytes, distance, exclude=key, room=room)
+            if usage + nbytes > room:
                 if distance > 0:
                     self._deferrals += 1
                 return None
@@ -351,8 +357,9 @@ class NodeBudget:
         distance: float,
         *,
         exclude: LedgerKey,
+        room: int,
     ) -> int:
-        """Evict until ``nbytes`` more fit or no allowed victim is left; returns the new usage."""
+        """Evict until ``nbytes`` more fit in ``room`` or no allowed victim is left; returns the usage."""
         fixed = self.fixed + sum(b for _, b in self.indexes)
         if fixed + nbytes > self.limit:
             raise CacheError(
@@ -365,7 +372,7 @@ class NodeBudget:
             self._sweep(conns)
         ranked = self._rank(conns, exclude)
         for score, row in ranked:
-            if usage + nbytes <= self.limit:
+            if usage + nbytes <= room:
                 break
             # A look-ahead shard only displaces shards needed later than itself; the shard the consumer
             # waits for displaces anything not being read.

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from astreaming.cache.ledger import _inherited, _try_flock
+from astreaming.cache.publish import names_same_file
 
 __all__ = ["Pins", "exclusive"]
 
@@ -38,12 +39,7 @@ def _open_same(path: Path, flags: int) -> int | None:
         if not _try_flock(fd, flags):
             os.close(fd)
             return None
-        try:
-            on_disk = os.stat(path)
-        except FileNotFoundError:
-            on_disk = None
-        held = os.fstat(fd)
-        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+        if not names_same_file(path, fd):
             os.close(fd)
             return None
     except BaseException:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from astreaming.errors import CacheError
 
-__all__ = ["FileLock", "ensure_file", "lock_path", "remove_stale_temps", "temp_path"]
+__all__ = ["FileLock", "ensure_file", "lock_path", "names_same_file", "remove_stale_temps", "temp_path"]
 
 _TMP_MARK = ".tmp-"
 _POLL_START = 0.001
@@ -54,6 +54,17 @@ def remove_stale_temps(path: Path) -> int:
     return removed
 
 
+def names_same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not unlinked or replaced since it was opened):
+    a lock taken on a file that was deleted meanwhile protects nothing."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+
 class FileLock:
     """An exclusive ``flock`` on ``<path>.lock``, acquired by polling so the event loop never blocks.
 
@@ -81,12 +92,7 @@ class FileLock:
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 return False
             raise
-        try:
-            on_disk = os.stat(self.path)
-        except FileNotFoundError:
-            on_disk = None
-        held = os.fstat(fd)
-        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+        if not names_same_file(self.path, fd):
             # We locked a file its previous holder already unlinked; it guards nothing any more.
             os.close(fd)
             return False

@@ -31,6 +31,8 @@ class LedgerLayout:
         targets: The file a reader pins for each shard (None: never evicted, no pin).
         fixed: Bytes of the streams without a remote (shards and index), counted, never evicted.
         indexes: ``(key, bytes)`` of each cached ``index.json``.
+        headroom: Bytes look-ahead downloads leave free: the shards the node's other readers may need
+            next, so that look-ahead does not fill the room their sooner needs would then evict.
     """
 
     ledger: Ledger
@@ -38,6 +40,7 @@ class LedgerLayout:
     targets: list[Path | None]
     fixed: int
     indexes: list[tuple[LedgerKey, int]]
+    headroom: int
 
 
 def ledger_layout(table: ShardTable, cache_limit: int, *, readers: int) -> LedgerLayout:
@@ -102,7 +105,8 @@ def ledger_layout(table: ShardTable, cache_limit: int, *, readers: int) -> Ledge
         largest_footprint=largest_footprint,
         readers=readers,
     )
-    return LedgerLayout(Ledger(roots), keys, targets, fixed, indexes)
+    headroom = max(0, readers - 1) * largest_raw
+    return LedgerLayout(Ledger(roots), keys, targets, fixed, indexes, headroom)
 
 
 def check_node_budget(

@@ -93,6 +93,7 @@ class Runtime:
                 layout.keys,
                 fixed=layout.fixed,
                 indexes=layout.indexes,
+                lookahead_headroom=layout.headroom,
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,

@@ -293,3 +293,25 @@ def test_pins_keep_descriptors_but_never_a_deleted_file(tmp_path: Path) -> None:
     assert pins.pin(gone) is None  # the kept descriptor is of a deleted file: not a pin
     pins.prune()
     pins.close()
+
+
+def test_lookahead_leaves_headroom_for_the_other_readers(tmp_path: Path) -> None:
+    """Look-ahead that filled the last room would be evicted by another reader's sooner need."""
+    soon = {0: 5.0, 1: 6.0}  # both needed before the look-ahead shard (at 10)
+    budget = NodeBudget(
+        4 * SHARD,
+        Ledger([tmp_path]),
+        keys(),
+        next_use=lambda s: soon.get(s, math.inf),
+        lookahead_headroom=2 * SHARD,
+    )
+    budget.open()
+    for shard in (0, 1):
+        assert budget.try_reserve(shard, SHARD, distance=10) == SHARD  # look-ahead into free room
+        write(tmp_path, shard)
+        budget.commit(shard, SHARD)
+    # Two shards of room are left, but they are the other readers' headroom: look-ahead waits...
+    assert budget.try_reserve(2, SHARD, distance=10) is None
+    # ...while a shard a reader waits for takes it.
+    assert budget.try_reserve(3, SHARD, distance=0) == SHARD
+    budget.close()
