@@ -130,6 +130,10 @@ class NodeBudget:
         lookahead_headroom: Bytes a look-ahead download must leave free (for the next shards of the
             node's other readers): look-ahead that fills the last room is evicted again by their sooner
             needs, a download wasted.
+        footprints: Peak bytes of each shard (zip plus raw), for ``sooner``.
+        sooner: This process's shards needed within a distance, soonest first: a look-ahead download
+            must leave room for those of them not yet in the cache, or the consumer's next shard
+            would evict it again.
     """
 
     def __init__(
@@ -147,6 +151,8 @@ class NodeBudget:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         stuck_timeout: float = 60.0,
         lookahead_headroom: int = 0,
+        footprints: Sequence[int] = (),
+        sooner: Callable[[float], list[int]] = lambda distance: [],
     ) -> None:
         if limit <= 0:
             raise ConfigError(f"cache_limit must be positive, got {limit}")
@@ -162,6 +168,8 @@ class NodeBudget:
         self._sleep = sleep
         self.stuck_timeout = stuck_timeout
         self.lookahead_headroom = lookahead_headroom
+        self._footprints = footprints
+        self._sooner = sooner
         self._own = {(k.root, k.key): shard for shard, k in enumerate(keys) if k is not None}
         self._last_sweep = -math.inf
         self._evictions = 0
@@ -259,7 +267,9 @@ class NodeBudget:
                 ledger.reserve(conns, key, 0)
                 return 0
             usage = ledger.usage(conns) + self.fixed
-            room = self.limit - (self.lookahead_headroom if distance > 0 else 0)
+            room = self.limit
+            if distance > 0:
+                room -= self.lookahead_headroom + self._missing_sooner(conns, shard, distance)
             if usage + nbytes > room:
                 usage = self._make_room(conns, usage, nbytes, distance, exclude=key, room=room)
             if usage + nbytes > room:
@@ -268,6 +278,18 @@ class NodeBudget:
                 return None
             ledger.reserve(conns, key, nbytes)
             return nbytes
+
+    def _missing_sooner(self, conns: Sequence[sqlite3.Connection], shard: int, distance: float) -> int:
+        """Bytes of the shards this process needs before ``distance`` that nobody has brought in yet."""
+        total = 0
+        for other in self._sooner(distance):
+            key = self.keys[other]
+            if other == shard or key is None or other >= len(self._footprints):
+                continue
+            present = self.ledger.resident_bytes(conns, key) is not None
+            if not present and not self.ledger.reserved(conns, key):
+                total += self._footprints[other]
+        return total
 
     async def reserve(self, shard: int, nbytes: int, *, distance: float) -> int | None:
         """:meth:`try_reserve` for a download; the shard the consumer waits for waits for room.

@@ -275,6 +275,11 @@ class Ledger:
         )
         return row is not None
 
+    def reserved(self, conns: Sequence[sqlite3.Connection], key: LedgerKey) -> bool:
+        """Whether any process holds a reservation for ``key``."""
+        row = conns[key.root].execute("SELECT 1 FROM reservations WHERE key = ? LIMIT 1", (key.key,))
+        return row.fetchone() is not None
+
     def reserve(self, conns: Sequence[sqlite3.Connection], key: LedgerKey, nbytes: int) -> None:
         """Record this process's reservation of ``nbytes`` for ``key`` (replacing an earlier one)."""
         conns[key.root].execute(

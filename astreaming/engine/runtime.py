@@ -94,6 +94,8 @@ class Runtime:
                 fixed=layout.fixed,
                 indexes=layout.indexes,
                 lookahead_headroom=layout.headroom,
+                footprints=[table.max_bytes(shard) for shard in range(table.num_shards)],
+                sooner=lambda distance: [s for s, _ in self.next_use.upcoming(int(distance), _NEEDS_MAX)],
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,

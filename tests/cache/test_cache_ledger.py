@@ -315,3 +315,25 @@ def test_lookahead_leaves_headroom_for_the_other_readers(tmp_path: Path) -> None
     # ...while a shard a reader waits for takes it.
     assert budget.try_reserve(3, SHARD, distance=0) == SHARD
     budget.close()
+
+
+def test_lookahead_leaves_room_for_the_shards_needed_before_it(tmp_path: Path) -> None:
+    """A look-ahead shard may not take the room the consumer's sooner shards will need."""
+    order = [4, 5, 6]  # this process needs 4, then 5, then 6
+    budget = NodeBudget(
+        3 * SHARD,
+        Ledger([tmp_path]),
+        keys(),
+        footprints=[SHARD] * SHARDS,
+        sooner=lambda distance: order[: int(distance)],
+    )
+    budget.open()
+    assert budget.try_reserve(6, SHARD, distance=2) == SHARD  # 4 and 5 still fit beside it
+    budget.release(6)
+    assert budget.try_reserve(7, SHARD, distance=3) is None  # 4, 5 and 6 first: no room for 7 yet
+    write(tmp_path, 4)
+    assert budget.try_reserve(4, SHARD, distance=0) == SHARD
+    budget.commit(4, SHARD)
+    order.pop(0)
+    assert budget.try_reserve(7, SHARD, distance=1) == SHARD  # 5 missing: 4 + 5 + 7 fit
+    budget.close()
