@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
@@ -69,6 +70,7 @@ class TLSForwarder(LoopServer):
         self.upstream_port = upstream_port
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -86,6 +88,7 @@ class TLSForwarder(LoopServer):
         except OSError:
             writer.close()
             return
+        self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     async def _serve(self) -> Cleanup:
@@ -94,5 +97,10 @@ class TLSForwarder(LoopServer):
 
         async def cleanup() -> None:
             server.close()
+            for writer in self._writers:  # connections still open (keep-alive) when the test ends
+                writer.close()
+            for writer in self._writers:
+                with contextlib.suppress(ConnectionError, ssl.SSLError):
+                    await writer.wait_closed()
 
         return cleanup
