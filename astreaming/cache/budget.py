@@ -11,9 +11,11 @@ same resident bytes, reservations and needs, so ``cache_limit`` holds for the di
   position); a shard nobody needs soon goes first, least recently used first. A pinned shard (a reader
   holds its shared ``flock``, see :mod:`astreaming.cache.pins`) is never deleted, and data of a stream
   without a remote is never in the ledger at all.
-* A look-ahead download (``distance > 0``) only evicts shards needed later than itself; if that does not
-  make room it is refused (the caller retries later) rather than thrash. The shard the consumer is
-  waiting for may evict anything unpinned, and waits for pins to go if it must.
+* A look-ahead download (``distance > 0``) only evicts shards needed later than itself, and leaves room for
+  this process's sooner shards not cached yet and for the next shards of the node's other readers
+  (``lookahead_headroom``); if that does not make room it is refused (the caller retries later) rather
+  than thrash. The shard the consumer is waiting for may evict anything unpinned, and waits for pins to
+  go if it must.
 """
 
 from __future__ import annotations
