@@ -20,11 +20,11 @@ class Array:
     @property
     def size(self) -> int:
         """Number of items."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define size (an Array subclass)")
 
     def get_item(self, idx: int) -> Any:
         """Item ``idx`` (``0 <= idx < size``)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define get_item (an Array subclass)")
 
     def __getitem__(self, at: Any) -> Any:
         """``x[i]`` (negative wraps), ``x[a:b:c]``, ``x[[i, j]]`` or an integer ndarray (a list back).

@@ -267,7 +267,7 @@ def _rss_kb(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
     except (OSError, ValueError):
-        pass
+        pass  # the process exited while we sampled it: it holds no memory any more
     return 0
 
 
@@ -278,7 +278,7 @@ def _children(pid: int) -> list[int]:
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 out += [int(x) for x in f.read().split()]
     except OSError:
-        pass
+        pass  # the process (or one of its threads) exited while we listed it: no children to add
     return out
 
 

@@ -27,7 +27,7 @@ class LoopServer:
 
     async def _serve(self) -> Cleanup:
         """Start serving, set :attr:`url`, return the coroutine function that stops it."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _serve (each test server does)")
 
     async def _stopping(self) -> None:
         """Called on the loop before it stops (e.g. to release stalled requests)."""

@@ -78,7 +78,7 @@ class TLSForwarder(LoopServer):
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, ssl.SSLError):
-            pass
+            pass  # a peer hung up mid-stream: the forwarder just stops relaying this connection
         finally:
             writer.close()
 

@@ -41,11 +41,11 @@ class MDSEncoding:
 
     def encode(self, obj: Any) -> bytes:
         """Encodes one value."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define encode (a user MDS encoding)")
 
     def decode(self, data: bytes) -> Any:
         """Decodes what :meth:`encode` produced."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define decode (a user MDS encoding)")
 
 
 #: The encodings registered with ``register_encoding``, by name (adapted to the reader's interface).
