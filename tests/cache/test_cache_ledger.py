@@ -337,3 +337,13 @@ def test_lookahead_leaves_room_for_the_shards_needed_before_it(tmp_path: Path) -
     order.pop(0)
     assert budget.try_reserve(7, SHARD, distance=1) == SHARD  # 5 missing: 4 + 5 + 7 fit
     budget.close()
+
+
+def test_jobs_with_different_limits_each_keep_the_directory_under_their_own(tmp_path: Path) -> None:
+    big, small = Process(tmp_path, 5 * SHARD), Process(tmp_path, 2 * SHARD)
+    for shard in range(5):
+        assert big.download(shard)
+    assert big.budget.usage() == 5 * SHARD  # the larger job fills the directory to its limit
+    assert small.download(7)  # the smaller job evicts until the directory fits its own limit
+    assert small.budget.usage() <= 2 * SHARD
+    assert len(resident(tmp_path)) == 2
