@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +28,7 @@ from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError, FormatError
+from astreaming.fetch.loop_thread import run_blocking
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
@@ -55,8 +54,6 @@ def _skipping(plan: Iterable[np.ndarray], skip: int) -> Iterator[np.ndarray]:
         yield chunk[skip:]
         skip = 0
 
-
-T = TypeVar("T")
 
 #: Shard readers kept open per process under a cache_limit.
 _READERS_UNDER_LIMIT = 128
@@ -177,7 +174,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             "replication",
         ):
             setattr(self, name, getattr(self.args, name))  # mosaic exposes these as attributes
-        self._table = _run_blocking(self._load_table())
+        self._table = run_blocking(self._load_table())
         self._table.check_columns(allow_unsafe_types=self.args.allow_unsafe_types)
         samples = self._table.samples_per_stream.tolist()
         weights, total = apply_weights(
@@ -518,13 +515,3 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
 
 async def _forget(runtime: Runtime, shard: int) -> None:
     runtime.scheduler.forget(shard)
-
-
-def _run_blocking(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, even when called inside a running event loop.
-
-    A short-lived thread with its own loop: nothing (loop, thread, session) outlives the call, so the
-    dataset stays safe to fork and pickle afterwards.
-    """
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="astreaming-init") as pool:
-        return pool.submit(asyncio.run, coro).result()
