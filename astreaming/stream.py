@@ -38,8 +38,12 @@ def default_local(remote: str) -> str:
     """The cache directory used when ``local`` is not given: stable per remote, reused across runs.
 
     mosaicml-streaming derives the same ``<tmp>/<blake2s(remote)>`` path but refuses to start when it
-    already exists (so every second run failed); astreaming treats it as the cache it is.
+    already exists (so every second run failed); astreaming treats it as the cache it is. A URL's query
+    string (a SAS token, a presigned signature) is credentials, not location: a rotated token keeps the
+    same cache instead of downloading the dataset again into a new directory.
     """
+    if "://" in remote:
+        remote = remote.partition("?")[0]
     digest = hashlib.blake2s(remote.encode("utf-8"), digest_size=16).hexdigest()
     return os.path.join(tempfile.gettempdir(), digest)
 

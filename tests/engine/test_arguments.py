@@ -74,6 +74,14 @@ def test_default_local_is_stable_and_reusable() -> None:
     assert not Stream(local="/only").has_remote
 
 
+def test_default_local_ignores_a_rotated_token_in_the_query() -> None:
+    signed = default_local("https://host/ds?sv=2024&sig=first")
+    assert signed == default_local("https://host/ds?sv=2024&sig=second") == default_local("https://host/ds")
+    assert signed != default_local("https://host/other?sv=2024&sig=first")
+    # A plain local path keeps every character (a "?" is part of a file name there).
+    assert default_local("data?x") != default_local("data")
+
+
 def test_keep_zip_forced_without_remote() -> None:
     options = Stream(local="/only").download_options(
         download_retry=2, download_timeout=60, validate_hash=None, keep_zip=False
