@@ -11,11 +11,13 @@ same resident bytes, reservations and needs, so ``cache_limit`` holds for the di
   position); a shard nobody needs soon goes first, least recently used first. A pinned shard (a reader
   holds its shared ``flock``, see :mod:`astreaming.cache.pins`) is never deleted, and data of a stream
   without a remote is never in the ledger at all.
-* A look-ahead download (``distance > 0``) only evicts shards needed later than itself, and leaves room for
-  this process's sooner shards not cached yet and for the next shards of the node's other readers
-  (``lookahead_headroom``); if that does not make room it is refused (the caller retries later) rather
-  than thrash. The shard the consumer is waiting for may evict anything unpinned, and waits for pins to
-  go if it must.
+* A look-ahead download (``distance > 0``) only evicts shards needed later than itself and than the horizon
+  processes publish their needs for (``protect_within``): shards in use go out of use before the
+  look-ahead shard is needed and free its room, where evicting a live one costs a second download. It
+  also leaves room for this process's sooner shards not cached yet and for the next shards of the node's
+  other readers (``lookahead_headroom``); if that does not make room it is refused (the caller retries
+  later) rather than thrash. The shard the consumer is waiting for may evict anything unpinned, and
+  waits for pins to go if it must.
 """
 
 from __future__ import annotations
@@ -136,6 +138,10 @@ class NodeBudget:
         sooner: This process's shards needed within a distance, soonest first: a look-ahead download
             must leave room for those of them not yet in the cache, or the consumer's next shard
             would evict it again.
+        protect_within: Plan positions: a look-ahead download never displaces a shard some process
+            needs within this distance (the horizon processes publish their needs for), even one
+            needed later than itself. Until the look-ahead shard is needed, shards being read go
+            out of use and free room for it; evicting a live one instead costs a second download.
     """
 
     def __init__(
@@ -155,6 +161,7 @@ class NodeBudget:
         lookahead_headroom: int = 0,
         footprints: Sequence[int] = (),
         sooner: Callable[[float], list[int]] = lambda distance: [],
+        protect_within: float = 0.0,
     ) -> None:
         if limit <= 0:
             raise ConfigError(f"cache_limit must be positive, got {limit}")
@@ -172,6 +179,7 @@ class NodeBudget:
         self.lookahead_headroom = lookahead_headroom
         self._footprints = footprints
         self._sooner = sooner
+        self.protect_within = protect_within
         self._own = {(k.root, k.key): shard for shard, k in enumerate(keys) if k is not None}
         self._last_sweep = -math.inf
         self._evictions = 0
@@ -398,9 +406,9 @@ class NodeBudget:
         for score, row in ranked:
             if usage + nbytes <= room:
                 break
-            # A look-ahead shard only displaces shards needed later than itself; the shard the consumer
-            # waits for displaces anything not being read.
-            if score <= distance and distance > 0:
+            # A look-ahead shard only displaces shards needed later than itself and later than the
+            # protected horizon; the shard the consumer waits for displaces anything not being read.
+            if distance > 0 and score <= max(distance, self.protect_within):
                 break
             if self._evict(conns, row):
                 usage -= row.bytes

@@ -85,6 +85,8 @@ class Runtime:
         self.evictable: list[bool] = [
             table.stream_of(shard).stream.has_remote for shard in range(table.num_shards)
         ]
+        #: Plan positions ahead for which this process publishes its needs (and protects shards).
+        self.needs_horizon = max(4 * int(predownload or 0), _NEEDS_HORIZON)
         if cache_limit is not None:
             layout = ledger_layout(table, cache_limit, readers=readers)
             self.budget = NodeBudget(
@@ -96,6 +98,7 @@ class Runtime:
                 lookahead_headroom=layout.headroom,
                 footprints=[table.max_bytes(shard) for shard in range(table.num_shards)],
                 sooner=lambda distance: [s for s, _ in self.next_use.upcoming(int(distance), _NEEDS_MAX)],
+                protect_within=self.needs_horizon,
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,
@@ -185,7 +188,7 @@ class Runtime:
     async def _publish_needs(self) -> None:
         """Tell the node, a few times a second, which shards this process needs soon (for eviction)."""
         assert self.budget is not None
-        horizon = max(4 * int(self.predownload or 0), _NEEDS_HORIZON)
+        horizon = self.needs_horizon
         while True:
             next_use = self.next_use
             position = float(next_use.global_position)

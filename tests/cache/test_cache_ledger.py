@@ -41,7 +41,9 @@ def resident(root: Path) -> set[int]:
 class Process:
     """A budget and pins standing for one process on the node."""
 
-    def __init__(self, root: Path, limit: int, next_use: dict[int, float] | None = None) -> None:
+    def __init__(
+        self, root: Path, limit: int, next_use: dict[int, float] | None = None, *, protect_within: float = 0
+    ) -> None:
         self.root = root
         self.next_use = next_use or {}
         self.evicted: list[int] = []
@@ -51,6 +53,7 @@ class Process:
             keys(),
             next_use=lambda s: self.next_use.get(s, math.inf),
             on_evict=self.evicted.append,
+            protect_within=protect_within,
         )
         self.budget.open()
         self.pins = Pins([root / f"shard.{s:05d}.mds" for s in range(SHARDS)])
@@ -116,6 +119,32 @@ def test_lookahead_never_evicts_a_shard_needed_sooner(tmp_path: Path) -> None:
     a.next_use[5] = 1
     assert a.download(6, distance=0)
     assert 6 in resident(tmp_path)
+
+
+def test_lookahead_never_evicts_a_shard_needed_within_the_protected_horizon(tmp_path: Path) -> None:
+    # Shards 0 and 1 are needed at 40 and 400, both later than the look-ahead shard (distance 30); only 1
+    # lies beyond the protected horizon of 100 positions, so only 1 may make room for it.
+    a = Process(tmp_path, 2 * SHARD, next_use={0: 40, 1: 400}, protect_within=100)
+    assert a.download(0) and a.download(1)
+    assert a.download(5, distance=30)
+    assert resident(tmp_path) == {0, 5} and a.evicted == [1]
+    # Everything resident is needed within the horizon now (5 at 30, 0 at 40): a look-ahead shard at
+    # distance 20 waits, although 0 is needed later than it (that second download is what it saves).
+    a.next_use[5] = 30
+    assert not a.download(6, distance=20)
+    assert resident(tmp_path) == {0, 5}
+    # Another process's published need within the horizon protects the same way.
+    a.next_use.update({0: math.inf, 5: math.inf})
+    b = Process(tmp_path, 2 * SHARD)
+    b.budget.publish(0.0, [(0, 50.0)])
+    assert a.download(6, distance=20)  # 5 is needed by nobody: it goes, 0 stays for b
+    assert resident(tmp_path) == {0, 6}
+    a.next_use[6] = 10
+    assert not a.download(7, distance=20)  # 0 (b's, at 50) and 6 (at 10) are both protected
+    assert resident(tmp_path) == {0, 6}
+    # The shard the consumer waits for still displaces anything unpinned.
+    assert a.download(7, distance=0)
+    assert 7 in resident(tmp_path)
 
 
 def test_pinned_shards_are_never_evicted_by_any_process(tmp_path: Path) -> None:
