@@ -33,7 +33,6 @@ from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
 from astreaming.order.world import World
-from astreaming.storage.registry import backend_for
 from astreaming.storage.retry import RetryStats
 from astreaming.stream import Stream
 
@@ -220,11 +219,10 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
                 keep_zip=self.args.keep_zip,
             )
             policy = retry_policy(options.download_retry, options.download_timeout)
-            root = stream.remote_root
-            if root is None:
+            if stream.remote_root is None:
                 entries, size = await load_stream_index(stream, None, policy, stats)
             else:
-                async with backend_for(root, timeout=options.download_timeout) as backend:
+                async with stream.open_backend(options.download_timeout) as backend:
                     entries, size = await load_stream_index(stream, backend, policy, stats)
             loaded.append(StreamShards(stream, entries, options, size))
         return ShardTable(loaded)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astreaming.errors import ConfigError
 from astreaming.order.weights import StreamWeights
 from astreaming.storage.urls import join, redact
+
+if TYPE_CHECKING:
+    from astreaming.storage.base import Backend
+
+#: Makes the (not yet opened) backend of a stream: called as ``factory(remote_root, timeout=seconds)``.
+BackendFactory = Callable[..., "Backend"]
 
 __all__ = ["DownloadOptions", "Stream", "default_local"]
 
@@ -63,6 +70,12 @@ class Stream:
         download_timeout: Seconds allowed for each download attempt (dataset default if None).
         validate_hash: Hash algorithm to verify downloaded shards with (dataset default if None).
         keep_zip: Keep compressed shards after decompressing them (dataset default if None).
+        backend: Serves ``remote`` instead of the backend its scheme selects, as httpx takes a
+            ``transport``: called as ``backend(remote_root, timeout=seconds)`` for a new, not yet opened
+            :class:`~astreaming.storage.Backend` (for example a Backend subclass, or a
+            ``functools.partial`` of one with its options). Every process that reads the stream
+            (DataLoader workers, ranks) calls it again, so it must pickle (a class or a module-level
+            function) for ``spawn``. For tests, custom protocols and client options.
 
     Raises:
         ConfigError: naming the argument, for invalid values or combinations.
@@ -81,6 +94,7 @@ class Stream:
         download_timeout: float | None = None,
         validate_hash: str | None = None,
         keep_zip: bool | None = None,
+        backend: BackendFactory | None = None,
     ) -> None:
         if remote is None and local is None:
             raise ConfigError("Stream: at least one of `remote` and `local` must be given")
@@ -88,6 +102,8 @@ class Stream:
             raise ConfigError(f"Stream: `download_retry` must be >= 0, got {download_retry}")
         if download_timeout is not None and download_timeout <= 0:
             raise ConfigError(f"Stream: `download_timeout` must be > 0, got {download_timeout}")
+        if backend is not None and not callable(backend):
+            raise ConfigError(f"Stream: `backend` must be a Backend class or factory, got {backend!r}")
         if choose is not None and int(choose) != choose:
             raise ConfigError(f"Stream: `choose` must be an integer, got {choose}")
         self.weights = StreamWeights(
@@ -104,6 +120,7 @@ class Stream:
         self.download_timeout = download_timeout
         self.validate_hash = validate_hash
         self.keep_zip = keep_zip
+        self.backend = backend
 
     @property
     def has_remote(self) -> bool:
@@ -121,6 +138,25 @@ class Stream:
     def local_root(self) -> str:
         """``local/split``: where this stream's shards live on this node."""
         return os.path.join(self.local, self.split) if self.split else self.local
+
+    def open_backend(self, timeout: float) -> Backend:
+        """A new, not yet opened backend for :attr:`remote_root` (``async with`` it on the loop using it).
+
+        Raises:
+            ConfigError: the stream has no remote, or ``backend`` did not return a Backend.
+        """
+        from astreaming.storage.base import Backend
+        from astreaming.storage.registry import backend_for
+
+        root = self.remote_root
+        if root is None:
+            raise ConfigError(f"{self!r} has no remote to open a backend for")
+        if self.backend is None:
+            return backend_for(root, timeout=timeout)
+        made = self.backend(root, timeout=timeout)
+        if not isinstance(made, Backend):
+            raise ConfigError(f"Stream(backend={self.backend!r}) returned {made!r}, not a Backend")
+        return made
 
     def download_options(
         self, *, download_retry: int, download_timeout: float, validate_hash: str | None, keep_zip: bool

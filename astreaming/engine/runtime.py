@@ -29,7 +29,6 @@ from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
 from astreaming.fetch.scheduler import FetchScheduler
 from astreaming.fetch.waiter import ShardWaiter
 from astreaming.storage.base import Backend
-from astreaming.storage.registry import backend_for
 from astreaming.storage.retry import RetryPolicy, RetryStats
 
 __all__ = ["Runtime", "SyncRuntime", "retry_policy"]
@@ -121,9 +120,8 @@ class Runtime:
             for stream_id, shards in enumerate(self.table.streams):
                 options = shards.options
                 policies[stream_id] = retry_policy(options.download_retry, options.download_timeout)
-                root = shards.stream.remote_root
-                if root is not None:
-                    backend = backend_for(root, timeout=options.download_timeout)
+                if shards.stream.remote_root is not None:
+                    backend = shards.stream.open_backend(options.download_timeout)
                     await backend.__aenter__()
                     backends[stream_id] = backend
         except BaseException:
