@@ -53,14 +53,14 @@ def index_location(location: str) -> str:
     return join(trimmed, INDEX)
 
 
-async def read_index(url: str, *, timeout: float = 60.0) -> bytes:
+async def read_index(url: str, *, timeout: float = 60.0, retries: int = 2) -> bytes:
     """The bytes of the index at ``url`` (retried like a dataset's own index download).
 
     Raises:
         ObjectNotFound: No index there (the message names the location).
         StorageError: The index could not be read.
     """
-    policy = RetryPolicy.from_download_retry(download_retry=2, download_timeout=timeout)
+    policy = RetryPolicy.from_download_retry(download_retry=retries, download_timeout=timeout)
     async with backend_for(url, timeout=timeout) as backend:
         try:
             return await with_retries(policy, lambda: backend.read_bytes(url), url=url, what="download")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from astreaming import __version__
-from astreaming.cli import convert, demo, inspect, merge
+from astreaming.cli import convert, demo, inspect, merge, verify
 from astreaming.errors import AstreamingError
 
 EXIT_OK = 0
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.register(sub)
     merge.register(sub)
     convert.register(sub)
+    verify.register(sub)
     return parser
 
 
