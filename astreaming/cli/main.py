@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from astreaming import __version__
-from astreaming.cli import convert, demo, inspect, merge, verify
+from astreaming.cli import convert, demo, inspect, merge, plan, verify
 from astreaming.errors import AstreamingError
 
 EXIT_OK = 0
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.register(sub)
     convert.register(sub)
     verify.register(sub)
+    plan.register(sub)
     return parser
 
 
