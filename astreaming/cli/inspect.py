@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("location", help="dataset directory or URL, or the index.json itself")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
-    p.add_argument("--summary", action="store_true", help="omit the per-shard table")
+    p.add_argument(
+        "--summary", action="store_true", help="omit the per-shard table (with --json: the shard_list)"
+    )
     p.add_argument(
         "--timeout", type=float, default=60.0, metavar="S", help="seconds per download attempt (default 60)"
     )
@@ -181,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     shown = redact(url)
     summary = summarize(parse_index(data, source=shown), shown)
     if args.json:
+        if args.summary:
+            del summary["shard_list"]
         print(json.dumps(summary, indent=2))
     else:
         print(render(summary, shards=not args.summary))
