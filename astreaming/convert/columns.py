@@ -121,7 +121,9 @@ def _to_str(value: Any) -> Any:
 
 
 def _to_bytes(value: Any) -> Any:
-    return value.encode("utf-8") if isinstance(value, str) else value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
 
 
 def _identity(value: Any) -> Any:

@@ -32,7 +32,7 @@ from astreaming.output.merge import merge_index
 from astreaming.output.transfer import upload
 from astreaming.output.uploader import RemoteUploader
 
-__all__ = ["ConvertOptions", "ConvertResult", "convert"]
+__all__ = ["ConvertOptions", "ConvertResult", "convert", "prepare_root"]
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def _stderr_is_tty() -> bool:
         return False
 
 
-def _prepare_root(out: str, exist_ok: bool, sidecars: Mapping[str, bytes]) -> None:
+def prepare_root(out: str, exist_ok: bool, sidecars: Mapping[str, bytes]) -> None:
     """Check (or empty) the output root, and put the sidecar files in it, before the workers start."""
     if is_remote_out(out):
         with tempfile.TemporaryDirectory(prefix="astreaming-convert-") as tmp:
@@ -167,7 +167,9 @@ def _prepare_root(out: str, exist_ok: bool, sidecars: Mapping[str, bytes]) -> No
         raise ConfigError(f"out: {root} exists and is not a directory")
     if root.is_dir() and any(root.iterdir()):
         if not exist_ok:
-            raise OutputExistsError(f"out: directory {root} is not empty; pass --overwrite to replace it")
+            raise OutputExistsError(
+                f"out: directory {root} is not empty; pass --overwrite (exist_ok=True) to replace it"
+            )
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     for name, data in sidecars.items():
@@ -183,7 +185,7 @@ def _convert_parallel(
     options: ConvertOptions,
     tick: Callable[[int], object],
 ) -> tuple[int, int]:
-    _prepare_root(out, options.exist_ok, source.sidecars())
+    prepare_root(out, options.exist_ok, source.sidecars())
     parts = [join_out(out, partition_name(k)) for k in range(len(groups))]
     results = _run_workers(source, groups, columns, parts, settings, tick)
     merge_index(parts, out)
