@@ -70,7 +70,9 @@ async def verify(
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
     url = index_location(location)
     entries = parse_index(await read_index(url, timeout=timeout, retries=retries), source=redact(url))
-    root = url.rsplit("/", 1)[0] if "/" in url else "."
+    trimmed = location.rstrip("/") or location
+    # The shards sit next to the index; a directory URL keeps its query string (a SAS token) this way.
+    root = trimmed if url != trimmed else (url.rsplit("/", 1)[0] if "/" in url else ".")
     policy = RetryPolicy.from_download_retry(download_retry=retries, download_timeout=timeout)
     slots = asyncio.Semaphore(jobs)
     show = progress if progress is not None else sys.stderr.isatty()

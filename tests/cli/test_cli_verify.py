@@ -13,7 +13,7 @@ from cli_helpers import RunCLI
 from cli_remotes import GCS_BUCKET, gcs_env, gcs_url
 
 from astreaming.output.writers import MDSWriter
-from astreaming.testing.servers import FakeGCSServer, free_port
+from astreaming.testing.servers import FakeGCSServer, StaticHTTPServer, free_port
 
 
 def _dataset(
@@ -135,3 +135,13 @@ def test_bad_jobs(run_cli: RunCLI, tmp_path: Path, jobs: str) -> None:
     _dataset(tmp_path / "ds")
     proc = run_cli("verify", tmp_path / "ds", "--jobs", jobs)
     assert proc.returncode == 1 and "--jobs" in proc.stderr
+
+
+def test_over_http(run_cli: RunCLI, tmp_path: Path) -> None:
+    files = _dataset(tmp_path / "ds", compression="zstd")
+    with StaticHTTPServer(tmp_path) as server:
+        good = run_cli("verify", f"{server.url}/ds")
+        (tmp_path / "ds" / files[1]).unlink()
+        bad = run_cli("verify", f"{server.url}/ds/index.json", "--retries", "0")
+    assert good.returncode == 0 and f"{len(files)} ok, 0 bad" in good.stdout
+    assert bad.returncode == 1 and f"{files[1]}: missing" in bad.stdout
