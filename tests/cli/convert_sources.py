@@ -79,7 +79,7 @@ def write_image_folder(root: Path, per_class: int = 3, fmt: str = "PNG") -> list
     for label, name in enumerate(["cat", "dog"]):
         (root / name).mkdir(parents=True)
         for k in range(per_class):
-            pixels = np.full((4 + k, 5, 3), 40 * k + 100 * label, np.uint8)
+            pixels = np.full((4 + k, 5, 3), (40 * k + 100 * label) % 256, np.uint8)
             buf = io.BytesIO()
             Image.fromarray(pixels).save(buf, format=fmt)
             (root / name / f"img_{k}.{ext}").write_bytes(buf.getvalue())

@@ -116,6 +116,15 @@ def test_image_folder_keeps_file_bytes_labels_and_classes(run_cli: RunCLI, tmp_p
         ds.close()
 
 
+def test_image_folder_with_workers_keeps_the_order(run_cli: RunCLI, tmp_path: Path) -> None:
+    files = write_image_folder(tmp_path / "imgs", per_class=5)
+    out = _ok(run_cli("convert", tmp_path / "imgs", tmp_path / "out", "--workers", "3"))
+    assert "10 samples" in out and "from 3 partitions" in out
+    assert json.loads((tmp_path / "out" / "classes.json").read_text()) == {"classes": ["cat", "dog"]}
+    got = _read(tmp_path / "out")
+    assert [(s["path"], s["label"]) for s in got] == [(rel, label) for rel, label, _ in files]
+
+
 def test_mixed_image_folder_needs_columns(run_cli: RunCLI, tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imgs")
     write_image_folder(tmp_path / "jpgs", fmt="JPEG")
