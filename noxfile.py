@@ -16,7 +16,7 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against real fake servers (fake-gcs-server, moto, Azurite)."""
     # moto must be resolved in the same pip command as aiobotocore, or pip breaks botocore's pin.
     session.install(TORCH, "-e", ".[test]")
-    session.run("pytest", "-q", "-m", "not node", *session.posargs)
+    session.run("pytest", "-q", "-m", "not node and not spark", *session.posargs)
 
 
 @nox.session(python="3.11")
@@ -24,6 +24,13 @@ def node(session: nox.Session) -> None:
     """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun."""
     session.install(TORCH, "-e", ".[test]")
     session.run("pytest", "-q", "-m", "node", "tests/engine/test_node_cache.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def spark(session: nox.Session) -> None:
+    """dataframe_to_mds on pyspark 4 in local mode (Java 17+), local and fake-gcs-server output."""
+    session.install(TORCH, "-e", ".[test,spark]")
+    session.run("pytest", "-q", "-m", "spark", "tests/spark", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate, get_worker_info
+from torch.utils.data._utils.collate import collate as _collate
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
 from astreaming.fetch.stopping import install_stop_event
 from astreaming.order.world import World
 
-__all__ = ["StreamingDataLoader", "check_batch_size"]
+__all__ = ["StreamingDataLoader", "check_batch_size", "collate"]
 
 
 def _batch_len(batch: Any) -> int:
@@ -48,6 +51,35 @@ def check_batch_size(dataset: Any, loader_batch_size: int | None) -> None:
         )
 
 
+def _collate_ndarray(batch: list[np.ndarray], *, collate_fn_map: Any = None) -> Any:
+    """Stack same-shaped numeric arrays into one tensor, copying each sample once.
+
+    torch's own rule wraps each array with ``torch.as_tensor`` first, which warns for the read-only
+    arrays MDS decodes ("The given NumPy array is not writable"). Here the arrays are copied straight
+    into the batch tensor, allocated in shared memory inside a DataLoader worker as torch does, so the
+    batch reaches the main process without another copy.
+    """
+    elem = batch[0]
+    if elem.dtype.kind not in "biuf" or any(a.shape != elem.shape for a in batch):
+        # Strings, objects, ragged shapes: torch's rule (and its error messages).
+        return default_collate_fn_map[np.ndarray](batch, collate_fn_map=collate_fn_map)
+    dtype = elem.dtype.newbyteorder("=")
+    out = torch.empty((len(batch), *elem.shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
+    if get_worker_info() is not None:
+        out.share_memory_()  # type: ignore[no-untyped-call]
+    np.stack(batch, out=out.numpy(), casting="same_kind")
+    return out
+
+
+_COLLATE_MAP = {**default_collate_fn_map, np.ndarray: _collate_ndarray}
+
+
+def collate(batch: list[Any]) -> Any:
+    """``torch.utils.data.default_collate``, except that numpy arrays are stacked without torch's
+    read-only warning and without an extra copy (the default of :class:`StreamingDataLoader`)."""
+    return _collate(batch, collate_fn_map=_COLLATE_MAP)
+
+
 class _WorkerInit:
     """The ``worker_init_fn`` of a StreamingDataLoader's workers: installs the event that tells a
     worker waiting for a shard to give up (the loader sets it when it shuts its workers down), then
@@ -66,13 +98,18 @@ class _WorkerInit:
 class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()``.
 
-    Takes exactly the arguments of ``DataLoader``. Its ``batch_size`` must equal the dataset's.
+    Takes exactly the arguments of ``DataLoader``. Its ``batch_size`` must equal the dataset's. Without a
+    ``collate_fn`` it collates with :func:`collate` (numpy arrays stacked without torch's read-only
+    warning).
     ``state_dict()`` returns the dataset's checkpoint after the samples this loader yielded on every
     rank (assumed equal across ranks, as in mosaicml-streaming).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.collate_fn is default_collate:
+            # No collate_fn given (and batching on): collate read-only MDS arrays without a warning.
+            self.collate_fn = collate
         self.num_samples_yielded = 0
         check_batch_size(self.dataset, self.batch_size)
         self._user_worker_init_fn = self.worker_init_fn

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="write, serve and stream a synthetic dataset over a simulated link, verifying every sample",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        # The docstring is reStructuredText; --help shows it as plain text.
+        description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--samples", type=int, default=40_000, metavar="N", help="samples (default 40000)")
@@ -307,6 +308,19 @@ def _resume(cfg: DemoConfig, out: _Reporter, factory: DatasetFactory, cold: Epoc
     )
 
 
+def _next_steps(kept: Path | None) -> str:
+    """The closing line: what to try next (on the kept dataset when there is one)."""
+    if kept is not None:
+        return (
+            f"next: astreaming verify {kept}; astreaming plan {kept} --nodes 2 --ranks-per-node 8; "
+            "or convert your own data: astreaming convert SRC OUT (README: Quick start)"
+        )
+    return (
+        "next: convert your own data with astreaming convert SRC OUT, check it with astreaming verify OUT, "
+        "plan a job with astreaming plan OUT (README: Quick start)"
+    )
+
+
 def run(args: argparse.Namespace, stream: TextIO | None = None) -> int:
     """Handle ``astreaming demo``; returns 0 when every check passed.
 
@@ -372,4 +386,5 @@ def run(args: argparse.Namespace, stream: TextIO | None = None) -> int:
         out.line("demo OK: every check passed")
         if cfg.keep:
             out.line(f"kept: dataset in {work / 'dataset'}, cache in {work / 'cache'}")
+        out.line(_next_steps(work / "dataset" if cfg.keep else None))
     return 0

@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("location", help="dataset directory or URL, or the index.json itself")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
-    p.add_argument("--summary", action="store_true", help="omit the per-shard table")
+    p.add_argument(
+        "--summary", action="store_true", help="omit the per-shard table (with --json: the shard_list)"
+    )
     p.add_argument(
         "--timeout", type=float, default=60.0, metavar="S", help="seconds per download attempt (default 60)"
     )
@@ -53,14 +55,14 @@ def index_location(location: str) -> str:
     return join(trimmed, INDEX)
 
 
-async def read_index(url: str, *, timeout: float = 60.0) -> bytes:
+async def read_index(url: str, *, timeout: float = 60.0, retries: int = 2) -> bytes:
     """The bytes of the index at ``url`` (retried like a dataset's own index download).
 
     Raises:
         ObjectNotFound: No index there (the message names the location).
         StorageError: The index could not be read.
     """
-    policy = RetryPolicy.from_download_retry(download_retry=2, download_timeout=timeout)
+    policy = RetryPolicy.from_download_retry(download_retry=retries, download_timeout=timeout)
     async with backend_for(url, timeout=timeout) as backend:
         try:
             return await with_retries(policy, lambda: backend.read_bytes(url), url=url, what="download")
@@ -181,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     shown = redact(url)
     summary = summarize(parse_index(data, source=shown), shown)
     if args.json:
+        if args.summary:
+            del summary["shard_list"]
         print(json.dumps(summary, indent=2))
     else:
         print(render(summary, shards=not args.summary))

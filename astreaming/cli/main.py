@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from astreaming import __version__
-from astreaming.cli import demo, inspect, merge
+from astreaming.cli import convert, demo, inspect, merge, plan, verify
 from astreaming.errors import AstreamingError
 
 EXIT_OK = 0
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     inspect.register(sub)
     merge.register(sub)
+    convert.register(sub)
+    verify.register(sub)
+    plan.register(sub)
     return parser
 
 

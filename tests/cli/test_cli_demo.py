@@ -55,7 +55,9 @@ def test_demo_fast_link_passes_and_cleans_up(run_cli: RunCLI, cli_tmp: Path) -> 
     # Resume: 3000 // 32 // 3 = 31 batches of 32 before the checkpoint; the other 2008 samples after it.
     assert "'sample_in_epoch': 992" in out
     assert "its 2,008 samples equal the cold epoch's tail" in out
-    assert out.rstrip().splitlines()[-1] == "demo OK: every check passed"
+    last = out.rstrip().splitlines()
+    assert last[-2] == "demo OK: every check passed"
+    assert last[-1].startswith("next: convert your own data with astreaming convert SRC OUT")
     assert not _workdir(out).exists()
     assert leftovers(cli_tmp) == []
 
@@ -98,6 +100,12 @@ def test_demo_keep_directory(run_cli: RunCLI, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (keep / "dataset" / "index.json").is_file()
     assert any((keep / "cache").glob("shard.*.mds"))
+    # The closing line suggests commands on the kept dataset; they work on it as printed.
+    assert proc.stdout.rstrip().splitlines()[-1].startswith(f"next: astreaming verify {keep / 'dataset'};")
+    verified = run_cli("verify", keep / "dataset")
+    assert verified.returncode == 0 and ", 0 bad" in verified.stdout
+    planned = run_cli("plan", keep / "dataset", "--nodes", "2", "--ranks-per-node", "8")
+    assert planned.returncode == 0 and "2 nodes x 8 ranks" in planned.stdout
     # A second run into the same directory is refused (its cache would make the cold epoch warm)
     # and leaves the first run's files alone.
     before = sorted(p.name for p in (keep / "dataset").iterdir())

@@ -82,6 +82,11 @@ def test_inspect_text(run_cli: RunCLI, mds_dir: Path) -> None:
     assert summary.returncode == 0
     assert shards[0]["zip_data"]["basename"] not in summary.stdout
     assert "samples:      500" in summary.stdout
+    as_json = run_cli("inspect", mds_dir, "--summary", "--json")
+    assert as_json.returncode == 0
+    brief = json.loads(as_json.stdout)
+    assert "shard_list" not in brief and brief["samples"] == 500 and brief["shards"] == len(shards)
+    assert "shard_list" in json.loads(run_cli("inspect", mds_dir, "--json").stdout)
 
 
 def test_inspect_jsonl_and_index_file_path(run_cli: RunCLI, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from astreaming import __version__
 def test_help_lists_every_subcommand(run_cli: RunCLI) -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0, proc.stderr
-    for command in ("demo", "inspect", "merge"):
+    for command in ("demo", "inspect", "merge", "convert", "verify", "plan"):
         assert command in proc.stdout
     assert proc.stdout.startswith("usage: astreaming")
 
@@ -33,10 +33,19 @@ def test_version(run_cli: RunCLI) -> None:
 
 
 def test_subcommand_help(run_cli: RunCLI) -> None:
-    for command, option in (("demo", "--bandwidth"), ("inspect", "--json"), ("merge", "--local")):
+    for command, option in (
+        ("demo", "--bandwidth"),
+        ("inspect", "--json"),
+        ("merge", "--local"),
+        ("convert", "--columns"),
+        ("verify", "--decode-all"),
+        ("plan", "--shuffle-block-size"),
+    ):
         proc = run_cli(command, "--help")
         assert proc.returncode == 0, proc.stderr
         assert option in proc.stdout
+        # Help is plain text: the docstrings' reStructuredText quoting must not leak into it.
+        assert "``" not in proc.stdout and "`" not in proc.stdout
 
 
 def test_unknown_command_is_a_usage_error(run_cli: RunCLI) -> None:

@@ -1,0 +1,193 @@
+"""``dataframe_to_mds``: write a Spark DataFrame as MDS, one partition per Spark task, then merge.
+
+The signature and type mapping are mosaicml-streaming's (reference §7.1): byte -> uint8, short -> uint16,
+int -> int32, long -> int64, float -> float32, double -> float64, decimal -> str_decimal, string -> str,
+binary -> bytes, array<short|int|long|float|double> -> ndarray:<int16|int32|int64|float32|float64>;
+booleans, dates, timestamps and other types need explicit ``columns``. Compression defaults to zstd.
+
+Each task writes its partition with astreaming's uploading ``MDSWriter`` into ``out/<partition>``
+(zero-padded, so partitions sort in DataFrame order), local or remote; the driver then merges the
+partition indexes into ``out/index.json``. The writer contract holds: a failed task publishes no
+partition index and the driver no root index; an existing output is replaced only with ``exist_ok``.
+``pyspark`` (4.x, with pandas and pyarrow) is needed only to call this function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from astreaming._units import bytes_to_int
+from astreaming.convert.columns import coercers
+from astreaming.convert.run import prepare_root
+from astreaming.convert.write import join_out
+from astreaming.errors import AstreamingError, ConfigError
+from astreaming.format.compression import get_compression
+from astreaming.format.hashing import validate_hashes
+from astreaming.format.mds.encodings import get_encoding
+from astreaming.output.merge import merge_index as merge_partitions
+from astreaming.output.writers import MDSWriter
+
+__all__ = ["SparkTaskError", "dataframe_to_mds", "spark_columns"]
+
+_SCALARS = {
+    "ByteType": "uint8",
+    "ShortType": "uint16",
+    "IntegerType": "int32",
+    "LongType": "int64",
+    "FloatType": "float32",
+    "DoubleType": "float64",
+    "DecimalType": "str_decimal",
+    "StringType": "str",
+    "BinaryType": "bytes",
+}
+_ARRAYS = {
+    "ShortType": "ndarray:int16",
+    "IntegerType": "ndarray:int32",
+    "LongType": "ndarray:int64",
+    "FloatType": "ndarray:float32",
+    "DoubleType": "ndarray:float64",
+}
+
+
+class SparkTaskError(AstreamingError):
+    """A Spark task failed while writing its partition; no root ``index.json`` was published."""
+
+
+def spark_columns(schema: Any) -> dict[str, str]:
+    """MDS encodings of a Spark ``StructType`` (mosaic's mapping).
+
+    Raises:
+        ConfigError: A field of a type the mapping does not cover (naming it); pass ``columns``.
+    """
+    out = {}
+    for field in schema.fields:
+        kind = type(field.dataType).__name__
+        if kind == "ArrayType":
+            inner = type(field.dataType.elementType).__name__
+            spec = _ARRAYS.get(inner)
+        else:
+            spec = _SCALARS.get(kind)
+        if spec is None:
+            raise ConfigError(
+                f"dataframe_to_mds: column {field.name!r} has Spark type {field.dataType.simpleString()}, "
+                "which has no MDS encoding; give mds_kwargs['columns'] (and convert the column)"
+            )
+        out[field.name] = spec
+    return out
+
+
+def _split_out(out: Any) -> tuple[str | None, str | None]:
+    if isinstance(out, tuple) and len(out) == 2:
+        return os.fspath(out[0]), str(out[1])
+    if isinstance(out, (str, os.PathLike)):
+        text = os.fspath(out)
+        return (None, text) if "://" in text and not text.startswith("file://") else (text, None)
+    raise ConfigError(f"mds_kwargs['out']: expected a path, a URL or a (local, remote) tuple, got {out!r}")
+
+
+def _partition_out(out: Any, name: str) -> Any:
+    if isinstance(out, tuple):
+        return (join_out(os.fspath(out[0]), name), join_out(str(out[1]), name))
+    return join_out(os.fspath(out), name)
+
+
+def _task(
+    columns: dict[str, str],
+    out: Any,
+    writer_kwargs: dict[str, Any],
+    udf_iterable: Callable[..., Iterable[Mapping[str, Any]]] | None,
+    udf_kwargs: dict[str, Any],
+) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The ``mapInPandas`` function: write this task's rows into ``out/<partition>``."""
+
+    def write(frames: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        name = f"{partition:05d}"
+        coerce = coercers(columns)
+        samples = 0
+        # exist_ok: the driver checked the root; a retried task replaces its failed attempt's files.
+        with MDSWriter(out=_partition_out(out, name), columns=columns, **writer_kwargs, exist_ok=True) as w:
+            for frame in frames:
+                rows = udf_iterable(frame, **udf_kwargs) if udf_iterable else frame.to_dict("records")
+                for row in rows:
+                    w.write({k: coerce[k](row[k]) if k in coerce else row[k] for k in columns})
+                    samples += 1
+        yield pd.DataFrame({"partition": [partition], "name": [name], "samples": [samples]})
+
+    return write
+
+
+def _check_writer_args(columns: Mapping[str, str], kwargs: Mapping[str, Any]) -> None:
+    """Fail on the driver, before any task starts or the output is touched."""
+    for name, spec in columns.items():
+        try:
+            get_encoding(spec)
+        except AstreamingError as e:
+            raise ConfigError(f"mds_kwargs['columns']: column {name!r}: {e}") from None
+    get_compression(kwargs.get("compression"))
+    validate_hashes(kwargs.get("hashes"))
+    if kwargs.get("size_limit") is not None:
+        bytes_to_int(kwargs["size_limit"], name="size_limit")
+
+
+def dataframe_to_mds(
+    dataframe: Any,
+    merge_index: bool = True,
+    mds_kwargs: Mapping[str, Any] | None = None,
+    udf_iterable: Callable[..., Iterable[Mapping[str, Any]]] | None = None,
+    udf_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[str | None, str | None]:
+    """Write ``dataframe`` as an MDS dataset, one partition per Spark task (mosaic's signature).
+
+    Args:
+        dataframe: A ``pyspark.sql.DataFrame``.
+        merge_index: Merge the partition indexes into ``out/index.json`` (else only partitions exist).
+        mds_kwargs: ``MDSWriter`` arguments: ``out`` (required; local path, URL or ``(local, remote)``),
+            ``columns`` (default: from the schema), ``compression`` (default ``"zstd"``), ``hashes``,
+            ``size_limit``, ``keep_local``, ``exist_ok`` and the upload options.
+        udf_iterable: Called as ``udf_iterable(pandas_frame, **udf_kwargs)`` for each batch of a
+            partition; returns the sample dicts to write. Requires ``columns``.
+        udf_kwargs: Keyword arguments of ``udf_iterable``.
+
+    Returns:
+        ``(local, remote)`` of the output (``None`` for the side not given).
+
+    Raises:
+        ConfigError: Missing ``out``, a column type without mapping, a udf without ``columns``, an
+            existing output without ``exist_ok``.
+        SparkTaskError: A task failed (its cause attached); no root index was published.
+    """
+    kwargs = dict(mds_kwargs or {})
+    if "out" not in kwargs:
+        raise ConfigError("dataframe_to_mds: mds_kwargs['out'] is required")
+    out = kwargs.pop("out")
+    columns = kwargs.pop("columns", None)
+    if columns is None:
+        if udf_iterable is not None:
+            raise ConfigError("dataframe_to_mds: with udf_iterable, give mds_kwargs['columns']")
+        columns = spark_columns(dataframe.schema)
+    kwargs.setdefault("compression", "zstd")
+    exist_ok = bool(kwargs.pop("exist_ok", False))
+    local, remote = _split_out(out)
+    _check_writer_args(columns, kwargs)
+    for target in (remote, local):
+        if target is not None:
+            prepare_root(target, exist_ok, {})
+    task = _task(dict(columns), out, kwargs, udf_iterable, dict(udf_kwargs or {}))
+    try:
+        results = dataframe.mapInPandas(task, schema="partition long, name string, samples long").collect()
+    except Exception as e:
+        raise SparkTaskError(
+            f"dataframe_to_mds: a Spark task failed; no index.json was published in {out!r}: {e}"
+        ) from e
+    names = [row["name"] for row in sorted(results, key=lambda r: r["partition"])]
+    if merge_index and names:
+        parts = [_partition_out(out, name) for name in names]
+        merge_partitions(parts, out)
+    return local, remote

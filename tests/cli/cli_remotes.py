@@ -1,0 +1,46 @@
+"""Remote outputs for the CLI tests: environment for a CLI process and reading a dataset back."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from astreaming import StreamingDataset
+from astreaming.testing.servers import FakeGCSServer, MotoS3Server
+
+GCS_BUCKET = "astreaming-cli-gcs"
+S3_BUCKET = "astreaming-cli-s3"
+
+
+def gcs_env(server: FakeGCSServer) -> dict[str, str]:
+    """What a CLI process needs to reach fake-gcs-server (as users configure the emulator)."""
+    return {"STORAGE_EMULATOR_HOST": server.url}
+
+
+def s3_env(server: MotoS3Server, tmp_path: Path) -> dict[str, str]:
+    """What a CLI process needs to reach moto, isolated from any real AWS configuration."""
+    return {
+        **MotoS3Server.credentials,
+        "S3_ENDPOINT_URL": server.url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def gcs_url(server: FakeGCSServer) -> str:
+    """A fresh directory URL in the CLI tests' bucket."""
+    server.create_bucket(GCS_BUCKET)
+    return f"gs://{GCS_BUCKET}/ds-{uuid.uuid4().hex[:8]}"
+
+
+def read_remote(url: str, cache: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every sample of the remote dataset ``url``, through astreaming's StreamingDataset (in index order)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with StreamingDataset(remote=url, local=str(cache), batch_size=1) as ds:
+        return [ds[i] for i in range(ds.num_samples)]
