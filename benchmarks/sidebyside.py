@@ -26,6 +26,7 @@ sidebyside-<workload>.json``; ``benchmarks/results/sidebyside.md`` is rebuilt fr
     python -m benchmarks small --rounds 3
     python -m benchmarks all --libs astreaming litdata
     python -m benchmarks remote --samples 10k
+    ASTREAMING_SRC=/tmp/old-checkout python -m benchmarks first --out /tmp/before   # another checkout
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def python_of(lib: str) -> str:
 def run(lib: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """``run_lib.py`` for ``lib`` in a fresh process; its JSON plus the peak RSS of its process tree."""
     paths = [str(HERE)] + ([str(_common.STUBS_DIR)] if lib == "mosaic" else [])
+    if lib == "astreaming" and os.environ.get("ASTREAMING_SRC"):
+        # Measure another checkout of astreaming (a before/after comparison) with this venv's packages.
+        paths.insert(0, os.environ["ASTREAMING_SRC"])
     full_env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(paths))
     argv = [python_of(lib), str(HERE / "peers" / "run_lib.py"), "--lib", lib, *args]
     proc, peak_mb = _common.run_measured(argv, env=full_env, timeout=3600)
