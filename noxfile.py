@@ -6,6 +6,8 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
+# A bare `nox` runs the CI sessions, never the benchmarks.
+nox.options.sessions = ["tests", "node", "lint", "typecheck"]
 
 # The CPU build of torch 2.13.0 installs in seconds; an unpinned torch pulls a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
@@ -57,3 +59,16 @@ def fuzz(session: nox.Session) -> None:
     session.run(
         "pytest", "-q", "-p", "no:cacheprovider", "-o", "timeout=3600", "tests/reliability/test_fuzz.py"
     )
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmarks with mosaicml-streaming, litdata and webdataset (not part of CI).
+
+    Creates the peers' own venvs (benchmarks/setup_peers.sh), runs `python -m benchmarks` (posargs
+    override the default `all`) and draws the charts into benchmarks/results/.
+    """
+    session.install(TORCH, "-e", ".[test]", "matplotlib")
+    session.run("bash", "benchmarks/setup_peers.sh", external=True)
+    session.run("python", "-m", "benchmarks", *(session.posargs or ["all"]))
+    session.run("python", "benchmarks/plot.py")

@@ -136,4 +136,7 @@ class ShardTable:
 
     def max_bytes(self, shard: int) -> int:
         """Peak bytes the shard occupies while being prepared (raw plus compressed)."""
-        return sum(f.raw.bytes + (f.zip.bytes if f.zip else 0) for f in self.files(shard))
+        # From the index entry alone: the dataset's constructor asks this of every shard, and checking
+        # each cache path (files) there would cost a first sample a pass over the disk.
+        pairs = self.entries[shard].file_pairs()
+        return sum(raw.bytes + (zipped.bytes if zipped else 0) for raw, zipped in pairs)

@@ -37,6 +37,23 @@ from astreaming.storage.s3errors import map_botocore
 from astreaming.storage.urls import parse_url, redact
 
 T = TypeVar("T")
+
+#: botocore's data loaders (service models, endpoints), one per search path, shared by every session
+#: of the process: a dataset opens a client for its index and another for its shards (in two event
+#: loops), and loading the S3 model again costs each client 0.1-1 s. The loader holds parsed JSON only
+#: (no socket, no loop), so sharing it is fork- and thread-safe; credentials stay per session.
+_LOADERS: dict[tuple[str, ...], Any] = {}
+
+
+def _session(profile: str | None) -> AioSession:
+    """A new session (its own credentials and config) on the process's shared data loader."""
+    session = AioSession(profile=profile)
+    loader = session.get_component("data_loader")
+    shared = _LOADERS.setdefault(tuple(loader.search_paths), loader)
+    session.register_component("data_loader", shared)
+    return session
+
+
 log = logging.getLogger(__name__)
 
 
@@ -164,7 +181,7 @@ class S3Backend(Backend):
             signature_version=UNSIGNED if unsigned else None,
             **self._config_extra(),
         )
-        session = AioSession(profile=self.profile)
+        session = _session(self.profile)
         key, secret, token = self._keys
         keys = {} if key is None else {"aws_access_key_id": key, "aws_secret_access_key": secret}
         if key is not None and token:

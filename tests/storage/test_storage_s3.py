@@ -223,3 +223,27 @@ async def test_gcs_hmac_keys_select_the_s3_protocol(
         await b.upload(src, f"gs://{S3_BUCKET}/{k}/h.bin")
         assert [x.url async for x in b.list(f"gs://{S3_BUCKET}/{k}/")] == [f"gs://{S3_BUCKET}/{k}/h.bin"]
     assert "GOOG1EXAMPLE" in sent[0]["authorization"]  # signed with the HMAC key, not AWS_* credentials
+
+
+async def test_backends_share_the_service_model_but_not_credentials(
+    s3_server: MotoS3Server, tmp_path: Path
+) -> None:
+    # A dataset opens one client for its index and another for its shards: the second must not load
+    # botocore's S3 model again, and each keeps the credentials it was given.
+    k = key()
+    src = tmp_path / "a"
+    src.write_bytes(b"payload")
+    async with S3Backend(endpoint_url=s3_server.url) as writer:
+        await writer.upload(src, f"s3://{S3_BUCKET}/{k}/a")
+    async with (
+        S3Backend(endpoint_url=s3_server.url) as first,
+        S3Backend(endpoint_url=s3_server.url, access_key_id="other", secret_access_key="secret") as second,
+    ):
+        one, two = await first._client(None), await second._client(None)
+        assert one is not two
+        assert one._loader is two._loader
+        keys = [(await c._get_credentials().get_frozen_credentials()).access_key for c in (one, two)]
+        assert keys[0] != keys[1]
+        assert keys[1] == "other"
+        assert await first.read_range(f"s3://{S3_BUCKET}/{k}/a", 0, 7) == b"payload"
+        assert await second.read_range(f"s3://{S3_BUCKET}/{k}/a", 0, 3) == b"pay"
