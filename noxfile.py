@@ -1,4 +1,4 @@
-"""Developer and CI sessions. Run `nox -s tests node lint typecheck` (the README's test command)."""
+"""Developer and CI sessions. Run `nox -s tests node spark lint typecheck` (the README's test command)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 # A bare `nox` runs the CI sessions, never the benchmarks.
-nox.options.sessions = ["tests", "node", "lint", "typecheck"]
+nox.options.sessions = ["tests", "node", "spark", "lint", "typecheck"]
 
 # The CPU build of torch 2.13.0 installs in seconds; an unpinned torch pulls a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
