@@ -36,18 +36,23 @@ def build(request: dict[str, Any]) -> StreamingDataset:
     return StreamingDataset(**kwargs)
 
 
-def run(request: dict[str, Any]) -> dict[str, Any]:
-    before = open_fds()
-    ds = build(request)
+def make_loader(ds: StreamingDataset, request: dict[str, Any], collate_fn: Any) -> StreamingDataLoader:
+    """The request's DataLoader over ``ds`` (``num_workers``, ``context``, ``persistent``)."""
     workers = int(request.get("num_workers", 0))
-    loader = StreamingDataLoader(
+    return StreamingDataLoader(
         ds,
         batch_size=ds.batch_size,
         num_workers=workers,
         multiprocessing_context=request.get("context") if workers else None,
         persistent_workers=bool(workers and request.get("persistent")),
-        collate_fn=sample_ids,
+        collate_fn=collate_fn,
     )
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    before = open_fds()
+    ds = build(request)
+    loader = make_loader(ds, request, sample_ids)
     epochs: list[list[int]] = []
     fds: list[int] = []
     ready = request.get("ready_file")
