@@ -25,7 +25,15 @@ def tests(session: nox.Session) -> None:
 def node(session: nox.Session) -> None:
     """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun."""
     session.install(TORCH, "-e", ".[test]")
-    session.run("pytest", "-q", "-m", "node", "tests/engine/test_node_cache.py", *session.posargs)
+    session.run(
+        "pytest",
+        "-q",
+        "-m",
+        "node",
+        "tests/engine/test_node_cache.py",
+        "tests/engine/test_crash_matrix.py",
+        *session.posargs,
+    )
 
 
 @nox.session(python="3.11")

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from astreaming.crashpoints import crash_point
 from astreaming.errors import CacheError
 
 __all__ = ["FileRow", "Ledger", "LedgerKey", "ledger_dir", "owner_token"]
@@ -229,6 +230,7 @@ class Ledger:
                     conns[i] = conn
                 done = [c for c in conns if c is not None]
                 yield done
+                crash_point("ledger.before_commit")
                 for conn in done:
                     conn.execute("COMMIT")
             except BaseException:
@@ -306,6 +308,7 @@ class Ledger:
     def forget(self, conns: Sequence[sqlite3.Connection], root: int, key: str) -> None:
         """Drop a resident entry (its files were deleted, or found missing)."""
         conns[root].execute("DELETE FROM files WHERE key = ?", (key,))
+        crash_point("ledger.forget")
 
     def touch(self, conns: Sequence[sqlite3.Connection], keys: Iterable[LedgerKey]) -> None:
         """Mark entries as used now (the least-recently-used fallback of eviction)."""

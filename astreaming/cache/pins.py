@@ -21,6 +21,7 @@ from pathlib import Path
 
 from astreaming.cache.ledger import _inherited, _try_flock
 from astreaming.cache.publish import names_same_file
+from astreaming.crashpoints import crash_point
 
 __all__ = ["Pins", "exclusive"]
 
@@ -111,6 +112,7 @@ class Pins:
                 fd, inode = opened
                 if _try_flock(fd, fcntl.LOCK_SH) and os.fstat(fd).st_nlink > 0:
                     self._remember(shard, fd, inode, pinned=True)
+                    crash_point("pin")
                     return inode
                 _release(fd)  # evicted (unlinked) or being evicted: look at the path again
             fresh = _open_same(target, fcntl.LOCK_SH)
@@ -119,6 +121,7 @@ class Pins:
             _inherited.add(fresh)
             inode = os.fstat(fresh).st_ino
             self._remember(shard, fresh, inode, pinned=True)
+            crash_point("pin")
             return inode
 
     def _remember(self, shard: int, fd: int, inode: int, *, pinned: bool) -> None:

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from astreaming.crashpoints import crash_point
 from astreaming.errors import CacheError
 
 __all__ = ["FileLock", "ensure_file", "lock_path", "names_same_file", "remove_stale_temps", "temp_path"]
@@ -155,7 +156,9 @@ async def ensure_file(path: Path, produce: Callable[[Path], Awaitable[None]]) ->
             await produce(tmp)
             if not tmp.is_file():
                 raise CacheError(f"producing {path}: the producer returned without writing {tmp.name}")
+            crash_point("publish.before_rename")
             os.replace(tmp, path)
+            crash_point("publish.after_rename")
         except BaseException:
             # Includes cancellation: never leave a half-written temp behind for longer than needed.
             remove_stale_temps(path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from astreaming.cache.budget import NodeBudget
 from astreaming.cache.publish import ensure_file
+from astreaming.crashpoints import crash_point
 from astreaming.diskerrors import mapped_disk_errors
 from astreaming.engine.shards import ShardFile, ShardTable
 from astreaming.errors import ConfigError, FormatError, ObjectNotFound
@@ -102,6 +103,7 @@ class ShardFetcher:
             granted = await budget.reserve(shard, self.table.max_bytes(shard), distance=self.distance(shard))
             if granted is None:
                 raise FetchDeferred(shard)
+            produced_before = self.counters.shards_fetched
             try:
                 # With nothing reserved (another process had it or was bringing it in) this process may
                 # wait for that publish but must not download: that would be bytes outside the budget.
@@ -112,7 +114,15 @@ class ShardFetcher:
             except BaseException:
                 budget.submit(budget.release, shard)  # in order after the reservation, even if cancelled
                 raise
-            await budget.run(budget.commit, shard, self.table.local_bytes(shard))
+            crash_point("fetch.before_commit")
+            if self.counters.shards_fetched > produced_before:
+                await budget.run(budget.commit, shard, self.table.local_bytes(shard))
+            else:
+                # Another process published it: its producer records the size once the zip it
+                # decompressed is gone. Sizing it here could catch the zip still on disk and, recorded
+                # after that producer's row, leave the row counting a deleted file.
+                budget.submit(budget.release, shard)
+                await budget.run(budget.note_present, shard)
             return downloaded
 
     async def _fetch(self, shard: int, *, may_download: bool = True) -> int:
@@ -151,6 +161,7 @@ class ShardFetcher:
             if not await self._ensure_zip(stream_id, zip_info, zip_path):
                 # Not downloaded just now (a local-only dataset, a kept zip): verify before trusting it.
                 self._verify(options.validate_hash, zip_info, zip_path)
+            crash_point("decompress.zip_ready")
             # Waited for to its end even when cancelled: a thread still writing tmp after the cleanup
             # of ensure_file would leave a stray temp file in the cache.
             work = asyncio.to_thread(compression.decompress_file, zip_path, tmp, expected_size=file.raw.bytes)

@@ -12,6 +12,8 @@ import atexit
 import collections
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import weakref
 from dataclasses import dataclass
@@ -241,6 +243,11 @@ class SyncRuntime:
         self._finalizer = weakref.finalize(self, _close_runtime, self.pid, self.loop_thread, self.runtime)
         # Registered after the loop thread's own exit hook, so it runs first (atexit is LIFO).
         atexit.register(self._finalizer)
+        if multiprocessing.parent_process() is not None:
+            # A forked multiprocessing child (a DataLoader worker) ends with os._exit: atexit never runs
+            # there, multiprocessing's exit finalizers do. Without this its ledger rows (position, needs)
+            # and liveness lock file outlive it until another process sweeps them.
+            multiprocessing.util.Finalize(None, self._finalizer, exitpriority=0)
 
     def enqueue(
         self,

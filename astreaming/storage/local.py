@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from astreaming.crashpoints import crash_point
 from astreaming.errors import StorageError
 from astreaming.storage.base import (
     CHUNK_SIZE,
@@ -65,6 +66,7 @@ def _copy(src: str, dest: Path, url: str, cancel: threading.Event) -> int:
                     n += len(chunk)
         # A file that shrank while we copied is a short body: retryable, never published.
         check_length(url, n, expected)
+        crash_point("download.part_written")
         if cancel.is_set():
             raise _Cancelled
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from astreaming.crashpoints import crash_point
 from astreaming.diskerrors import disk_error
 from astreaming.errors import CacheError
 from astreaming.storage.base import check_length, discard, part_path
@@ -140,6 +141,7 @@ class PartFile:
         await self._flush()
         check_length(self.url, self.written, expected)
         self._close()
+        crash_point("download.part_written")
         try:
             os.replace(self.path, self.dest)
         except OSError as e:

@@ -24,6 +24,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -75,6 +76,9 @@ class RetryPolicy:
         clock: Monotonic clock, for elapsed-time reporting.
         sleep: Coroutine function used for backoff sleeps.
         rng: Random source for jitter (seed it for reproducible tests).
+        deadline: Makes an attempt's deadline from ``timeout`` (``None``: ``asyncio.timeout``); the context
+            it returns raises ``TimeoutError`` when the attempt's time is up. Tests inject one that
+            expires on an event instead of real time.
     """
 
     attempts: int = 3
@@ -86,6 +90,7 @@ class RetryPolicy:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = _real_sleep
     rng: random.Random = field(default_factory=random.Random)
+    deadline: Callable[[float], AbstractAsyncContextManager[object]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
@@ -123,9 +128,13 @@ class RetryPolicy:
         return wait
 
 
-async def _attempt(op: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+async def _attempt(op: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
+    timeout = policy.timeout
     if timeout is None:
         return await op()
+    if policy.deadline is not None:
+        async with policy.deadline(timeout):
+            return await op()
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(timeout):
             return await op()
@@ -180,7 +189,7 @@ async def with_retries(
             await policy.sleep(wait)
         stats.attempts += 1
         try:
-            return await _attempt(op, policy.timeout)
+            return await _attempt(op, policy)
         except TransientStorageError as e:
             last = e
         except TimeoutError as e:

@@ -8,14 +8,17 @@ yielded them, the descriptors open before and after each epoch, and the dataset'
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from astreaming import Stream, StreamingDataLoader, StreamingDataset
+from astreaming.fetch.loop_thread import get_loop_thread
 
 
 def open_fds() -> int:
@@ -28,6 +31,24 @@ def sample_ids(batch: list[dict[str, Any]]) -> dict[str, list[int]]:
     return {"id": [int(sample["id"]) for sample in batch]}
 
 
+def own_threads() -> int:
+    """Threads, except those of asyncio's default executor: that pool starts threads as work overlaps,
+    up to its fixed size, so its count grows over the first epochs without anything leaking."""
+    return sum(1 for thread in threading.enumerate() if not thread.name.startswith("asyncio_"))
+
+
+async def _count_tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+def probed_ids(batch: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """:func:`sample_ids`, plus what the worker holds now: pid, descriptors, threads, loop tasks."""
+    loop_thread = get_loop_thread()  # running already: the worker iterates on it
+    tasks = asyncio.run_coroutine_threadsafe(_count_tasks(), loop_thread.loop).result()
+    held = [os.getpid(), len(os.listdir("/proc/self/fd")), own_threads(), tasks]
+    return {**sample_ids(batch), "probe": held}
+
+
 def build(request: dict[str, Any]) -> StreamingDataset:
     kwargs = dict(request["dataset"])
     streams = kwargs.pop("streams", None)
@@ -36,33 +57,58 @@ def build(request: dict[str, Any]) -> StreamingDataset:
     return StreamingDataset(**kwargs)
 
 
-def run(request: dict[str, Any]) -> dict[str, Any]:
-    before = open_fds()
-    ds = build(request)
+def make_loader(ds: StreamingDataset, request: dict[str, Any], collate_fn: Any) -> StreamingDataLoader:
+    """The request's DataLoader over ``ds`` (``num_workers``, ``context``, ``persistent``)."""
     workers = int(request.get("num_workers", 0))
-    loader = StreamingDataLoader(
+    return StreamingDataLoader(
         ds,
         batch_size=ds.batch_size,
         num_workers=workers,
         multiprocessing_context=request.get("context") if workers else None,
         persistent_workers=bool(workers and request.get("persistent")),
-        collate_fn=sample_ids,
+        collate_fn=collate_fn,
     )
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    before = open_fds()
+    ds = build(request)
+    loader = make_loader(ds, request, probed_ids if request.get("probe") else sample_ids)
     epochs: list[list[int]] = []
     fds: list[int] = []
+    threads: list[int] = []
+    # Per epoch and worker pid: the fewest and the most descriptors, threads and loop tasks it held at
+    # a batch: [fds, threads, tasks] floors, then the same peaks.
+    held: list[dict[str, list[int]]] = []
     ready = request.get("ready_file")
     for _ in range(int(request.get("epochs", 1))):
         seen: list[int] = []
+        least: dict[str, list[int]] = {}
+        held.append(least)
         for batch in loader:
             seen.extend(batch["id"])
+            if "probe" in batch:
+                pid, *now = (int(v) for v in batch["probe"])
+                floors, peaks = (least.get(str(pid)) or now + now)[:3], (least.get(str(pid)) or now + now)[3:]
+                least[str(pid)] = [min(a, b) for a, b in zip(floors, now, strict=True)] + [
+                    max(a, b) for a, b in zip(peaks, now, strict=True)
+                ]
             if ready and len(seen) >= int(request.get("ready_after", 1)):
                 Path(ready).touch()  # the test may now kill a worker of ours
         epochs.append(seen)
         fds.append(open_fds())
+        threads.append(own_threads())
     stats = ds.stats()
     del loader
     ds.close()
-    return {"epochs": epochs, "fds_before": before, "fds_per_epoch": fds, "stats": stats}
+    return {
+        "epochs": epochs,
+        "fds_before": before,
+        "fds_per_epoch": fds,
+        "threads_per_epoch": threads,
+        "worker_held": held,
+        "stats": stats,
+    }
 
 
 def main() -> None:

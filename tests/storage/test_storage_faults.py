@@ -7,8 +7,9 @@ exhausting the retries takes about ``download_timeout x attempts``; a 404 is tri
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -160,6 +161,43 @@ async def test_every_fault_survived_with_retries(target: tuple[Target, FaultProx
     assert not list(tmp_path.glob("*.part"))
 
 
+class StallDeadline:
+    """An attempt deadline on an injected clock: the attempt's time is up once the proxy holds its body
+    stalled (the n-th attempt: the n-th stall), and the clock then moves on by the attempt's timeout.
+
+    Real time would make the test depend on load: an attempt whose 0.5 s ran out before its request even
+    reached the proxy never stalled (seen as 2 stalls instead of 3 on a loaded machine).
+    """
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.given: list[float] = []
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, seconds: float) -> AsyncIterator[None]:
+        self.given.append(seconds)
+        stalls = len(self.given)
+
+        async def expire(timeout: asyncio.Timeout) -> None:
+            while self.proxy.stats.stalls < stalls:
+                await asyncio.sleep(0.005)  # waits for the event, whatever the load
+            self.now += seconds
+            timeout.reschedule(asyncio.get_running_loop().time())
+
+        async with asyncio.timeout(None) as timeout:
+            watcher = asyncio.create_task(expire(timeout))
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
 async def test_exhausted_retries_take_timeout_times_attempts(
     target: tuple[Target, FaultProxy], tmp_path: Path
 ) -> None:
@@ -169,16 +207,22 @@ async def test_exhausted_retries_take_timeout_times_attempts(
     async def no_sleep(seconds: float) -> None:
         pass
 
-    policy = RetryPolicy(attempts=3, timeout=0.5, sleep=no_sleep)
-    started = time.monotonic()
+    deadline = StallDeadline(proxy)
+    policy = RetryPolicy(attempts=3, timeout=0.5, sleep=no_sleep, deadline=deadline, clock=deadline.clock)
+    stats = RetryStats()
     async with t.make(60) as b:  # only the per-attempt download_timeout can end these attempts
-        with pytest.raises(TransientStorageError, match="3 attempt"):
+        with pytest.raises(TransientStorageError, match=r"3 attempt\(s\) in 1\.50 s") as info:
             await with_retries(
-                policy, lambda: b.download(f"{t.base}/blob-1500000.bin", tmp_path / "x"), url=t.base
+                policy,
+                lambda: b.download(f"{t.base}/blob-1500000.bin", tmp_path / "x"),
+                url=t.base,
+                stats=stats,
             )
-    elapsed = time.monotonic() - started
-    assert 1.5 <= elapsed < 1.5 + 8.0  # generous: 2 shared cores
-    assert proxy.stats.stalls == 3
+    # Every attempt ran under a deadline of download_timeout and hung stalled until that deadline ended
+    # it: 3 attempts take timeout x attempts.
+    assert deadline.given == [0.5, 0.5, 0.5]
+    assert stats.timeouts == 3 and proxy.stats.stalls == 3
+    assert "timed out after 0.5 s" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 

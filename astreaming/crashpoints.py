@@ -1,0 +1,78 @@
+"""A test hook: SIGKILL this process at a named point of a shard's life in the cache.
+
+The crash-matrix tests (``tests/engine/test_crash_matrix.py``) set
+``ASTREAMING_CRASH_AT=<point>:<n>``; every process that inherits it (ranks, DataLoader workers, fork or
+spawn) kills itself with ``SIGKILL`` the ``n``-th time it passes ``<point>``, counted per process from
+its start (a forked child starts again from 0). Points:
+
+==========================  ===================================================================
+``download.part_written``   a download's ``.part`` file is complete but not yet renamed
+``publish.before_rename``   a producer's temp file is complete; it holds the publish lock
+``publish.after_rename``    the file is published; the publish lock and the ledger row are not yet
+``fetch.before_commit``     a shard's files are published; its reservation is not yet its size
+``decompress.zip_ready``    the compressed file is in the cache; the raw file not yet
+``ledger.before_commit``    a ledger transaction has written its rows, under the ledger's flock
+``ledger.forget``           a resident row is deleted (eviction: before its files are unlinked)
+``pin``                     a reader pinned the shard it is about to read
+==========================  ===================================================================
+
+Unset (always, outside those tests), :func:`crash_point` returns after one comparison: the variable is
+read once, at import (or by :func:`arm_from_environment`, for a process forked from a server that
+imported astreaming before the variable was set).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+
+__all__ = ["POINTS", "arm_from_environment", "crash_point"]
+
+#: Every point the library passes.
+POINTS = (
+    "download.part_written",
+    "publish.before_rename",
+    "publish.after_rename",
+    "fetch.before_commit",
+    "decompress.zip_ready",
+    "ledger.before_commit",
+    "ledger.forget",
+    "pin",
+)
+
+_target: str | None = None
+_at = 0
+_passes = itertools.count(1)  # next() on it is atomic: the loop and ledger threads both pass points
+
+
+def crash_point(name: str) -> None:
+    """Kill this process with SIGKILL if ``name`` is the armed point and this is its armed pass."""
+    if _target is not None and name == _target and next(_passes) == _at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm_from_environment() -> None:
+    """(Re)read ``ASTREAMING_CRASH_AT`` and start counting passes from 0.
+
+    Raises:
+        ValueError: the variable is set but is not ``<point>:<n>`` with a known point and ``n >= 1``.
+    """
+    global _target, _at, _passes
+    spec = os.environ.get("ASTREAMING_CRASH_AT")
+    if not spec:
+        _target = None
+        return
+    point, _, count = spec.rpartition(":")
+    if point not in POINTS or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"ASTREAMING_CRASH_AT={spec!r}: expected <point>:<n>, n >= 1, point in {POINTS}")
+    _target, _at, _passes = point, int(count), itertools.count(1)
+
+
+def _reset_after_fork() -> None:
+    global _passes
+    _passes = itertools.count(1)  # a forked child counts its own passes
+
+
+arm_from_environment()
+os.register_at_fork(after_in_child=_reset_after_fork)
