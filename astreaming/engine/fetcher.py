@@ -90,24 +90,23 @@ class ShardFetcher:
         """
         budget = self.budget
         if budget is None or budget.keys[shard] is None:
-            return await self._fetch(shard)
+            return (await self._fetch(shard))[0]
         while True:
             if self.table.is_local(shard):
                 # Published by any process sharing the cache: it counts against the limit too.
                 await budget.run(budget.note_present, shard)
                 with contextlib.suppress(_NeedsRoom):  # evicted again meanwhile: reserve and download
-                    return await self._fetch(shard, may_download=False)
+                    return (await self._fetch(shard, may_download=False))[0]
                 continue
             # Room for the peak footprint (zip and raw both exist while decompressing), evicting the
             # shards needed furthest in the future; then the real size once the files are published.
             granted = await budget.reserve(shard, self.table.max_bytes(shard), distance=self.distance(shard))
             if granted is None:
                 raise FetchDeferred(shard)
-            produced_before = self.counters.shards_fetched
             try:
                 # With nothing reserved (another process had it or was bringing it in) this process may
                 # wait for that publish but must not download: that would be bytes outside the budget.
-                downloaded = await self._fetch(shard, may_download=granted > 0)
+                downloaded, produced = await self._fetch(shard, may_download=granted > 0)
             except _NeedsRoom:
                 budget.submit(budget.release, shard)
                 continue
@@ -115,7 +114,7 @@ class ShardFetcher:
                 budget.submit(budget.release, shard)  # in order after the reservation, even if cancelled
                 raise
             crash_point("fetch.before_commit")
-            if self.counters.shards_fetched > produced_before:
+            if produced:
                 await budget.run(budget.commit, shard, self.table.local_bytes(shard))
             else:
                 # Another process published it: its producer records the size once the zip it
@@ -125,7 +124,9 @@ class ShardFetcher:
                 await budget.run(budget.note_present, shard)
             return downloaded
 
-    async def _fetch(self, shard: int, *, may_download: bool = True) -> int:
+    async def _fetch(self, shard: int, *, may_download: bool = True) -> tuple[int, bool]:
+        """Bring the shard's raw files into the cache: (bytes downloaded, whether this call produced any
+        file; False when all were present, e.g. published by another process)."""
         before = self.counters.bytes_downloaded
         produced = False
         for file in self.table.files(shard):
@@ -135,7 +136,7 @@ class ShardFetcher:
             self.counters.shards_fetched += 1
         else:
             self.counters.shards_already_local += 1
-        return self.counters.bytes_downloaded - before
+        return self.counters.bytes_downloaded - before, produced
 
     async def _ensure_raw(self, shard: int, file: ShardFile, may_download: bool) -> bool:
         if file.raw_path.exists():
