@@ -72,10 +72,10 @@ class Stream:
         keep_zip: Keep compressed shards after decompressing them (dataset default if None).
         backend: Serves ``remote`` instead of the backend its scheme selects, as httpx takes a
             ``transport``: called as ``backend(remote_root, timeout=seconds)`` for a new, not yet opened
-            :class:`~astreaming.storage.Backend` (for example a Backend subclass, or a
-            ``functools.partial`` of one with its options). Every process that reads the stream
-            (DataLoader workers, ranks) calls it again, so it must pickle (a class or a module-level
-            function) for ``spawn``. For tests, custom protocols and client options.
+            :class:`~astreaming.storage.Backend`. Every process that reads the stream (DataLoader
+            workers, ranks) calls it again, so for ``spawn`` it must pickle: a module-level function,
+            or a ``functools.partial`` of one with its options. For tests, custom protocols and
+            client options.
 
     Raises:
         ConfigError: naming the argument, for invalid values or combinations.
