@@ -106,8 +106,7 @@ def test_missing_index_exits_1(run_cli: RunCLI, tmp_path: Path) -> None:
 def _gcs_delete(server: FakeGCSServer, key: str) -> None:
     name = urllib.parse.quote(key, safe="")
     req = urllib.request.Request(f"{server.url}/storage/v1/b/{GCS_BUCKET}/o/{name}", method="DELETE")
-    with urllib.request.urlopen(req, timeout=30):
-        pass
+    urllib.request.urlopen(req, timeout=30).close()  # a DELETE answers 204: nothing to read
 
 
 def test_on_fake_gcs(run_cli: RunCLI, tmp_path: Path, gcs_server: FakeGCSServer) -> None:

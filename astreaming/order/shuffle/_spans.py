@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from astreaming.errors import ConfigError
+
 __all__ = ["NodeSpans", "divide_spans", "node_bounds"]
 
 Span = tuple[int, int]
@@ -76,6 +78,19 @@ class NodeSpans:
                 self.epoch_rng.shuffle(local)
                 self.spans[begin:end] = [self.spans[i] for i in local]
         self.bounds = node_bounds(self.num_samples, num_canonical_nodes)
+
+    def require_samples_per_node(self) -> None:
+        """py1e's precondition (mosaic's message): every canonical node gets at least one sample.
+
+        Raises:
+            ConfigError: if a canonical node would get no samples (fewer samples than canonical nodes).
+        """
+        if np.any(np.diff(self.bounds) == 0):
+            raise ConfigError(
+                f"The number of samples assigned to a canonical node is 0: the stream has {self.num_samples} "
+                f"samples for {len(self.bounds) - 1} canonical nodes (num_canonical_nodes). Check the "
+                "dataset's index.json, or reduce num_canonical_nodes."
+            )
 
     def node(self, k: int) -> list[Span]:
         """The spans of canonical node ``k`` in epoch order."""

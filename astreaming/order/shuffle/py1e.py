@@ -7,7 +7,6 @@ from collections.abc import Container, Generator, Sequence
 
 import numpy as np
 
-from astreaming.errors import ConfigError
 from astreaming.order.shuffle._spans import NodeSpans
 
 __all__ = ["iter_py1e"]
@@ -41,12 +40,7 @@ def iter_py1e(
         ConfigError: if a canonical node would get no samples (fewer samples than canonical nodes).
     """
     layout = NodeSpans(shuffle_units, num_canonical_nodes, seed, epoch)
-    if np.any(np.diff(layout.bounds) == 0):
-        raise ConfigError(
-            f"The number of samples assigned to a canonical node is 0: the stream has {layout.num_samples} "
-            f"samples for {num_canonical_nodes} canonical nodes (num_canonical_nodes). Check the dataset's "
-            "index.json, or reduce num_canonical_nodes."
-        )
+    layout.require_samples_per_node()
     rng = layout.epoch_rng
     low, high = int(0.75 * block_size), int(1.25 * block_size)
     warned = False

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from astreaming.errors import ConfigError
 from astreaming.order.shuffle._spans import NodeSpans
 from astreaming.order.shuffle.py1e import BLOCK_WARNING
 
@@ -85,12 +84,7 @@ def py1e_draws(
         ConfigError: if a canonical node would get no samples.
     """
     layout = NodeSpans(shuffle_units, num_canonical_nodes, seed, epoch)
-    if np.any(np.diff(layout.bounds) == 0):
-        raise ConfigError(
-            f"The number of samples assigned to a canonical node is 0: the stream has {layout.num_samples} "
-            f"samples for {num_canonical_nodes} canonical nodes (num_canonical_nodes). Check the dataset's "
-            "index.json, or reduce num_canonical_nodes."
-        )
+    layout.require_samples_per_node()
     rng = layout.epoch_rng
     bitgen = rng.bit_generator
     assert isinstance(bitgen, np.random.PCG64)  # default_rng's
