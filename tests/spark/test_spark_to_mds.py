@@ -142,8 +142,14 @@ def test_failed_task_publishes_no_index_and_rerun_needs_exist_ok(spark: Any, tmp
         )
     assert "row 25 is bad" in str(info.value)
     assert not (out / "index.json").exists()
-    failed = [p for p in out.iterdir() if not (p / "index.json").exists()]
-    assert len(failed) == 1  # the partition holding row 25 published nothing; the others did
+    # The partition holding row 25 published nothing. Spark cancels the tasks still running when one
+    # fails, so how many other partitions finished first is up to the scheduler: each one that did
+    # published a complete, readable index of its own rows.
+    parts = sorted(p for p in out.iterdir() if p.is_dir())
+    published = [p for p in parts if (p / "index.json").exists()]
+    assert len(published) < len(parts) <= 3
+    written = [int(s["id"]) for p in published for s in _read_local(p)]
+    assert 25 not in written and len(written) == len(set(written))
     # A rerun refuses the partial output, and replaces it with exist_ok.
     with pytest.raises(ConfigError, match="not empty"):
         dataframe_to_mds(_frame(spark), mds_kwargs={"out": str(out)})
