@@ -49,6 +49,8 @@ class FetchCounters:
     shards_fetched: int = 0
     shards_already_local: int = 0
     decompressed: int = 0
+    #: Downloads of a shard this process already had during the same plan (an epoch): it was evicted.
+    refetches: int = 0
 
 
 class ShardFetcher:
@@ -80,6 +82,13 @@ class ShardFetcher:
         self.policies = policies
         self.retry_stats = retry_stats
         self.counters = FetchCounters()
+        # Shards this process had in the cache (downloaded or found) since its plan started: one
+        # downloaded again meanwhile is a refetch.
+        self._seen: set[int] = set()
+
+    def new_plan(self) -> None:
+        """A new plan (epoch) starts: downloading a shard again from now on is not a refetch."""
+        self._seen.clear()
 
     async def fetch(self, shard: int) -> int:
         """Make every raw file of ``shard`` present; returns the bytes downloaded for it.
@@ -91,12 +100,20 @@ class ShardFetcher:
         budget = self.budget
         if budget is None or budget.keys[shard] is None:
             return (await self._fetch(shard))[0]
+        downloaded, produced = await self._fetch_within(budget, shard)
+        if produced and shard in self._seen:
+            self.counters.refetches += 1  # evicted since this plan first had it: the limit is thrashing
+        self._seen.add(shard)
+        return downloaded
+
+    async def _fetch_within(self, budget: NodeBudget, shard: int) -> tuple[int, bool]:
+        """:meth:`fetch` under ``cache_limit``: (bytes downloaded, whether this process produced it)."""
         while True:
             if self.table.is_local(shard):
                 # Published by any process sharing the cache: it counts against the limit too.
                 await budget.run(budget.note_present, shard)
                 with contextlib.suppress(_NeedsRoom):  # evicted again meanwhile: reserve and download
-                    return (await self._fetch(shard, may_download=False))[0]
+                    return await self._fetch(shard, may_download=False)
                 continue
             # Room for the peak footprint (zip and raw both exist while decompressing), evicting the
             # shards needed furthest in the future; then the real size once the files are published.
@@ -122,7 +139,7 @@ class ShardFetcher:
                 # after that producer's row, leave the row counting a deleted file.
                 budget.submit(budget.release, shard)
                 await budget.run(budget.note_present, shard)
-            return downloaded
+            return downloaded, produced
 
     async def _fetch(self, shard: int, *, may_download: bool = True) -> tuple[int, bool]:
         """Bring the shard's raw files into the cache: (bytes downloaded, whether this call produced any

@@ -43,6 +43,9 @@ _NEEDS_HORIZON = 1024
 _NEEDS_MAX = 256
 #: Seconds between announcements (only when the consumer moved).
 _PUBLISH_EVERY = 0.2
+#: Warn about thrashing once a plan's refetches exceed this share of its distinct shards (and _MIN).
+_THRASH_SHARE = 0.1
+_THRASH_MIN = 4
 
 
 def retry_policy(download_retry: int, download_timeout: float) -> RetryPolicy:
@@ -78,6 +81,9 @@ class Runtime:
         self.next_use = NextUse(np.empty(0, dtype=np.int64))
         self._published: float = -1.0
         self._publisher: asyncio.Task[None] | None = None
+        self._plan_shards = 0
+        self._refetches_before = 0
+        self._thrash_warned = False
         # Shards evicted by this process; the consumer drops their readers at its next shard switch.
         self.evicted: collections.deque[int] = collections.deque()
         self.budget: NodeBudget | None = None
@@ -146,7 +152,30 @@ class Runtime:
         self._open = _Open(backends, fetcher, scheduler, asyncio.get_running_loop())
 
     async def _fetch(self, shard: int) -> int:
-        return await self.fetcher.fetch(shard)
+        downloaded = await self.fetcher.fetch(shard)
+        if self.budget is not None and not self._thrash_warned:
+            self._warn_if_thrashing(self.budget.limit)
+        return downloaded
+
+    def _warn_if_thrashing(self, limit: int) -> None:
+        """Say once per plan when ``cache_limit`` makes this process download the same shards again.
+
+        Nothing fails: every sample is still right, only the bytes grow. Users see it in the log (and in
+        ``stats()['refetches']``) instead of discovering it in their storage bill.
+        """
+        refetches = self.fetcher.counters.refetches - self._refetches_before
+        if refetches <= max(_THRASH_MIN, _THRASH_SHARE * self._plan_shards):
+            return
+        self._thrash_warned = True
+        _log.warning(
+            "cache_limit=%d bytes is too small for this sample order: this process has downloaded %d "
+            "shards again in this epoch after they were evicted (its epoch reads %d distinct shards). "
+            "Every sample is still correct, but shards are fetched several times: raise cache_limit, or "
+            "make the order read from fewer shards at once (a smaller shuffle_block_size).",
+            limit,
+            refetches,
+            self._plan_shards,
+        )
 
     def backend(self, stream_id: int) -> tuple[Backend, RetryPolicy]:
         """The open backend and retry policy of a stream with a remote (after :meth:`open`)."""
@@ -181,6 +210,9 @@ class Runtime:
         self.next_use = NextUse(plan_shards)
         self._published = -1.0
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
+        self.fetcher.new_plan()
+        self._plan_shards, self._thrash_warned = len(shards), False
+        self._refetches_before = self.fetcher.counters.refetches
         self.scheduler.want_many(shards.tolist(), first_need.tolist())
         if self.budget is not None and self._publisher is None:
             self._publisher = asyncio.get_running_loop().create_task(self._publish_needs())

@@ -37,6 +37,9 @@ class DatasetStatistics:
         evictions: Shards evicted under ``cache_limit`` or by ``evict_shard``.
         evicted_bytes: Bytes those evictions freed.
         range_reads: Byte-range requests of random access (their bytes count in ``bytes_downloaded``).
+        refetches: Shards downloaded again within one epoch by the process that had brought them in,
+            because they were evicted meanwhile: above zero, ``cache_limit`` is smaller than the set of
+            shards the sample order reads from at once (see the README on ``cache_limit``).
         processes: Processes whose figures are summed (this one and DataLoader workers that reported).
     """
 
@@ -49,6 +52,7 @@ class DatasetStatistics:
     evictions: int = 0
     evicted_bytes: int = 0
     range_reads: int = 0
+    refetches: int = 0
     processes: int = 1
 
     def __add__(self, other: DatasetStatistics) -> DatasetStatistics:
@@ -77,6 +81,7 @@ def runtime_statistics(runtime: Runtime) -> DatasetStatistics:
         in_flight=sched.in_flight,
         evictions=budget.evictions if budget is not None else 0,
         evicted_bytes=budget.evicted_bytes if budget is not None else 0,
+        refetches=fetch.refetches,
         processes=0,
     )
 
