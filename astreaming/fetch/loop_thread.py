@@ -174,8 +174,10 @@ def _after_fork_in_child() -> None:
     _parked = None
 
 
-#: Longest a fork waits for the loop thread to reach a safe point (it may be busy in a long call).
-_PARK_TIMEOUT = 1.0
+#: Longest a fork waits for the loop thread to reach a safe point (it may be busy in a long call). On a
+#: quiet machine it arrives in microseconds; on a 2-core machine at load 15, one second was not always
+#: enough, and a fork that goes ahead while the loop thread is inside OpenSSL can leave the child stuck.
+_PARK_TIMEOUT = 5.0
 _parked: threading.Event | None = None
 
 
