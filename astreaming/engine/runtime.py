@@ -273,8 +273,10 @@ class SyncRuntime:
         # Close the backends (their HTTP sessions) when this object is collected or at exit, on the
         # loop that owns them. The finalizer holds the runtime, never this object.
         self._finalizer = weakref.finalize(self, _close_runtime, self.pid, self.loop_thread, self.runtime)
-        # Registered after the loop thread's own exit hook, so it runs first (atexit is LIFO).
+        # Registered after the loop thread's own exit hook, so it runs first (atexit is LIFO); and run
+        # by the loop thread if it is stopped first any other way.
         atexit.register(self._finalizer)
+        self.loop_thread.close_before_stop(self._finalizer)
         if multiprocessing.parent_process() is not None:
             # A forked multiprocessing child (a DataLoader worker) ends with os._exit: atexit never runs
             # there, multiprocessing's exit finalizers do. Without this its ledger rows (position, needs)

@@ -42,6 +42,10 @@ class LoopThread:
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._stopped = False
         self._lock = threading.Lock()
+        # Closers of resources living on this loop (runtimes' HTTP sessions), run by stop() while the
+        # loop still turns: stopped without them, those sessions would only be reported unclosed when
+        # the garbage collector finds them, at a random later moment.
+        self._closers: set[Callable[[], object]] = set()
         self._thread.start()
         self._started.wait()
         ref = weakref.ref(self)
@@ -125,8 +129,29 @@ class LoopThread:
                 coro.close()
             raise RuntimeError("the astreaming loop thread is stopped")
 
+    def close_before_stop(self, closer: Callable[[], object]) -> None:
+        """Have :meth:`stop` call ``closer()`` (from the stopping thread, the loop still running) first.
+
+        ``closer`` must be idempotent and bounded (a :class:`weakref.finalize` that closes a resource on
+        this loop, for example); ones that already ran are dropped.
+        """
+        with self._lock:
+            self._closers = {c for c in self._closers if getattr(c, "alive", True)}
+            self._closers.add(closer)
+
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Cancel pending tasks, stop the loop and join the thread. Idempotent; no-op in a forked child."""
+        """Run the closers, cancel pending tasks, stop the loop and join the thread.
+
+        Idempotent; a no-op in a forked child.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            closers, self._closers = list(self._closers), set()
+        if self.pid == os.getpid() and not self.in_loop_thread():
+            for closer in closers:
+                with contextlib.suppress(Exception):  # stopping must go on whatever one closer does
+                    closer()
         with self._lock:
             if self._stopped:
                 return
