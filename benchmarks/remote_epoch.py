@@ -49,6 +49,10 @@ def child(args: argparse.Namespace) -> None:
     importlib.import_module(
         "astreaming.storage.s3" if args.remote.startswith("s3://") else "astreaming.storage.http"
     )
+    if os.environ.get("BENCH_WHOLE_SHARDS"):
+        from astreaming.storage import ranged
+
+        ranged.MIN_PART = ranged.MAX_PART = 1 << 50  # the baseline: every shard over one connection
     local = Path(tempfile.mkdtemp(prefix="astreaming-remote-")) / "data"
     result: dict[str, Any] = {}
     try:
@@ -99,6 +103,11 @@ def run_astreaming(
     return result
 
 
+def run_astreaming_whole(remote: str, env: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+    """:func:`run_astreaming` with byte-range splitting off: each shard over one connection."""
+    return run_astreaming(remote, dict(env, BENCH_WHOLE_SHARDS="1"), **kwargs)
+
+
 def run_mosaic(
     remote: str,
     env: dict[str, str],
@@ -134,8 +143,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--shard-mb", type=float, default=3.0, help="shard size limit in MB")
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--bandwidth", type=float, default=50e6, help="bytes/s")
+    parser.add_argument(
+        "--connection-bandwidth",
+        type=float,
+        default=None,
+        help="bytes/s of each connection under --bandwidth (an object store's per-connection cap)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
     parser.add_argument("--skip-mosaic", action="store_true")
+    parser.add_argument(
+        "--whole-shards-too", action="store_true", help="also run astreaming with byte-range splitting off"
+    )
     parser.add_argument("--data-dir", help="keep and reuse the dataset here (default: a temporary directory)")
     parser.add_argument("--json", help="also write the figures to this file")
     # The child mode: one astreaming run (used by run_astreaming).
@@ -162,12 +180,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"dataset: {info['samples']:,} large samples, {info['shards']} shards, {info['bytes']:,} B; "
             f"link: {args.latency * 1e3:.0f} ms per request, {args.bandwidth / 1e6:.0f} MB/s shared"
+            + (
+                f", {args.connection_bandwidth / 1e6:.0f} MB/s per connection"
+                if args.connection_bandwidth
+                else ""
+            )
         )
         configs = [("astreaming http", "http", run_astreaming), ("astreaming s3", "s3", run_astreaming)]
+        if args.whole_shards_too:
+            configs.append(("astreaming s3 whole shards", "s3", run_astreaming_whole))
         if not args.skip_mosaic:
             configs.append(("mosaic s3", "s3", run_mosaic))
         for name, kind, run in configs:
-            with serve_proxy.serve(data, kind, args.latency, args.bandwidth) as served:
+            with serve_proxy.serve(
+                data, kind, args.latency, args.bandwidth, connection_bandwidth=args.connection_bandwidth
+            ) as served:
                 best: dict[str, Any] | None = None
                 for _ in range(args.repeat):
                     out = measured(served, run, n)

@@ -65,13 +65,20 @@ class Served:
 
 @contextlib.contextmanager
 def serve(
-    root: str | Path, kind: str, latency: float, bandwidth: float | None, prefix: str = "data"
+    root: str | Path,
+    kind: str,
+    latency: float,
+    bandwidth: float | None,
+    prefix: str = "data",
+    connection_bandwidth: float | None = None,
 ) -> Iterator[Served]:
     """Run ``serve_proxy.py`` for ``root`` until the block ends."""
     args = [sys.executable, str(HERE / "serve_proxy.py"), "--root", str(root), "--kind", kind]
     args += ["--latency", str(latency), "--prefix", prefix]
     if bandwidth:
         args += ["--bandwidth", str(bandwidth)]
+    if connection_bandwidth:
+        args += ["--connection-bandwidth", str(connection_bandwidth)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -101,6 +108,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["http", "s3"], default="http")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every request")
     parser.add_argument("--bandwidth", type=float, default=None, help="bytes/s shared by all connections")
+    parser.add_argument("--connection-bandwidth", type=float, default=None, help="bytes/s per connection")
     parser.add_argument("--prefix", default="data", help="key prefix of the dataset in the S3 bucket")
     args = parser.parse_args()
 
@@ -109,7 +117,9 @@ def main() -> None:
     from astreaming.testing.threadedproxy import ThreadedFaultProxy
 
     root = Path(args.root)
-    plan = FaultPlan(latency=args.latency, bandwidth=args.bandwidth)
+    plan = FaultPlan(
+        latency=args.latency, bandwidth=args.bandwidth, connection_bandwidth=args.connection_bandwidth
+    )
     with contextlib.ExitStack() as stack:
         if args.kind == "http":
             server: Any = stack.enter_context(StaticHTTPServer(root))

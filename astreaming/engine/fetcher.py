@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
 from astreaming.storage.base import Backend
+from astreaming.storage.local import LocalBackend
 from astreaming.storage.partfile import settle
+from astreaming.storage.ranged import RangedDownloader
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
 from astreaming.storage.urls import join
 
@@ -82,6 +85,8 @@ class ShardFetcher:
         self.policies = policies
         self.retry_stats = retry_stats
         self.counters = FetchCounters()
+        #: Large shards are downloaded as parallel byte ranges (sized from the throughput measured).
+        self.ranged = RangedDownloader()
         # Shards this process had in the cache (downloaded or found) since its plan started: one
         # downloaded again meanwhile is a refetch.
         self._seen: set[int] = set()
@@ -214,9 +219,16 @@ class ShardFetcher:
             )
         url = join(root, info.basename)  # keeps a SAS / presigned query at the end
         policy = self.policies[stream_id]
-        size = await with_retries(
-            policy, lambda: backend.download(url, tmp), url=url, stats=self.retry_stats, what="download"
-        )
+        ranged = self.ranged
+        if not isinstance(backend, LocalBackend) and ranged.splits(info.bytes):
+            size = await ranged.download(backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats)
+        else:
+            began = time.monotonic()
+            size = await with_retries(
+                policy, lambda: backend.download(url, tmp), url=url, stats=self.retry_stats, what="download"
+            )
+            if size >= ranged.min_part:  # large enough to say what one connection gets
+                ranged.observe(size, time.monotonic() - began)
         if size != info.bytes:
             tmp.unlink(missing_ok=True)
             raise FormatError(f"{url}: downloaded {size} bytes but the index says {info.bytes}")

@@ -314,14 +314,15 @@ class FaultProxy:
         cut_at: int | None = None
         if decision.kind in (FaultKind.RESET, FaultKind.TRUNCATE, FaultKind.STALL) and has_body:
             cut_at = int((length if length is not None else _UNKNOWN_LENGTH_SPAN) * decision.cut)
-        pacer = self._pacer(plan)
-        chunk_size = _CHUNK if plan.bandwidth is None else max(1024, min(_CHUNK, int(plan.bandwidth / 50)))
+        pacers = self._pacers(plan)
+        rates = [p.rate for p in pacers]
+        chunk_size = max(1024, min(_CHUNK, int(min(rates) / 50))) if rates else _CHUNK
         sent = 0
         try:
             async for chunk in upstream.content.iter_chunked(chunk_size):
                 if cut_at is not None and sent + len(chunk) > cut_at:
                     head, chunk = chunk[: cut_at - sent], chunk[cut_at - sent :]
-                    await self._send(response, head, pacer)
+                    await self._send(response, head, pacers)
                     sent += len(head)
                     if decision.kind is FaultKind.STALL:
                         self._stats.stalls += 1
@@ -330,7 +331,7 @@ class FaultProxy:
                     else:
                         self._break_connection(request, reset=decision.kind is FaultKind.RESET)
                         return response
-                await self._send(response, chunk, pacer)
+                await self._send(response, chunk, pacers)
                 sent += len(chunk)
         except _ClientGone:
             return response  # nobody to answer; the upstream response is released on return
@@ -343,10 +344,10 @@ class FaultProxy:
             await response.write_eof()
         return response
 
-    async def _send(self, response: web.StreamResponse, data: bytes, pacer: Pacer | None) -> None:
+    async def _send(self, response: web.StreamResponse, data: bytes, pacers: list[Pacer]) -> None:
         if not data:
             return
-        if pacer is not None:
+        for pacer in pacers:
             await pacer.consume(len(data))
         try:
             await response.write(data)
@@ -354,16 +355,18 @@ class FaultProxy:
             raise _ClientGone from exc
         self._stats.bytes_sent += len(data)
 
-    def _pacer(self, plan: FaultPlan) -> Pacer | None:
-        if plan.bandwidth is None:
-            return None
-        if plan.per_connection_bandwidth:
+    def _pacers(self, plan: FaultPlan) -> list[Pacer]:
+        """The caps one response's body goes through: the shared link, then its own connection."""
+        pacers = []
+        if plan.bandwidth is not None:
+            if self._link is None or self._link.rate != plan.bandwidth:
+                self._link = Pacer(plan.bandwidth)
+            pacers.append(self._link)
+        if plan.connection_bandwidth is not None:
             # An HTTP/1.1 connection carries one response at a time, so a pacer per response caps
             # each connection.
-            return Pacer(plan.bandwidth)
-        if self._link is None or self._link.rate != plan.bandwidth:
-            self._link = Pacer(plan.bandwidth)
-        return self._link
+            pacers.append(Pacer(plan.connection_bandwidth))
+        return pacers
 
     def _break_connection(self, request: web.Request, *, reset: bool, count: bool = True) -> None:
         transport = request.transport

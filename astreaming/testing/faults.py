@@ -53,9 +53,11 @@ class FaultPlan:
 
     Attributes:
         latency: Seconds added to every request before its response starts.
-        bandwidth: Cap on response-body bytes per second, shared by all connections (one link), or per
-            connection when ``per_connection_bandwidth`` is set. ``None`` means no cap.
-        per_connection_bandwidth: Apply ``bandwidth`` to each response separately.
+        bandwidth: Cap on response-body bytes per second, shared by all connections (one link).
+            ``None`` means no cap.
+        connection_bandwidth: Cap on each response's body bytes per second (an HTTP/1.1 connection
+            carries one response at a time: a per-connection cap), applied under ``bandwidth``. Object
+            stores behave so: one connection gets a fraction of what many get together.
         error_rate: Fraction of matched requests answered with an error status.
         error_statuses: Statuses to choose from (uniformly) for an injected error.
         retry_after: Value of the ``Retry-After`` header sent with an injected 429 or 503.
@@ -71,7 +73,7 @@ class FaultPlan:
 
     latency: float = 0.0
     bandwidth: float | None = None
-    per_connection_bandwidth: bool = False
+    connection_bandwidth: float | None = None
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = (500, 503, 429)
     retry_after: float | None = None
@@ -95,8 +97,10 @@ class FaultPlan:
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ConfigError(f"FaultPlan.{name} must be a finite number >= 0, got {value!r}")
-        if self.bandwidth is not None and not self.bandwidth > 0:
-            raise ConfigError(f"FaultPlan.bandwidth must be > 0 bytes/s or None, got {self.bandwidth!r}")
+        for name in ("bandwidth", "connection_bandwidth"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"FaultPlan.{name} must be > 0 bytes/s or None, got {value!r}")
         if self.retry_after is not None and not self.retry_after >= 0:
             raise ConfigError(f"FaultPlan.retry_after must be >= 0 or None, got {self.retry_after!r}")
         if self.error_rate > 0 and not self.error_statuses:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from astreaming.errors import ConfigError
 from astreaming.testing.faultproxy import FaultProxy
 from astreaming.testing.faults import FaultKind, FaultPlan
 
@@ -151,13 +152,24 @@ async def test_bandwidth_cap_shared_and_per_connection(upstream: Any) -> None:
         assert shared >= least(2 * len(upstream.blob))
 
         # Per connection: each gets the full rate, so two take about as long as one.
-        proxy.plan = FaultPlan(bandwidth=rate, per_connection_bandwidth=True)
+        proxy.plan = FaultPlan(connection_bandwidth=rate)
         start = time.monotonic()
         assert await asyncio.gather(fetch(), fetch()) == [upstream.blob] * 2
         per_connection = time.monotonic() - start
         # (Only lower bounds here: an upper bound on elapsed time fails on a loaded machine.)
         assert least(len(upstream.blob)) <= per_connection
-        assert proxy.plan.per_connection_bandwidth
+
+        # Both: one connection gets its own cap, even on an idle link three times as fast...
+        proxy.plan = FaultPlan(bandwidth=3 * rate, connection_bandwidth=rate)
+        start = time.monotonic()
+        assert await fetch() == upstream.blob
+        assert least(len(upstream.blob)) <= time.monotonic() - start
+        # ...and four connections together get at most the link's rate.
+        start = time.monotonic()
+        assert await asyncio.gather(*(fetch() for _ in range(4))) == [upstream.blob] * 4
+        assert least(4 * len(upstream.blob) / 3) <= time.monotonic() - start
+    with pytest.raises(ConfigError, match="connection_bandwidth must be > 0"):
+        FaultPlan(connection_bandwidth=0)
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(503, "2"), (429, "0.5"), (500, None)])

@@ -1,0 +1,184 @@
+"""Download a large object as byte ranges over parallel connections, as s5cmd and the AWS CLI do.
+
+Object stores give one connection a fraction of what many connections get together (tens of MB/s per
+connection under a link of GB/s). A 64 MB shard fetched over one connection then takes seconds while
+the link idles, and a handful of shards in flight cannot fill it. Splitting each large object into
+parts fetched concurrently keeps enough connections busy without a knob: the part size follows the
+throughput one request was measured to get (a part should take about :data:`PART_SECONDS`, so the
+request's round trip is a small share of it), and the bytes held in memory are bounded by
+:data:`BUFFER_BYTES` whatever the part size.
+
+The parts are written at their offsets into the caller's temp file; the caller verifies and publishes it
+as it would a whole download. Each part is retried on its own under the stream's retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from astreaming.errors import TransientStorageError
+from astreaming.storage.base import Backend, discard
+from astreaming.storage.partfile import settle
+from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
+from astreaming.storage.urls import redact
+
+__all__ = ["BUFFER_BYTES", "MAX_PART", "MIN_PART", "PART_SECONDS", "RangedDownloader"]
+
+#: Smallest and largest part. Objects smaller than two parts are downloaded whole.
+MIN_PART = 4 << 20
+MAX_PART = 16 << 20
+#: A part should take about this long on one connection at the measured rate.
+PART_SECONDS = 0.5
+#: Bytes of parts held in memory at once (fetched, not yet written), over every object in flight.
+BUFFER_BYTES = 96 << 20
+#: Most parts requested at once.
+MAX_PARALLEL = 16
+#: Weight of the newest measurement in the running estimate of one request's throughput.
+_SMOOTHING = 0.3
+
+
+class RangedDownloader:
+    """Splits large downloads into parts, sized from the throughput measured so far (one per process).
+
+    Args:
+        clock: Monotonic clock measuring each part's request (injectable for tests).
+        min_part: Smallest part, in bytes (also the part size before anything was measured); default
+            :data:`MIN_PART`.
+        max_part: Largest part, in bytes; default :data:`MAX_PART`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_part: int | None = None,
+        max_part: int | None = None,
+    ) -> None:
+        self._clock = clock
+        self.min_part = min_part if min_part is not None else MIN_PART
+        self.max_part = max(max_part if max_part is not None else MAX_PART, self.min_part)
+        #: Bytes per second one request got (running estimate), None until a part was measured.
+        self.rate: float | None = None
+        # Parts requested at once: at most MAX_PARALLEL, and at most BUFFER_BYTES of them (so smaller
+        # parts mean more connections, larger ones fewer, for the same memory).
+        self._slots = asyncio.Semaphore(MAX_PARALLEL)
+        self._buffer = _ByteBudget(BUFFER_BYTES)
+        self.parts = 0  # parts downloaded (statistics)
+
+    def part_size(self) -> int:
+        """The part size now: what one connection moves in :data:`PART_SECONDS`, within the bounds."""
+        if self.rate is None:
+            return self.min_part
+        return int(min(self.max_part, max(self.min_part, self.rate * PART_SECONDS)))
+
+    def splits(self, size: int) -> bool:
+        """Whether an object of ``size`` bytes is downloaded in parts (at least two of them)."""
+        return size >= 2 * self.part_size()
+
+    def observe(self, nbytes: int, seconds: float) -> None:
+        """Fold one request's throughput into the estimate."""
+        if seconds <= 0 or nbytes <= 0:
+            return
+        rate = nbytes / seconds
+        self.rate = rate if self.rate is None else (1 - _SMOOTHING) * self.rate + _SMOOTHING * rate
+
+    async def download(
+        self,
+        backend: Backend,
+        url: str,
+        size: int,
+        dest: Path,
+        *,
+        policy: RetryPolicy,
+        stats: RetryStats,
+    ) -> int:
+        """Write the object's ``size`` bytes into ``dest`` (created; removed again on failure).
+
+        Returns:
+            The bytes written (``size``).
+
+        Raises:
+            TransientStorageError: A part kept failing (or the object is shorter than ``size``).
+            StorageError: A non-retryable failure of any part; the other parts are cancelled.
+        """
+        part = self.part_size()
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        tasks = [
+            asyncio.ensure_future(self._part(backend, url, start, min(start + part, size), fd, policy, stats))
+            for start in range(0, size, part)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # every write thread is done
+            os.close(fd)
+            discard(dest)
+            raise
+        os.close(fd)
+        return size
+
+    async def _part(
+        self,
+        backend: Backend,
+        url: str,
+        start: int,
+        end: int,
+        fd: int,
+        policy: RetryPolicy,
+        stats: RetryStats,
+    ) -> None:
+        async with self._buffer.hold(end - start):  # until written: the bytes stay in memory till then
+            async with self._slots:
+                read = lambda: self._read(backend, url, start, end)  # noqa: E731 - one fresh attempt per call
+                data = await with_retries(policy, read, url=url, stats=stats, what="range download")
+            # Waited for to its end even when cancelled: the descriptor is closed right after.
+            await settle(asyncio.ensure_future(asyncio.to_thread(_write_at, fd, data, start)))
+        self.parts += 1
+
+    async def _read(self, backend: Backend, url: str, start: int, end: int) -> bytes:
+        began = self._clock()
+        data = await backend.read_range(url, start, end)
+        if len(data) != end - start:
+            raise TransientStorageError(
+                f"{redact(url)}: bytes [{start}, {end}) came back as {len(data)} bytes (object changed or "
+                "transfer cut short)",
+                url=redact(url),
+            )
+        self.observe(len(data), self._clock() - began)
+        return data
+
+
+class _ByteBudget:
+    """Waits until ``nbytes`` fit under a total (first come, first served; one event loop)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        nbytes = min(nbytes, self.total)  # one part larger than the whole budget still goes, alone
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + nbytes <= self.total)
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= nbytes
+                self._changed.notify_all()
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
