@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from astreaming.errors import TransientStorageError
+from astreaming.errors import FormatError
 from astreaming.storage.base import Backend, discard
 from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
@@ -103,13 +103,17 @@ class RangedDownloader:
             The bytes written (``size``).
 
         Raises:
-            TransientStorageError: A part kept failing (or the object is shorter than ``size``).
+            FormatError: The object is not ``size`` bytes long (the last part asks for one byte more, so
+                a longer object is noticed too, as a whole download notices it by its length).
+            TransientStorageError: A part kept failing.
             StorageError: A non-retryable failure of any part; the other parts are cancelled.
         """
         part = self.part_size()
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         tasks = [
-            asyncio.ensure_future(self._part(backend, url, start, min(start + part, size), fd, policy, stats))
+            asyncio.ensure_future(
+                self._part(backend, url, start, min(start + part, size), size, fd, policy, stats)
+            )
             for start in range(0, size, part)
         ]
         try:
@@ -130,26 +134,29 @@ class RangedDownloader:
         url: str,
         start: int,
         end: int,
+        size: int,
         fd: int,
         policy: RetryPolicy,
         stats: RetryStats,
     ) -> None:
         async with self._buffer.hold(end - start):  # until written: the bytes stay in memory till then
             async with self._slots:
-                read = lambda: self._read(backend, url, start, end)  # noqa: E731 - one fresh attempt per call
+                read = lambda: self._read(backend, url, start, end, size)  # noqa: E731 - a fresh attempt per call
                 data = await with_retries(policy, read, url=url, stats=stats, what="range download")
             # Waited for to its end even when cancelled: the descriptor is closed right after.
             await settle(asyncio.ensure_future(asyncio.to_thread(_write_at, fd, data, start)))
         self.parts += 1
 
-    async def _read(self, backend: Backend, url: str, start: int, end: int) -> bytes:
+    async def _read(self, backend: Backend, url: str, start: int, end: int, size: int) -> bytes:
         began = self._clock()
-        data = await backend.read_range(url, start, end)
+        asked = end + 1 if end == size else end  # one byte past the end: is the object longer?
+        data = await backend.read_range(url, start, asked)
+        # The backends raise TransientStorageError for a body cut short of its announced length, so a
+        # complete answer of another length means the object itself differs from the index.
         if len(data) != end - start:
-            raise TransientStorageError(
-                f"{redact(url)}: bytes [{start}, {end}) came back as {len(data)} bytes (object changed or "
-                "transfer cut short)",
-                url=redact(url),
+            raise FormatError(
+                f"{redact(url)}: the object is not the {size} bytes the index lists: bytes "
+                f"[{start}, {asked}) came back as {len(data)} bytes"
             )
         self.observe(len(data), self._clock() - began)
         return data

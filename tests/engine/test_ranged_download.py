@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from astreaming import MDSWriter, ObjectNotFound, StreamingDataLoader, StreamingDataset
+from astreaming import (
+    FormatError,
+    MDSWriter,
+    ObjectNotFound,
+    StreamingDataLoader,
+    StreamingDataset,
+    TransientStorageError,
+)
 from astreaming.storage import ranged
 from astreaming.storage.local import LocalBackend
 from astreaming.storage.ranged import RangedDownloader
@@ -147,38 +154,45 @@ def test_part_size_follows_measured_throughput() -> None:
 
 
 class _Flaky(LocalBackend):
-    """Local reads whose ranges fail as told: ``missing`` raises ObjectNotFound, ``short`` cuts once."""
+    """Local range reads that fail as told: ``missing`` raises ObjectNotFound, ``transient`` fails once."""
 
-    def __init__(self, *, missing: int | None = None, short: int | None = None) -> None:
+    def __init__(self, *, missing: int | None = None, transient: int | None = None) -> None:
         super().__init__()
-        self.missing, self.short, self.calls = missing, short, 0
+        self.missing, self.transient, self.calls = missing, transient, 0
 
     async def read_range(self, url: str, start: int, end: int) -> bytes:
         self.calls += 1
         if start == self.missing:
             raise ObjectNotFound(f"{url}: gone", url=url)
-        data = await super().read_range(url, start, end)
-        if start == self.short:
-            self.short = None
-            return data[:-1]
-        return data
+        if start == self.transient:
+            self.transient = None
+            raise TransientStorageError(f"{url}: connection reset", url=url)
+        return await super().read_range(url, start, end)
 
 
-async def test_a_short_part_is_retried_and_a_missing_one_fails_typed_leaving_nothing(tmp_path: Path) -> None:
+async def test_failed_parts_retry_fail_typed_and_leave_nothing(tmp_path: Path) -> None:
     blob = os.urandom(10 * 1024)
     src = tmp_path / "object.bin"
     src.write_bytes(blob)
     policy = RetryPolicy(attempts=3, sleep=lambda _: asyncio.sleep(0))
     dest = tmp_path / "out.bin"
-    short = _Flaky(short=4096)
-    downloader = RangedDownloader(min_part=1024, max_part=1024)
-    assert await downloader.download(
-        short, str(src), len(blob), dest, policy=policy, stats=RetryStats()
-    ) == len(blob)
-    assert dest.read_bytes() == blob and short.calls == 11  # ten parts, one of them twice
+
+    def download(backend: LocalBackend, size: int = len(blob)) -> Any:
+        return RangedDownloader(min_part=1024, max_part=1024).download(
+            backend, str(src), size, dest, policy=policy, stats=RetryStats()
+        )
+
+    flaky = _Flaky(transient=4096)
+    assert await download(flaky) == len(blob)
+    assert dest.read_bytes() == blob and flaky.calls == 11  # ten parts, one of them twice
     dest.unlink()
     with pytest.raises(ObjectNotFound, match="gone"):
-        await RangedDownloader(min_part=1024, max_part=1024).download(
-            _Flaky(missing=5120), str(src), len(blob), dest, policy=policy, stats=RetryStats()
-        )
+        await download(_Flaky(missing=5120))
     assert list(tmp_path.iterdir()) == [src]  # the partial file is gone
+    # An object of another length than the index lists is a FormatError, longer or shorter, and it
+    # is not retried: the store answered completely.
+    for size in (len(blob) - 10, len(blob) + 10):
+        counting = _Flaky()
+        with pytest.raises(FormatError, match=f"not the {size} bytes the index lists"):
+            await download(counting, size)
+        assert counting.calls <= 11 and list(tmp_path.iterdir()) == [src]
