@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from astreaming.errors import ConfigError
 from astreaming.order import EpochSpec, World, get_shuffle, plan_worker_epoch
-from astreaming.order import lazy as lazy_module
+from astreaming.order import perm as perm_module
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.shuffle.py1e_lazy import py1e_draws, py1e_slots
 from astreaming.order.store import MemoryStore
 from astreaming.order.weights import StreamWeights
+
+from ._stores import CountingStore
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -146,7 +148,7 @@ def test_lazy_plan_equals_the_eager_plan(
 
 
 def test_windowed_py1e_plan_spans_windows_and_discards_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lazy_module, "GRID", 16)
+    monkeypatch.setattr(perm_module, "GRID", 16)
     spec = EpochSpec.build(
         [[37, 50, 21, 45]],
         batch_size=4,
@@ -157,16 +159,7 @@ def test_windowed_py1e_plan_spans_windows_and_discards_behind(monkeypatch: pytes
     )
     world = World(1, 1, 2, 1)
 
-    class Counting(MemoryStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.discarded: list[str] = []
-
-        def discard(self, key: str) -> None:
-            self.discarded.append(key)
-            super().discard(key)
-
-    store = Counting()
+    store = CountingStore()
     for resume in (0, 1, 60, 151, 152):
         eager = plan_worker_epoch(spec, world, 1, resume).sample_ids
         plan = LazyWorkerPlan(spec, world, 1, resume, store=store, chunk=8)

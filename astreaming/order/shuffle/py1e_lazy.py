@@ -23,10 +23,10 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
+from astreaming.order.shuffle._replay import STATE_WIDTH, Replay, pack_state, skip_draws
 from astreaming.order.shuffle._spans import NodeSpans
 from astreaming.order.shuffle.py1e import BLOCK_WARNING
 
@@ -40,43 +40,8 @@ __all__ = [
     "warn_block",
 ]
 
-_MASK = (1 << 64) - 1
-
 #: Arrays of :func:`py1e_draws`' result (one row per span unless said otherwise).
 Py1eDraws = dict[str, np.ndarray]
-
-
-def _pack(bitgen: np.random.BitGenerator) -> list[int]:
-    state = bitgen.state
-    s, inc = state["state"]["state"], state["state"]["inc"]
-    return [s >> 64, s & _MASK, inc >> 64, inc & _MASK, state["has_uint32"], state["uinteger"]]
-
-
-class _Replay:
-    """One generator whose state is set from a packed row (building a PCG64 per row costs more)."""
-
-    def __init__(self) -> None:
-        self.bitgen = np.random.PCG64(0)
-        self.rng = np.random.Generator(self.bitgen)
-
-    def at(self, row: np.ndarray) -> np.random.Generator:
-        values = row.tolist()
-        self.bitgen.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": (values[0] << 64) | values[1], "inc": (values[2] << 64) | values[3]},
-            "has_uint32": values[4],
-            "uinteger": values[5],
-        }
-        return self.rng
-
-
-def _skip(bitgen: np.random.PCG64, draws: int) -> None:
-    """Skip ``draws`` 64-bit draws, keeping the buffered 32-bit half (``advance`` resets it)."""
-    state = bitgen.state
-    bitgen.advance(draws)
-    moved: dict[str, Any] = dict(bitgen.state)
-    moved["has_uint32"], moved["uinteger"] = state["has_uint32"], state["uinteger"]
-    bitgen.state = moved  # type: ignore[assignment]  # numpy's stub: a TypedDict of the same keys
 
 
 def py1e_draws(
@@ -110,8 +75,8 @@ def py1e_draws(
     hi = np.fromiter((s[1] for s in spans), np.int64, count)
     lengths = (hi - lo).tolist()
     offset = np.zeros(count, np.int64)
-    shuffle_state = np.zeros((count, 6), np.uint64)
-    uniform_state = np.zeros((count, 6), np.uint64)
+    shuffle_state = np.zeros((count, STATE_WIDTH), np.uint64)
+    uniform_state = np.zeros((count, STATE_WIDTH), np.uint64)
     left = np.zeros(count, np.float64)
     right = np.zeros(count, np.float64)
     reach = np.zeros(num_canonical_nodes, np.float64)
@@ -122,7 +87,7 @@ def py1e_draws(
         at = 0
         for s in range(begin, end):
             offset[s] = at
-            shuffle_state[s] = _pack(bitgen)
+            shuffle_state[s] = pack_state(bitgen)
             rng.shuffle(scratch[: lengths[s]])  # the draws of shuffling the span's samples
             at += lengths[s]
         for s in range(begin, end):
@@ -132,8 +97,8 @@ def py1e_draws(
                 cutoff, warned = 0, True
             left[s] = max(-cutoff, -int(offset[s]))
             right[s] = min(cutoff, size - int(offset[s]) - span)
-            uniform_state[s] = _pack(bitgen)
-            _skip(bitgen, span)
+            uniform_state[s] = pack_state(bitgen)
+            skip_draws(bitgen, span)
         if end > begin:
             reach[k] = max(float(np.max(-left[begin:end])), float(np.max(right[begin:end])))
     return {
@@ -213,7 +178,7 @@ class _NodePositions:
         lefts, rights = draws["left"][a:b].tolist(), draws["right"][a:b].tolist()
         found_offsets: list[np.ndarray] = []
         found_values: list[np.ndarray] = []
-        replay = _Replay()
+        replay = Replay()
         scratch = np.empty(len(self.ramp), np.float64)
         index = np.empty(len(self.ramp), np.float64)
         for s, start, length, left, right in zip(range(a, b), starts, lengths, lefts, rights, strict=True):
@@ -286,7 +251,7 @@ def py1e_values(draws: Py1eDraws, node: int, where: np.ndarray) -> np.ndarray:
     spans = s_begin + np.searchsorted(offsets, sorted_where, side="right") - 1
     cuts = [0, *(np.flatnonzero(np.diff(spans)) + 1).tolist(), len(spans)]
     out = np.empty(len(where), np.int64)
-    replay = _Replay()
+    replay = Replay()
     for begin, end in itertools.pairwise(cuts):
         if end <= begin:
             continue
