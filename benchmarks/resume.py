@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix="bench-resume-tmp-"))
     rows: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"rows": rows}
+    report: dict[str, Any] = {"rows": rows, "cpus": os.cpu_count(), "load_at_start": os.getloadavg()}
     sizes = [_common.count(s) for s in args.sizes.split(",") if s]
     workers = [int(w) for w in args.workers.split(",") if w]
     try:
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             half = n // 2
             state = mosaic_state(data, half, args.batch_size) if not args.skip_mosaic else _state(half)
             for w in workers:
-                row: dict[str, Any] = {"samples": n, "workers": w}
+                # The 1-minute load average before the cell: this machine is shared, so say how busy it was.
+                row: dict[str, Any] = {"samples": n, "workers": w, "load": round(os.getloadavg()[0], 2)}
                 warm_tmp = _fresh(tmp_root)
                 fresh = run_ours(data, w, args.batch_size, warm_tmp)  # leaves the epoch's plan files
                 warm = run_ours(data, w, args.batch_size, warm_tmp, state)
@@ -148,11 +149,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.huge:
             n = _common.count(args.huge)
             data = _dataset(root, n)
+            load = round(os.getloadavg()[0], 2)
             plans = _fresh(tmp_root)
             fresh = run_ours(data, 8, args.batch_size, plans)
             cold = run_ours(data, 8, args.batch_size, _fresh(tmp_root), _state(n // 2))
             warm = run_ours(data, 8, args.batch_size, plans, _state(n // 2))
-            row = {"samples": n, "workers": 8, "fresh": fresh, "cold": cold, "warm": warm}
+            row = {"samples": n, "workers": 8, "fresh": fresh, "cold": cold, "warm": warm, "load": load}
             rows.append(row)
             _print_row(row)
     finally:
@@ -191,7 +193,10 @@ def _print_row(row: dict[str, Any]) -> None:
         for k, v in row.items()
         if isinstance(v, dict)
     }
-    print(f"{row['samples']:,} samples, {row['workers']} workers: {json.dumps(brief)}", flush=True)
+    print(
+        f"{row['samples']:,} samples, {row['workers']} workers, load {row.get('load')}: {json.dumps(brief)}",
+        flush=True,
+    )
 
 
 def _size(n: int) -> str:
@@ -207,6 +212,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "mosaicml-streaming",
         "ratio (warm / cold)",
         "peak tree RSS: astreaming vs mosaic",
+        "load (1 min, 2 cores)",
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -224,7 +230,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         else:
             ratio, mosaic, rss = "—", "—", f"{ours_rss:.2f} GB"
         cells = (f"{_size(r['samples'])}, {r['workers']}", f"{warm:.2f} s / {cold:.2f} s", f"{fresh:.2f} s")
-        lines.append("| " + " | ".join((*cells, mosaic, ratio, rss)) + " |")
+        load = f"{r['load']:.1f}" if "load" in r else "—"
+        lines.append("| " + " | ".join((*cells, mosaic, ratio, rss, load)) + " |")
     return "\n".join(lines)
 
 

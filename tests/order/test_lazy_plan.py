@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -97,8 +98,33 @@ weights_st = st.one_of(
     epoch=st.integers(0, 2),
     resume=st.floats(0, 1),
     chunk=st.integers(1, 9),
+    # (GRID, CELL): the defaults (small worlds then only read cells and whole py1br blocks), or tiny
+    # ones, so a plan crosses py1e's cells and windows and py1br's blocks.
+    windows=st.sampled_from(((perm_module.GRID, perm_module.CELL), (8, 4))),
 )
 def test_lazy_plan_equals_the_eager_plan(
+    sizes: list[list[int]],
+    weights: list[StreamWeights],
+    method: str,
+    algo: str,
+    world: tuple[int, int, int],
+    ncn_factor: int,
+    batch: int,
+    shuffle: bool,
+    seed: int,
+    block: int,
+    epoch: int,
+    resume: float,
+    chunk: int,
+    windows: tuple[int, int],
+) -> None:
+    with mock.patch.multiple(perm_module, GRID=windows[0], CELL=windows[1]):
+        _lazy_equals_eager(
+            sizes, weights, method, algo, world, ncn_factor, batch, shuffle, seed, block, epoch, resume, chunk
+        )
+
+
+def _lazy_equals_eager(
     sizes: list[list[int]],
     weights: list[StreamWeights],
     method: str,

@@ -1,11 +1,14 @@
-"""``py1e`` computed lazily: all draws in one cheap pass, then the sorted order window by window.
+"""``py1e`` computed lazily: all draws in one cheap pass, then any range of the sorted order on its own.
 
 mosaic sorts each canonical node whole (an argsort of up to the whole epoch). A sample at node offset
-``i`` of a span moves to position ``i + u`` with ``|u| <= reach`` (half the largest drawn block), so the
-``r``-th smallest position lies within ``[r - reach, r + reach]``. The samples of sorted slots ``[a, b)``
-are therefore among node offsets ``[a - 2 reach, b + 2 reach)``, and every offset below that window sorts
-before all of them: slot ranks inside the window are the window's own ranks shifted by its start. So a
-window costs O(its size), and the whole node never has to exist.
+``i`` of a span moves to position ``i + u`` with ``|u| < reach`` (half the largest drawn block), so the
+number of positions below a value ``x`` is ``lo + #{computed positions < x}`` as soon as the positions
+of the offsets ``[lo, hi)`` within ``reach`` of ``x`` are computed: every offset further left lies
+below ``x``, every offset further right above it. Sorted slots ``[a, b)`` are found by counting below
+two thresholds a little outside ``a`` and ``b`` (moved until they bracket the slots) and sorting only
+the positions between them (:func:`py1e_offsets`): O(reach + (b - a)) uniform draws, whatever the node's
+size. Their big ids come from replaying the shuffles of just the spans they fall in
+(:func:`py1e_values`).
 
 The pass (:func:`py1e_draws`) replays the epoch generator once: it shuffles a scratch buffer per span
 (the number of draws a shuffle takes depends on the values drawn, so it cannot be skipped) and records
@@ -14,7 +17,7 @@ exactly one 64-bit draw each, so they are skipped with ``advance``. The pass is 
 O(spans) in memory; its result is small and is shared between processes by the caller.
 
 Exact float ties between positions (about one per 10^8 samples at the scale of 10^8) sort in an order
-that depends on numpy's sort implementation, in mosaic's full sort as in a window's.
+that depends on numpy's sort implementation, in mosaic's full sort as in a range's.
 """
 
 from __future__ import annotations
