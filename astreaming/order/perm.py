@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from astreaming.order.resample import Resampled
-from astreaming.order.shuffle import check_shuffle_args, get_shuffle
+from astreaming.order.shuffle import check_shuffle_args
 from astreaming.order.shuffle.pieces import (
     piece_values,
     py1br_cluster,
@@ -80,8 +80,11 @@ class PermSource:
         else:
 
             def whole() -> Arrays:
-                perm = get_shuffle(algo, units, c, seed, epoch, block)
-                return {"perm": perm.astype(id_dtype(len(perm)))}
+                # mosaic's permutation(N) shuffles arange(N): shuffling it in int32 (where ids fit) draws
+                # the same and holds a third of the int64 array plus its int32 copy.
+                perm = np.arange(self.epoch_size, dtype=id_dtype(self.epoch_size))
+                np.random.default_rng(seed + epoch).shuffle(perm)
+                return {"perm": perm}
 
             self.perm = store.get(self.key, whole)["perm"]
 
