@@ -13,6 +13,9 @@ astreaming is measured with its plan files (``<tmp>/astreaming-plans``) in two s
 - **warm**: as left by a run that started this epoch on this node and was killed (the usual preemption:
   the same machines come back). Here a fresh-epoch run (also timed: "fresh epoch") leaves them.
 
+"Shuffle off" resumes the same checkpoint without shuffling, which plans nothing: what the loader's
+start-up (processes, index, first shard) costs without any plan work.
+
 Sizes: 10M and 100M samples with 0 and 8 workers for both loaders; 1B samples (100k shards) for
 astreaming only, fresh and resumed with 8 workers (mosaic needs tens of GB there).
 
@@ -41,13 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 
 
-def child(data: str, state: dict[str, Any] | None, workers: int, batch_size: int) -> dict[str, Any]:
+def child(
+    data: str, state: dict[str, Any] | None, workers: int, batch_size: int, shuffle: bool = True
+) -> dict[str, Any]:
     """One astreaming loader in this (fresh) process: resume from ``state`` (or a fresh epoch)."""
     from astreaming import StreamingDataLoader, StreamingDataset
 
     result: dict[str, Any] = {}
     began = time.perf_counter()
-    ds = StreamingDataset(local=data, batch_size=batch_size, shuffle=True, shuffle_algo="py1e")
+    ds = StreamingDataset(local=data, batch_size=batch_size, shuffle=shuffle, shuffle_algo="py1e")
     loader = StreamingDataLoader(ds, batch_size=batch_size, num_workers=workers)
     result["init_s"] = time.perf_counter() - began
     began = time.perf_counter()
@@ -62,11 +67,17 @@ def child(data: str, state: dict[str, Any] | None, workers: int, batch_size: int
 
 
 def run_ours(
-    data: Path, workers: int, batch_size: int, plans_tmp: Path, state: dict[str, Any] | None = None
+    data: Path,
+    workers: int,
+    batch_size: int,
+    plans_tmp: Path,
+    state: dict[str, Any] | None = None,
+    shuffle: bool = True,
 ) -> dict[str, Any]:
     """:func:`child` in a fresh process whose plan files live under ``plans_tmp``."""
     argv = [sys.executable, __file__, "--child", "--data-dir", str(data), "--batch-size", str(batch_size)]
     argv += ["--workers", str(workers)] + (["--state", json.dumps(state)] if state is not None else [])
+    argv += [] if shuffle else ["--no-shuffle"]
     env = dict(os.environ, TMPDIR=str(plans_tmp))
     proc, peak = _common.run_measured(argv, env=env, timeout=3600)
     if proc.returncode != 0:
@@ -109,18 +120,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
+    parser.add_argument("--no-shuffle", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(
-            args.data_dir, json.loads(args.state) if args.state else None, int(args.workers), args.batch_size
-        )
+        state = json.loads(args.state) if args.state else None
+        child(args.data_dir, state, int(args.workers), args.batch_size, not args.no_shuffle)
         return {}
 
     root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="bench-resume-"))
     root.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix="bench-resume-tmp-"))
     rows: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"rows": rows}
+    report: dict[str, Any] = {"rows": rows, "cpus": os.cpu_count(), "load_at_start": os.getloadavg()}
     sizes = [_common.count(s) for s in args.sizes.split(",") if s]
     workers = [int(w) for w in args.workers.split(",") if w]
     try:
@@ -129,12 +140,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             half = n // 2
             state = mosaic_state(data, half, args.batch_size) if not args.skip_mosaic else _state(half)
             for w in workers:
-                row: dict[str, Any] = {"samples": n, "workers": w}
+                # The 1-minute load average before the cell: this machine is shared, so say how busy it was.
+                row: dict[str, Any] = {"samples": n, "workers": w, "load": round(os.getloadavg()[0], 2)}
                 warm_tmp = _fresh(tmp_root)
                 fresh = run_ours(data, w, args.batch_size, warm_tmp)  # leaves the epoch's plan files
                 warm = run_ours(data, w, args.batch_size, warm_tmp, state)
                 cold = run_ours(data, w, args.batch_size, _fresh(tmp_root), state)
-                row.update(fresh=fresh, warm=warm, cold=cold)
+                # The same resume without shuffling plans nothing: the loader's own start-up cost.
+                unplanned = run_ours(data, w, args.batch_size, _fresh(tmp_root), state, shuffle=False)
+                row.update(fresh=fresh, warm=warm, cold=cold, no_shuffle=unplanned)
                 if not args.skip_mosaic:
                     row["mosaic"] = run_mosaic(data, w, args.batch_size, state)
                     if (
@@ -148,11 +162,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.huge:
             n = _common.count(args.huge)
             data = _dataset(root, n)
+            load = round(os.getloadavg()[0], 2)
             plans = _fresh(tmp_root)
             fresh = run_ours(data, 8, args.batch_size, plans)
             cold = run_ours(data, 8, args.batch_size, _fresh(tmp_root), _state(n // 2))
             warm = run_ours(data, 8, args.batch_size, plans, _state(n // 2))
-            row = {"samples": n, "workers": 8, "fresh": fresh, "cold": cold, "warm": warm}
+            row = {"samples": n, "workers": 8, "fresh": fresh, "cold": cold, "warm": warm, "load": load}
             rows.append(row)
             _print_row(row)
     finally:
@@ -191,7 +206,10 @@ def _print_row(row: dict[str, Any]) -> None:
         for k, v in row.items()
         if isinstance(v, dict)
     }
-    print(f"{row['samples']:,} samples, {row['workers']} workers: {json.dumps(brief)}", flush=True)
+    print(
+        f"{row['samples']:,} samples, {row['workers']} workers, load {row.get('load')}: {json.dumps(brief)}",
+        flush=True,
+    )
 
 
 def _size(n: int) -> str:
@@ -204,9 +222,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "samples, workers",
         "astreaming: first batch after load (plans warm / cold)",
         "fresh epoch",
+        "same resume, shuffle off",
         "mosaicml-streaming",
         "ratio (warm / cold)",
         "peak tree RSS: astreaming vs mosaic",
+        "load (1 min, 2 cores)",
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -223,8 +243,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             rss = f"{ours_rss:.2f} GB vs {r['mosaic']['peak_tree_rss_mb'] / 1024:.2f} GB"
         else:
             ratio, mosaic, rss = "—", "—", f"{ours_rss:.2f} GB"
-        cells = (f"{_size(r['samples'])}, {r['workers']}", f"{warm:.2f} s / {cold:.2f} s", f"{fresh:.2f} s")
-        lines.append("| " + " | ".join((*cells, mosaic, ratio, rss)) + " |")
+        floor = f"{r['no_shuffle']['first_batch_s']:.2f} s" if "no_shuffle" in r else "—"
+        cells = (
+            f"{_size(r['samples'])}, {r['workers']}",
+            f"{warm:.2f} s / {cold:.2f} s",
+            f"{fresh:.2f} s",
+            floor,
+        )
+        load = f"{r['load']:.1f}" if "load" in r else "—"
+        lines.append("| " + " | ".join((*cells, mosaic, ratio, rss, load)) + " |")
     return "\n".join(lines)
 
 

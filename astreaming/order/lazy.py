@@ -4,11 +4,8 @@
 (the eager reference), in chunks, without ever holding the epoch:
 
 - ``random`` batching: the worker's partition positions are arithmetic (a range of its batches at a
-  time); the shuffle is looked up through :class:`PermSource`. py1e, the default, is windowed
-  (:mod:`astreaming.order.shuffle.py1e_lazy`): its draws are replayed once and each window of a
-  canonical node's order ("grid chunk", :data:`GRID` slots) is sorted on its own when first needed. The
-  other algorithms cannot be windowed (a shuffle's draws depend on the values drawn), so their whole
-  permutation is one artefact.
+  time); the shuffle is looked up through :class:`~astreaming.order.perm.PermSource`, which computes
+  only the positions asked for (every algorithm but ``naive``; see :mod:`astreaming.order.perm`).
 - the other batching methods mix streams over the whole epoch: their epoch array is one artefact, and a
   worker reads its own slice of it.
 
@@ -27,88 +24,15 @@ from astreaming.errors import ConfigError
 from astreaming.order.batching import generate_work
 from astreaming.order.batching._common import resample
 from astreaming.order.batching.random import worker_layout
-from astreaming.order.resample import Resampled
-from astreaming.order.shuffle import get_shuffle
-from astreaming.order.shuffle.py1e_lazy import group_indices, py1e_draws, py1e_slots, warn_block
+from astreaming.order.perm import PermSource
 from astreaming.order.spec import EpochSpec
 from astreaming.order.store import MemoryStore, PlanStore, id_dtype, plan_key
 from astreaming.order.world import World
 
-__all__ = ["GRID", "LazyWorkerPlan", "PermSource"]
+__all__ = ["CHUNK", "LazyWorkerPlan"]
 
-#: Slots of a canonical node's order computed (and shared) at a time by the windowed py1e.
-GRID = 1 << 20
 #: Samples per chunk a plan yields (a chunk's ids are the only per-sample array a worker holds).
 CHUNK = 1 << 16
-
-
-class PermSource:
-    """``perm[positions]`` of one epoch's shuffle, computing only what is looked up."""
-
-    def __init__(self, spec: EpochSpec, res: Resampled, epoch: int, store: PlanStore) -> None:
-        self.store = store
-        units = res.shuffle_units
-        c, seed, block = spec.num_canonical_nodes, spec.shuffle_seed, spec.shuffle_block_size
-        self.windowed = spec.shuffle_algo == "py1e"
-        self.key = plan_key(f"perm-{spec.shuffle_algo}", spec, epoch)
-        self._chunks: dict[tuple[int, int], np.ndarray] = {}
-        if self.windowed:
-            self.draws = store.get(self.key, lambda: py1e_draws(units, c, seed, epoch, block))
-            warn_block(self.draws)
-            self.bounds = np.asarray(self.draws["node_bounds"], np.int64)
-        else:
-
-            def whole() -> dict[str, np.ndarray]:
-                perm = get_shuffle(spec.shuffle_algo, units, c, seed, epoch, block)
-                return {"perm": perm.astype(id_dtype(len(perm)))}
-
-            self.perm = store.get(self.key, whole)["perm"]
-
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        """The big ids at epoch ``positions`` (all valid, i.e. >= 0)."""
-        if not self.windowed:
-            return np.asarray(self.perm[positions], np.int64)
-        node = np.searchsorted(self.bounds, positions, side="right") - 1
-        slot = positions - self.bounds[node]
-        cell = node * (int(self.bounds[-1]) // GRID + 1) + slot // GRID
-        out = np.empty(len(positions), np.int64)
-        for _, pick in group_indices(cell):
-            k, g = int(node[pick[0]]), int(slot[pick[0]]) // GRID
-            out[pick] = self._chunk(k, g)[slot[pick] - g * GRID]
-        return out
-
-    def release(self) -> None:
-        """Discard this epoch's artefacts from the store (processes that mapped them keep reading them).
-
-        Every window of the epoch goes, also those a stopped run of the same epoch left behind.
-        """
-        if self.windowed:
-            sizes = np.diff(self.bounds).tolist()
-            for node, size in enumerate(sizes):
-                for grid in range(-(-int(size) // GRID)):
-                    self.store.discard(f"{self.key}-n{node}-g{grid}")
-        self._chunks.clear()
-        self.store.discard(self.key)
-
-    def _chunk(self, node: int, grid: int) -> np.ndarray:
-        found = self._chunks.get((node, grid))
-        if found is not None:
-            return found
-        key = f"{self.key}-n{node}-g{grid}"
-        draws, first = self.draws, grid * GRID
-
-        def compute() -> dict[str, np.ndarray]:
-            slots = py1e_slots(draws, node, first, first + GRID)
-            return {"perm": slots.astype(id_dtype(int(self.bounds[-1])))}
-
-        chunk = self.store.get(key, compute)["perm"]
-        # Consumers move forward through a node: forget what lies two windows behind (also in a
-        # shared store; a straggler recomputes it).
-        for old in [k for k in self._chunks if k[0] == node and k[1] < grid - 1]:
-            del self._chunks[old]
-            self.store.discard(f"{self.key}-n{old[0]}-g{old[1]}")
-        self._chunks[(node, grid)] = chunk
-        return chunk
 
 
 class LazyWorkerPlan:

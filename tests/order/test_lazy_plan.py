@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,11 +12,13 @@ from hypothesis import strategies as st
 
 from astreaming.errors import ConfigError
 from astreaming.order import EpochSpec, World, get_shuffle, plan_worker_epoch
-from astreaming.order import lazy as lazy_module
+from astreaming.order import perm as perm_module
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.shuffle.py1e_lazy import py1e_draws, py1e_slots
 from astreaming.order.store import MemoryStore
 from astreaming.order.weights import StreamWeights
+
+from ._stores import CountingStore
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -95,8 +98,33 @@ weights_st = st.one_of(
     epoch=st.integers(0, 2),
     resume=st.floats(0, 1),
     chunk=st.integers(1, 9),
+    # (GRID, CELL): the defaults (small worlds then only read cells and whole py1br blocks), or tiny
+    # ones, so a plan crosses py1e's cells and windows and py1br's blocks.
+    windows=st.sampled_from(((perm_module.GRID, perm_module.CELL), (8, 4))),
 )
 def test_lazy_plan_equals_the_eager_plan(
+    sizes: list[list[int]],
+    weights: list[StreamWeights],
+    method: str,
+    algo: str,
+    world: tuple[int, int, int],
+    ncn_factor: int,
+    batch: int,
+    shuffle: bool,
+    seed: int,
+    block: int,
+    epoch: int,
+    resume: float,
+    chunk: int,
+    windows: tuple[int, int],
+) -> None:
+    with mock.patch.multiple(perm_module, GRID=windows[0], CELL=windows[1]):
+        _lazy_equals_eager(
+            sizes, weights, method, algo, world, ncn_factor, batch, shuffle, seed, block, epoch, resume, chunk
+        )
+
+
+def _lazy_equals_eager(
     sizes: list[list[int]],
     weights: list[StreamWeights],
     method: str,
@@ -146,7 +174,7 @@ def test_lazy_plan_equals_the_eager_plan(
 
 
 def test_windowed_py1e_plan_spans_windows_and_discards_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lazy_module, "GRID", 16)
+    monkeypatch.setattr(perm_module, "GRID", 16)
     spec = EpochSpec.build(
         [[37, 50, 21, 45]],
         batch_size=4,
@@ -157,16 +185,7 @@ def test_windowed_py1e_plan_spans_windows_and_discards_behind(monkeypatch: pytes
     )
     world = World(1, 1, 2, 1)
 
-    class Counting(MemoryStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.discarded: list[str] = []
-
-        def discard(self, key: str) -> None:
-            self.discarded.append(key)
-            super().discard(key)
-
-    store = Counting()
+    store = CountingStore()
     for resume in (0, 1, 60, 151, 152):
         eager = plan_worker_epoch(spec, world, 1, resume).sample_ids
         plan = LazyWorkerPlan(spec, world, 1, resume, store=store, chunk=8)

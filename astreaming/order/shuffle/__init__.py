@@ -13,7 +13,7 @@ from astreaming.order.shuffle.py1e import iter_py1e
 from astreaming.order.shuffle.py1s import iter_py1s
 from astreaming.order.shuffle.py2s import iter_py2s
 
-__all__ = ["SHUFFLE_ALGOS", "get_shuffle", "iter_shuffle"]
+__all__ = ["SHUFFLE_ALGOS", "check_shuffle_args", "get_shuffle", "iter_shuffle"]
 
 ShuffleIter = Callable[
     [Sequence[int] | np.ndarray, int, int, int, int], Generator[tuple[int, np.ndarray | None], None, None]
@@ -54,12 +54,24 @@ def iter_shuffle(
         UnknownOptionError: for an unknown ``algo``.
         ConfigError: for a ``block_size`` the algorithm cannot use, or a bad ``num_canonical_nodes``.
     """
-    try:
-        fn = SHUFFLE_ALGOS[algo]
-    except KeyError:
+    check_shuffle_args(algo, num_canonical_nodes, block_size)
+    fn = SHUFFLE_ALGOS[algo]
+    if algo == "py1e":
+        return iter_py1e(shuffle_units, num_canonical_nodes, seed, epoch, block_size, skip=skip)
+    return fn(shuffle_units, num_canonical_nodes, seed, epoch, block_size)
+
+
+def check_shuffle_args(algo: str, num_canonical_nodes: int, block_size: int) -> None:
+    """Refuse what :func:`iter_shuffle` cannot shuffle (the lazy shuffles check the same).
+
+    Raises:
+        UnknownOptionError: for an unknown ``algo``.
+        ConfigError: for a ``block_size`` the algorithm cannot use, or a bad ``num_canonical_nodes``.
+    """
+    if algo not in SHUFFLE_ALGOS:
         raise UnknownOptionError(
             f"shuffle_algo: unknown algorithm {algo!r}; expected one of {sorted(SHUFFLE_ALGOS)}"
-        ) from None
+        )
     if num_canonical_nodes < 1:
         raise ConfigError(f"num_canonical_nodes must be >= 1, got {num_canonical_nodes}")
     if block_size < _MIN_BLOCK.get(algo, 0):
@@ -67,9 +79,6 @@ def iter_shuffle(
             f"shuffle_block_size {block_size} is too small for shuffle_algo {algo!r} (it needs at least "
             f"{_MIN_BLOCK[algo]}: block sizes are drawn from [0.75, 1.25) x shuffle_block_size)"
         )
-    if algo == "py1e":
-        return iter_py1e(shuffle_units, num_canonical_nodes, seed, epoch, block_size, skip=skip)
-    return fn(shuffle_units, num_canonical_nodes, seed, epoch, block_size)
 
 
 def get_shuffle(

@@ -1,11 +1,14 @@
-"""``py1e`` computed lazily: all draws in one cheap pass, then the sorted order window by window.
+"""``py1e`` computed lazily: all draws in one cheap pass, then any range of the sorted order on its own.
 
 mosaic sorts each canonical node whole (an argsort of up to the whole epoch). A sample at node offset
-``i`` of a span moves to position ``i + u`` with ``|u| <= reach`` (half the largest drawn block), so the
-``r``-th smallest position lies within ``[r - reach, r + reach]``. The samples of sorted slots ``[a, b)``
-are therefore among node offsets ``[a - 2 reach, b + 2 reach)``, and every offset below that window sorts
-before all of them: slot ranks inside the window are the window's own ranks shifted by its start. So a
-window costs O(its size), and the whole node never has to exist.
+``i`` of a span moves to position ``i + u`` with ``|u| < reach`` (half the largest drawn block), so the
+number of positions below a value ``x`` is ``lo + #{computed positions < x}`` as soon as the positions
+of the offsets ``[lo, hi)`` within ``reach`` of ``x`` are computed: every offset further left lies
+below ``x``, every offset further right above it. Sorted slots ``[a, b)`` are found by counting below
+two thresholds a little outside ``a`` and ``b`` (moved until they bracket the slots) and sorting only
+the positions between them (:func:`py1e_offsets`): O(reach + (b - a)) uniform draws, whatever the node's
+size. Their big ids come from replaying the shuffles of just the spans they fall in
+(:func:`py1e_values`).
 
 The pass (:func:`py1e_draws`) replays the epoch generator once: it shuffles a scratch buffer per span
 (the number of draws a shuffle takes depends on the values drawn, so it cannot be skipped) and records
@@ -14,54 +17,34 @@ exactly one 64-bit draw each, so they are skipped with ``advance``. The pass is 
 O(spans) in memory; its result is small and is shared between processes by the caller.
 
 Exact float ties between positions (about one per 10^8 samples at the scale of 10^8) sort in an order
-that depends on numpy's sort implementation, in mosaic's full sort as in a window's.
+that depends on numpy's sort implementation, in mosaic's full sort as in a range's.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
+from astreaming.order.shuffle._replay import STATE_WIDTH, Replay, pack_state, skip_draws
 from astreaming.order.shuffle._spans import NodeSpans
 from astreaming.order.shuffle.py1e import BLOCK_WARNING
 
-__all__ = ["Py1eDraws", "group_indices", "py1e_draws", "py1e_slots", "warn_block"]
-
-_MASK = (1 << 64) - 1
+__all__ = [
+    "Py1eDraws",
+    "group_indices",
+    "py1e_draws",
+    "py1e_offsets",
+    "py1e_slots",
+    "py1e_values",
+    "warn_block",
+]
 
 #: Arrays of :func:`py1e_draws`' result (one row per span unless said otherwise).
 Py1eDraws = dict[str, np.ndarray]
-
-
-def _pack(bitgen: np.random.BitGenerator) -> list[int]:
-    state = bitgen.state
-    s, inc = state["state"]["state"], state["state"]["inc"]
-    return [s >> 64, s & _MASK, inc >> 64, inc & _MASK, state["has_uint32"], state["uinteger"]]
-
-
-def _generator(row: np.ndarray) -> np.random.Generator:
-    values = row.tolist()
-    bitgen = np.random.PCG64()
-    bitgen.state = {
-        "bit_generator": "PCG64",
-        "state": {"state": (values[0] << 64) | values[1], "inc": (values[2] << 64) | values[3]},
-        "has_uint32": values[4],
-        "uinteger": values[5],
-    }
-    return np.random.Generator(bitgen)
-
-
-def _skip(bitgen: np.random.PCG64, draws: int) -> None:
-    """Skip ``draws`` 64-bit draws, keeping the buffered 32-bit half (``advance`` resets it)."""
-    state = bitgen.state
-    bitgen.advance(draws)
-    moved: dict[str, Any] = dict(bitgen.state)
-    moved["has_uint32"], moved["uinteger"] = state["has_uint32"], state["uinteger"]
-    bitgen.state = moved  # type: ignore[assignment]  # numpy's stub: a TypedDict of the same keys
 
 
 def py1e_draws(
@@ -95,8 +78,8 @@ def py1e_draws(
     hi = np.fromiter((s[1] for s in spans), np.int64, count)
     lengths = (hi - lo).tolist()
     offset = np.zeros(count, np.int64)
-    shuffle_state = np.zeros((count, 6), np.uint64)
-    uniform_state = np.zeros((count, 6), np.uint64)
+    shuffle_state = np.zeros((count, STATE_WIDTH), np.uint64)
+    uniform_state = np.zeros((count, STATE_WIDTH), np.uint64)
     left = np.zeros(count, np.float64)
     right = np.zeros(count, np.float64)
     reach = np.zeros(num_canonical_nodes, np.float64)
@@ -107,7 +90,7 @@ def py1e_draws(
         at = 0
         for s in range(begin, end):
             offset[s] = at
-            shuffle_state[s] = _pack(bitgen)
+            shuffle_state[s] = pack_state(bitgen)
             rng.shuffle(scratch[: lengths[s]])  # the draws of shuffling the span's samples
             at += lengths[s]
         for s in range(begin, end):
@@ -117,8 +100,8 @@ def py1e_draws(
                 cutoff, warned = 0, True
             left[s] = max(-cutoff, -int(offset[s]))
             right[s] = min(cutoff, size - int(offset[s]) - span)
-            uniform_state[s] = _pack(bitgen)
-            _skip(bitgen, span)
+            uniform_state[s] = pack_state(bitgen)
+            skip_draws(bitgen, span)
         if end > begin:
             reach[k] = max(float(np.max(-left[begin:end])), float(np.max(right[begin:end])))
     return {
@@ -144,58 +127,142 @@ def warn_block(draws: Py1eDraws) -> None:
 
 def py1e_slots(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray:
     """``perm`` of canonical node ``node`` at node slots ``[first, stop)``: the big ids, in sorted order."""
+    return py1e_values(draws, node, py1e_offsets(draws, node, first, stop))
+
+
+def py1e_offsets(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray:
+    """The node offsets (before the sort) of the samples at node slots ``[first, stop)``, in slot order.
+
+    Costs O(reach + (stop - first)) uniform draws and a sort of about ``stop - first`` values, whatever
+    the size of the node: positions are computed for the offsets that can reach the slots, two value
+    thresholds bracketing the slots are found by counting, and only the positions between them are
+    sorted.
+    """
     bounds = draws["node_bounds"]
     size = int(bounds[node + 1] - bounds[node])
-    first, stop = max(0, first), min(size, stop)
+    first, stop = max(0, int(first)), min(size, int(stop))
     if stop <= first:
         return np.zeros(0, np.int64)
+    return _select(_NodePositions(draws, node), first, stop)
+
+
+class _NodePositions:
+    """The positions (node offset + uniform offset) of one canonical node's samples, span by span."""
+
+    def __init__(self, draws: Py1eDraws, node: int) -> None:
+        self.draws = draws
+        bounds = draws["node_bounds"]
+        self.size = int(bounds[node + 1] - bounds[node])
+        self.s_begin, self.s_end = (int(v) for v in draws["node_spans"][node : node + 2])
+        # |position - offset| < reach for every sample of the node (float rounding included).
+        self.reach = math.ceil(float(draws["node_reach"][node])) + 1
+        lengths = draws["span_hi"][self.s_begin : self.s_end] - draws["span_lo"][self.s_begin : self.s_end]
+        self.ramp = np.arange(int(lengths.max(initial=0)), dtype=np.float64)
+
+    def scan(self, low: float, high: float) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """Count the positions below ``low`` and below ``high``; list those in ``[low, high)``.
+
+        Only offsets within ``reach`` of the thresholds are computed: those further left are all
+        below ``low``, those further right all at or above ``high``. A span whose positions all lie on
+        one side of both thresholds is counted without drawing. Work is span by span, in cache.
+
+        Returns:
+            (positions < low, positions < high, node offsets and positions of those in [low, high)).
+        """
+        draws, reach = self.draws, self.reach
+        lo = max(0, math.floor(low) - reach)
+        hi = min(self.size, math.ceil(high) + reach)
+        below_low = below_high = lo
+        offsets = draws["span_offset"][self.s_begin : self.s_end]
+        a = self.s_begin + max(0, int(np.searchsorted(offsets, lo, side="right")) - 1)
+        b = self.s_begin + int(np.searchsorted(offsets, hi, side="left"))
+        starts = draws["span_offset"][a:b].tolist()
+        lengths = (draws["span_hi"][a:b] - draws["span_lo"][a:b]).tolist()
+        lefts, rights = draws["left"][a:b].tolist(), draws["right"][a:b].tolist()
+        found_offsets: list[np.ndarray] = []
+        found_values: list[np.ndarray] = []
+        replay = Replay()
+        scratch = np.empty(len(self.ramp), np.float64)
+        index = np.empty(len(self.ramp), np.float64)
+        for s, start, length, left, right in zip(range(a, b), starts, lengths, lefts, rights, strict=True):
+            x0, x1 = max(start, lo), min(start + length, hi)
+            n = x1 - x0
+            if n <= 0:
+                continue
+            smallest, largest = x0 + left - 1, x1 + right  # bounds of the span's positions, rounding included
+            if largest < low:
+                below_low += n
+                below_high += n
+                continue
+            if smallest >= high:
+                continue
+            rng = replay.at(draws["uniform_state"][s])
+            replay.bitgen.advance(x0 - start)  # one 64-bit draw per uniform
+            # uniform(left, right) is left + (right - left) * random(): the same operations in place,
+            # then mosaic's addition of the float64 node offset (commutative: the same values).
+            values = scratch[:n]
+            rng.random(out=values)
+            values *= right - left
+            values += left
+            np.add(self.ramp[:n], x0, out=index[:n])
+            values += index[:n]
+            if smallest < low:
+                below_low += int(np.count_nonzero(values < low))
+            below_high += int(np.count_nonzero(values < high)) if largest >= high else n
+            inside = np.flatnonzero((values >= low) & (values < high))
+            if len(inside):
+                found_offsets.append(inside + x0)
+                found_values.append(values[inside])
+        if not found_offsets:
+            return below_low, below_high, np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return below_low, below_high, np.concatenate(found_offsets), np.concatenate(found_values)
+
+
+def _select(node: _NodePositions, first: int, stop: int) -> np.ndarray:
+    """Node offsets of the samples at sorted slots ``[first, stop)``, in slot order.
+
+    The slot-``r`` position lies within ``reach`` of ``r``, so thresholds a little below ``first`` and
+    above ``stop`` bracket the slots; a scan counts the positions below each (their exact ranks) and
+    lists those between, the only ones sorted. A threshold that does not bracket (near the node's
+    ends, where offsets only move inwards) moves by what it missed and the scan runs again.
+    """
+    margin = 64 + 8 * math.isqrt(node.reach)  # many standard deviations of (rank - value) mid-node
+    low, high = float(first - margin), float(stop + margin)
+    while True:
+        below_low, below_high, offsets, values = node.scan(low, high)
+        if below_low > first:
+            low -= below_low - first + margin
+        elif below_high < stop:
+            high += stop - below_high + margin
+        else:
+            break
+    ordered = offsets[np.argsort(values)]
+    chosen: np.ndarray = ordered[first - below_low : stop - below_low]
+    return chosen
+
+
+def py1e_values(draws: Py1eDraws, node: int, where: np.ndarray) -> np.ndarray:
+    """The big ids at node offsets ``where``: the shuffles of the spans they fall in, replayed.
+
+    Costs one shuffle per distinct span of ``where`` (a batch: at most a batch of spans).
+    """
     s_begin, s_end = (int(v) for v in draws["node_spans"][node : node + 2])
     offsets = draws["span_offset"][s_begin:s_end]
-    margin = 2 * math.ceil(float(draws["node_reach"][node])) + 2
-    lo, hi = max(0, first - margin), min(size, stop + margin)
-    # Spans overlapping the window [lo, hi) of node offsets.
-    a = s_begin + int(np.searchsorted(offsets, lo, side="right")) - 1
-    b = s_begin + int(np.searchsorted(offsets, hi, side="left"))
-    positions = np.empty(hi - lo, np.float64)
     span_offset, span_lo, span_hi = draws["span_offset"], draws["span_lo"], draws["span_hi"]
-    for s in range(a, b):
-        start, length = int(span_offset[s]), int(span_hi[s] - span_lo[s])
-        if not length:
+    order = np.argsort(where, kind="stable")
+    sorted_where = where[order]
+    spans = s_begin + np.searchsorted(offsets, sorted_where, side="right") - 1
+    cuts = [0, *(np.flatnonzero(np.diff(spans)) + 1).tolist(), len(spans)]
+    out = np.empty(len(where), np.int64)
+    replay = Replay()
+    for begin, end in itertools.pairwise(cuts):
+        if end <= begin:
             continue
-        bounds_s = float(draws["left"][s]), float(draws["right"][s])
-        u = _generator(draws["uniform_state"][s]).uniform(*bounds_s, length)
-        x0, x1 = max(start, lo), min(start + length, hi)
-        positions[x0 - lo : x1 - lo] = u[x0 - start : x1 - start]
-    # mosaic adds the offsets to float64 node offsets: the same (commutative) addition, the same values.
-    positions += np.arange(lo, hi, dtype=np.float64)
-    chosen = _ranks(positions, first - lo, stop - lo)
-    del positions
-    # The sample at each chosen node offset: the shuffles of the spans they fall in, replayed in place.
-    where = lo + chosen
-    w0, w1 = int(where.min()), int(where.max()) + 1
-    values = np.empty(w1 - w0, np.int64)
-    a = s_begin + int(np.searchsorted(offsets, w0, side="right")) - 1
-    b = s_begin + int(np.searchsorted(offsets, w1, side="left"))
-    for s in range(a, b):
-        start, span_first, span_stop = int(span_offset[s]), int(span_lo[s]), int(span_hi[s])
-        shuffled = np.arange(span_first, span_stop, dtype=np.int64)
-        _generator(draws["shuffle_state"][s]).shuffle(shuffled)
-        x0, x1 = max(start, w0), min(start + len(shuffled), w1)
-        values[x0 - w0 : x1 - w0] = shuffled[x0 - start : x1 - start]
-    picked: np.ndarray = values[where - w0]
-    return picked
-
-
-def _ranks(positions: np.ndarray, k0: int, k1: int) -> np.ndarray:
-    """Indices of the ``k0``-th to ``k1 - 1``-th smallest ``positions``, in increasing order."""
-    if k0 == 0 and k1 == len(positions):
-        return np.argsort(positions)
-    # A linear selection of the two boundary values, then a sort of the chunk only.
-    low, high = np.partition(positions, [k0, k1 - 1])[[k0, k1 - 1]]
-    members = np.flatnonzero((positions >= low) & (positions <= high))
-    if len(members) != k1 - k0:  # equal positions at a boundary: select by index instead
-        members = np.argpartition(positions, [k0, k1 - 1])[k0:k1]
-    return members[np.argsort(positions[members])]
+        s = int(spans[begin])
+        shuffled = np.arange(int(span_lo[s]), int(span_hi[s]), dtype=np.int64)
+        replay.at(draws["shuffle_state"][s]).shuffle(shuffled)
+        out[order[begin:end]] = shuffled[sorted_where[begin:end] - int(span_offset[s])]
+    return out
 
 
 def group_indices(keys: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
