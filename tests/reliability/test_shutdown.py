@@ -141,7 +141,9 @@ def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()  # reaps it and closes the pipes (else a ResourceWarning in a later test)
     lines = [line for line in out.splitlines() if line.startswith("EXITCODES")]
     assert lines, err
     assert json.loads(lines[0].split(" ", 1)[1]) == [[0, 0]], err
