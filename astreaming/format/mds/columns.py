@@ -16,6 +16,7 @@ per-sample decoder, which names the shard and the sample.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,16 +102,15 @@ class ColumnLayout:
         self.head = 4 * self.num_var
         #: Equal for layouts whose columns stack together (same names, kinds, dtypes and shapes).
         self.key = tuple((c.name, c.kind, c.size, c.dtype, c.shape) for c in columns)
+        self._listed = [c for c, col in enumerate(columns) if col.kind not in STACKED_KINDS]
+        self._lists = _compile_lists(self.columns) if self._listed else None
 
-    def decode(
-        self, buf: Any, u8: npt.NDArray[np.uint8], offsets: npt.NDArray[np.uint32], indices: Sequence[int]
-    ) -> Columns | None:
+    def decode(self, buf: Any, offs: Sequence[int], indices: Sequence[int]) -> Columns | None:
         """Decode the samples at ``indices`` (each ``0 <= i < N``).
 
         Args:
-            buf: The shard (mmap or bytes); ``bytes`` and ``str`` values are sliced from it.
-            u8: The same bytes as a uint8 array.
-            offsets: The shard's ``N + 1`` sample offsets.
+            buf: The shard (mmap or bytes).
+            offs: The shard's ``N + 1`` sample offsets.
             indices: Sample indices within the shard.
 
         Returns:
@@ -121,48 +121,95 @@ class ColumnLayout:
         n = len(rows)
         if n and int(rows.min()) < 0:
             raise IndexError(f"sample index {int(rows.min())} is negative")
-        begins = offsets[rows].astype(np.int64)
-        ends = offsets[rows + 1].astype(np.int64)
-        lens: npt.NDArray[np.int64] | None = None
-        if self.num_var:
-            if bool((ends - begins < self.head).any()):
+        values: list[Any] = [None] * len(self.columns)
+        if self._lists is not None:
+            # One compiled loop over the samples slices and decodes every non-numeric column, and checks
+            # that each sample's stored lengths add up to its size.
+            try:
+                lists = self._lists(buf, offs, indices)
+            except IndexError:
+                raise
+            except Exception:  # a corrupt value: the per-sample decoder raises the error naming it
                 return None
-            lens = _gather(u8, begins, self.head).view("<u4").astype(np.int64)
-        starts: list[npt.NDArray[np.int64]] = []
-        pos = begins + self.head
+            if lists is None:
+                return None
+            for c, listed in zip(self._listed, lists, strict=True):
+                values[c] = listed
+        if len(self._listed) < len(self.columns) and not self._stack(buf, offs, rows, values):
+            return None
+        return Columns(self, values, n)
+
+    def _stack(self, buf: Any, offs: Sequence[int], rows: npt.NDArray[np.int64], values: list[Any]) -> bool:
+        """Gather the numeric columns into ``values``; False if the lengths do not add up."""
+        u8 = np.frombuffer(buf, np.uint8)
+        offsets = np.frombuffer(offs, np.uint32) if isinstance(offs, memoryview) else np.asarray(offs)
+        begins = offsets[rows].astype(np.int64)
+        n = len(rows)
+        pos: Any = begins + self.head
+        lens: npt.NDArray[np.uint32] | None = None
+        if self.num_var:
+            # The listed columns' loop checked every sample's lengths against its size.
+            lens = _gather(u8, begins, self.head).view("<u4")
+        elif bool((offsets[rows + 1] - begins != _fixed(self)).any()):
+            return False
         var = 0
-        for col in self.columns:
-            starts.append(pos)
+        for c, col in enumerate(self.columns):
+            if col.kind in STACKED_KINDS:
+                assert col.size is not None and col.dtype is not None
+                raw = _gather(u8, pos, col.size)
+                values[c] = raw.view(col.dtype).reshape((n, *col.shape))
             if col.size is None:
                 assert lens is not None
                 pos = pos + lens[:, var]
                 var += 1
             else:
                 pos = pos + col.size
-        if not np.array_equal(pos, ends):
-            return None
-        # Every position lies inside the shard now (offsets are validated against the file size).
-        values: list[Any] = []
-        try:
-            for c, col in enumerate(self.columns):
-                if col.kind in STACKED_KINDS:
-                    assert col.size is not None and col.dtype is not None
-                    raw = _gather(u8, starts[c], col.size)
-                    values.append(raw.view(col.dtype).reshape((n, *col.shape)))
-                    continue
-                lo = starts[c].tolist()
-                hi = (starts[c + 1] if c + 1 < len(starts) else ends).tolist()
-                if col.kind == "bytes":
-                    values.append([buf[a:b] for a, b in zip(lo, hi, strict=True)])
-                elif col.kind == "str":
-                    values.append([buf[a:b].decode("utf-8") for a, b in zip(lo, hi, strict=True)])
-                else:
-                    decode = col.decode
-                    assert decode is not None
-                    values.append([decode(buf[a:b]) for a, b in zip(lo, hi, strict=True)])
-        except Exception:  # a corrupt value: the per-sample decoder raises the error naming it
-            return None
-        return Columns(self, values, n)
+        return True
+
+
+def _fixed(layout: ColumnLayout) -> int:
+    return sum(c.size for c in layout.columns if c.size is not None)
+
+
+def _compile_lists(columns: Sequence[Column]) -> Callable[[Any, Sequence[int], Sequence[int]], Any]:
+    """``lists(buf, offs, indices)``: per non-numeric column, the list of its values at ``indices``
+    (None when a sample's lengths do not add up); one loop, the per-sample decoder's without the dict."""
+    num_var = sum(1 for c in columns if c.size is None)
+    namespace: dict[str, Any] = {"_unpack": struct.Struct(f"<{num_var}I").unpack_from}
+    body = [f"begin = offs[i]\nend = offs[i + 1]\nq = begin + {4 * num_var}"]
+    if num_var:
+        names = ", ".join(f"l{v}" for v in range(num_var))
+        body.append(f"{names}{',' if num_var == 1 else ''} = _unpack(buf, begin)")
+    outs: list[str] = []
+    var = 0
+    for c, col in enumerate(columns):
+        if col.size is None:
+            step, var = f"l{var}", var + 1
+        else:
+            step = str(col.size)
+        if col.kind in STACKED_KINDS:
+            body.append(f"q += {step}")  # gathered by numpy
+            continue
+        outs.append(f"o{c}")
+        value = "buf[q:p]"
+        if col.kind == "str":
+            value += '.decode("utf-8")'
+        elif col.kind == "value":
+            namespace[f"d{c}"] = col.decode
+            value = f"d{c}({value})"
+        body.append(f"p = q + {step}\na{c}({value})\nq = p")
+    body.append("if q != end:\n    return None")
+    lines = "\n".join(body).replace("\n", "\n        ")
+    consts = ", ".join(f"{k}={k}" for k in namespace)
+    source = (
+        f"def lists(buf, offs, indices, {consts}):\n"
+        + "".join(f"    {o} = []\n    a{o[1:]} = {o}.append\n" for o in outs)
+        + f"    for i in indices:\n        {lines}\n"
+        + f"    return [{', '.join(outs)}]\n"
+    )
+    exec(compile(source, "<mds column decoder>", "exec"), namespace)
+    lists: Callable[[Any, Sequence[int], Sequence[int]], Any] = namespace["lists"]
+    return lists
 
 
 def _gather(u8: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.uint8]:

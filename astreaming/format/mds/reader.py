@@ -330,7 +330,6 @@ class MDSReader:
         self.get_many: Callable[[Iterable[int]], list[dict[str, Any]]] = plan.bind_many(buf, self._offs)
         # Columnar decoding (get_columns) is built on first use: the plain iteration never needs it.
         self._layout: ColumnLayout | None = None
-        self._u8: npt.NDArray[np.uint8] | None = None
 
     @staticmethod
     def plan(entry: MDSEntry, *, source: str, allow_unsafe_types: bool = False) -> DecodePlan:
@@ -397,14 +396,13 @@ class MDSReader:
         Returns the per-sample dicts of :meth:`get_many` instead where columns cannot be decoded at once
         (a big-endian host); a corrupt sample raises the same FormatError as :meth:`get_many`.
         """
-        if self._u8 is None:
+        layout = self._layout
+        if layout is None:
             if not self._num and not hasattr(self, "offsets"):
                 raise IndexError("the shard reader is closed")
             entry = self.entry
-            self._layout = column_layout(entry.column_names, entry.column_encodings)
-            self._u8 = np.frombuffer(self._buf, np.uint8)
-        layout = self._layout
-        decoded = None if layout is None else layout.decode(self._buf, self._u8, self.offsets, indices)
+            layout = self._layout = column_layout(entry.column_names, entry.column_encodings)
+        decoded = None if layout is None else layout.decode(self._buf, self._offs, indices)
         if decoded is None:
             # Lengths that do not add up or a corrupt value: decoding sample by sample names it.
             return self.get_many(indices)
@@ -426,7 +424,7 @@ class MDSReader:
         self._offs = ()
         self._num = 0
         del self.offsets
-        self._u8 = None  # a view of the mapping: released before the mapping is closed
+        self._layout = None
         self._buf = b""
         if isinstance(buf, mmap.mmap):
             # If someone still holds a view of the offsets array, the mapping closes when it is freed.
