@@ -67,6 +67,14 @@ class BatchedDataset(IterableDataset):  # type: ignore[type-arg]
         self.drop_last = drop_last
         self.collate_fn = collate_fn
 
+    def __getattr__(self, name: str) -> Any:
+        # A worker_init_fn sees this object as ``get_worker_info().dataset``: let it read the dataset's
+        # attributes as it did before batches were built whole. (Dunder names and ``dataset`` itself
+        # are left alone: unpickling looks them up before ``__dict__`` is filled.)
+        if name.startswith("__") or name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
     def __iter__(self) -> Iterator[Any]:
         in_worker = get_worker_info() is not None
         decoder = _samples_decoder if self.collate_fn is not None else _columns_decoder

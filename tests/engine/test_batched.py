@@ -18,7 +18,7 @@ import pytest
 import torch
 from mds_samples import COLUMNS as ALL_COLUMNS
 from mds_samples import sample
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from astreaming import MDSWriter, Stream, StreamingDataLoader, StreamingDataset
 from astreaming.batched import INBAND_MAX, BatchedDataset
@@ -163,3 +163,19 @@ def test_mds_and_jsonl_streams_mixed_in_batches(tmp_path: Path) -> None:
     assert ids == [*range(30), *range(100, 130)]
     assert any(min(b["id"].tolist()) < 100 <= max(b["id"].tolist()) for b in got)  # mixed batches
     assert json.loads((jsonl / "index.json").read_text())["shards"][0]["format"] == "json"
+
+
+def test_worker_init_fn_reads_the_dataset_through_worker_info(tmp_path: Path) -> None:
+    remote = write(tmp_path / "ds", 12, {"id": "int"})
+    ds = StreamingDataset(remote=str(remote), local=str(tmp_path / "cache"), batch_size=3)
+    loader = StreamingDataLoader(
+        ds, batch_size=3, num_workers=2, multiprocessing_context="fork", worker_init_fn=_needs_dataset
+    )
+    assert sorted(i for b in loader for i in b["id"].tolist()) == list(range(12))
+
+
+def _needs_dataset(worker_id: int) -> None:
+    info = get_worker_info()
+    assert info is not None
+    if info.dataset.num_samples != 12 or info.dataset.batch_size != 3:  # type: ignore[attr-defined]
+        raise RuntimeError("the worker does not see the dataset's attributes")
