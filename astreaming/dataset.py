@@ -18,7 +18,7 @@ from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
-from astreaming.engine.iterate import Plan, aiter_plan, iter_plan
+from astreaming.engine.iterate import aiter_plan, iter_plan
 from astreaming.engine.ledgerkeys import check_node_budget
 from astreaming.engine.ordering import build_spec, plan_store, worker_plan
 from astreaming.engine.ranges import RangeSampler
@@ -44,7 +44,8 @@ except ImportError:  # pragma: no cover - torch is installed in the test environ
 __all__ = ["StreamingDataset", "Walker"]
 
 #: Walks a worker's plan over the readers (``iter_plan``, or a batched walk): what it yields is yielded.
-Walker = Callable[[ShardTable, ReaderCache, SyncRuntime, Plan], Iterator[Any]]
+#: Called as ``walker(table, readers, runtime, plan, ranges=RangeSampler | None)``.
+Walker = Callable[..., Iterator[Any]]
 
 
 def _skipping(plan: Iterable[np.ndarray], skip: int) -> Iterator[np.ndarray]:
@@ -408,8 +409,11 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         epoch, world, plan = self._plan()
         runtime, readers = self._sync_parts()
         chunks = _skipping(plan, skip) if skip else plan
+        hooked = self._hooked(readers)
+        # A hook sees every sample through its own call: no first sample read by ranges behind its back.
+        ranges = self._ranges if hooked is readers else None
         try:
-            yield from walker(self._table, self._hooked(readers), runtime, chunks)
+            yield from walker(self._table, hooked, runtime, chunks, ranges=ranges)
         finally:
             self._tally.publish(runtime.runtime)  # DataLoader workers' figures reach the main process
         self._complete(epoch, world)

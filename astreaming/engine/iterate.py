@@ -32,10 +32,11 @@ from astreaming.engine.planfeed import (
     shards_of,
     window_shards,
 )
+from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
-from astreaming.errors import FormatError
+from astreaming.errors import AstreamingError, FormatError
 from astreaming.format.reader import ShardReader
 
 __all__ = [
@@ -216,7 +217,12 @@ async def _on_loop(fn: Callable[..., T], *args: Any) -> T:
 
 
 def iter_plan(
-    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, plan: Plan
+    table: ShardTable,
+    readers: ReaderCache,
+    runtime: SyncRuntime,
+    plan: Plan,
+    *,
+    ranges: RangeSampler | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the samples of ``plan`` in order, fetching shards ahead on the loop thread.
 
@@ -225,8 +231,12 @@ def iter_plan(
     The samples come from a chain of per-segment ``map`` iterators, so the Python code of the walk runs
     once per segment, not per sample. Closing or dropping the returned iterator closes the walk (its
     ``finally`` runs when the chain releases it).
+
+    With ``ranges``, the walk's first sample may be read by byte ranges while its shard downloads
+    whole (see :class:`_EarlySample`).
     """
-    return itertools.chain.from_iterable(_decoded_segments(table, readers, runtime, plan, batch_decoder))
+    segments = _decoded_segments(table, readers, runtime, plan, batch_decoder, ranges=ranges)
+    return itertools.chain.from_iterable(segments)
 
 
 def iter_plan_batches(
@@ -237,6 +247,7 @@ def iter_plan_batches(
     *,
     batch_size: int,
     decoder: Callable[[ShardReader], Callable[[list[int]], Sized]],
+    ranges: RangeSampler | None = None,
 ) -> Iterator[list[Any]]:
     """The samples of ``plan`` in batches of ``batch_size`` consecutive plan positions (the last one may
     be shorter), each batch as the list of what ``decoder(reader)(indices)`` returned for its segments.
@@ -246,7 +257,7 @@ def iter_plan_batches(
     """
     pieces: list[Any] = []
     filled = 0
-    for piece in _decoded_segments(table, readers, runtime, plan, decoder, batch_size):
+    for piece in _decoded_segments(table, readers, runtime, plan, decoder, batch_size, ranges=ranges):
         pieces.append(piece)
         filled += len(piece)
         if filled >= batch_size:
@@ -263,7 +274,9 @@ def _decoded_segments(
     plan: Plan,
     decoder: Callable[[ShardReader], Callable[[list[int]], T]],
     align: int = 0,
-) -> Iterator[T]:
+    *,
+    ranges: RangeSampler | None = None,
+) -> Iterator[T | list[dict[str, Any]]]:
     """The decoded samples of each segment, each handed out once its shard is ready.
 
     The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
@@ -286,6 +299,7 @@ def _decoded_segments(
         report = _add_triggers(report, c, predownload)
     current, decode = -1, _not_open(decoder)
     every = _AT_EVERY if not align or core.budget is not None else 0
+    early = _EarlySample(table, runtime, ranges) if ranges is not None else None
     try:
         while chunk is not None:
             start, local = chunk.start, _local(table, chunk)
@@ -307,6 +321,11 @@ def _decoded_segments(
                         # Report the position first: the scheduler only starts shards within the
                         # look-ahead of the last reported position.
                         waiter.advance(position)
+                        if early is not None:
+                            sample, early = early.take(shard, local[begin]), None
+                            if sample is not None:
+                                yield [sample]
+                                begin += 1
                         waiter.wait_ready(shard, position)
                         walk.ready.add(shard)
                     decode, current = decoder(reader), shard
@@ -315,7 +334,8 @@ def _decoded_segments(
                         report.pop()
                     waiter.advance(position)
                 walk.at(position)
-                yield decode(local[begin:end])
+                if begin < end:
+                    yield decode(local[begin:end])
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead))
             report = _add_triggers(report, ahead, predownload)
@@ -324,6 +344,40 @@ def _decoded_segments(
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
         # on the same scheduler, such as random access, are left alone).
         waiter.cancel_many(sorted(feed.wanted))
+
+
+#: A shard at least this large is not waited for whole before a walk's first sample (see _EarlySample):
+#: below it, the two round trips of the range reads cost about what the rest of the shard does.
+EARLY_MIN_BYTES = 1 << 20
+
+
+class _EarlySample:
+    """A walk's first sample, read by byte ranges (the offsets table, then the sample) while its shard
+    still downloads whole: the first sample then waits for two small requests instead of the shard.
+
+    Used once per walk, and only for a remote, uncompressed MDS shard of at least ``EARLY_MIN_BYTES``
+    that is neither cached nor ready (no hash to verify: see ``RangeSampler.eligible``).
+    """
+
+    def __init__(self, table: ShardTable, runtime: SyncRuntime, ranges: RangeSampler) -> None:
+        self.table = table
+        self.runtime = runtime
+        self.ranges = ranges
+
+    def take(self, shard: int, index: int) -> dict[str, Any] | None:
+        """Sample ``index`` of ``shard`` by ranges, or None where the shard is better waited for."""
+        core = self.runtime.runtime
+        if (
+            not self.ranges.eligible(shard)
+            or self.table.entries[shard].raw_data.bytes < EARLY_MIN_BYTES
+            or core.scheduler.is_ready(shard)
+            or self.table.is_local(shard)
+        ):
+            return None
+        try:
+            return self.runtime.loop_thread.call(self.ranges.sample(core, shard, index))
+        except AstreamingError:
+            return None  # waiting for the whole shard reports its own failure, if any
 
 
 def _add_triggers(report: list[int], chunk: Chunk | None, predownload: float | None) -> list[int]:
