@@ -38,6 +38,7 @@ from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
 from astreaming.errors import AstreamingError, FormatError
 from astreaming.format.reader import ShardReader
+from astreaming.storage.urls import scheme_of
 
 __all__ = [
     "aiter_plan",
@@ -355,8 +356,9 @@ class _EarlySample:
     """A walk's first sample, read by byte ranges (the offsets table, then the sample) while its shard
     still downloads whole: the first sample then waits for two small requests instead of the shard.
 
-    Used once per walk, and only for a remote, uncompressed MDS shard of at least ``EARLY_MIN_BYTES``
-    that is neither cached nor ready (no hash to verify: see ``RangeSampler.eligible``).
+    Used once per walk, and only for an uncompressed MDS shard of at least ``EARLY_MIN_BYTES`` on a
+    remote store (not a local path) that is neither cached nor ready (no hash to verify: see
+    ``RangeSampler.eligible``).
     """
 
     def __init__(self, table: ShardTable, runtime: SyncRuntime, ranges: RangeSampler) -> None:
@@ -367,8 +369,11 @@ class _EarlySample:
     def take(self, shard: int, index: int) -> dict[str, Any] | None:
         """Sample ``index`` of ``shard`` by ranges, or None where the shard is better waited for."""
         core = self.runtime.runtime
+        root = self.table.stream_of(shard).stream.remote_root
         if (
-            not self.ranges.eligible(shard)
+            root is None
+            or scheme_of(root) in ("", "file")  # a copy from a local remote takes no round trips
+            or not self.ranges.eligible(shard)
             or self.table.entries[shard].raw_data.bytes < EARLY_MIN_BYTES
             or core.scheduler.is_ready(shard)
             or self.table.is_local(shard)
