@@ -7,12 +7,11 @@ import gc
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, default_collate, get_worker_info
-from torch.utils.data._utils.collate import collate as _collate
-from torch.utils.data._utils.collate import default_collate_fn_map
+from torch.utils.data import DataLoader, default_collate
 
+from astreaming.batched import BatchedDataset
+from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
 from astreaming.fetch.stopping import install_stop_event
@@ -53,35 +52,6 @@ def check_batch_size(dataset: Any, loader_batch_size: int | None) -> None:
         )
 
 
-def _collate_ndarray(batch: list[np.ndarray], *, collate_fn_map: Any = None) -> Any:
-    """Stack same-shaped numeric arrays into one tensor, copying each sample once.
-
-    torch's own rule wraps each array with ``torch.as_tensor`` first, which warns for the read-only
-    arrays MDS decodes ("The given NumPy array is not writable"). Here the arrays are copied straight
-    into the batch tensor, allocated in shared memory inside a DataLoader worker as torch does, so the
-    batch reaches the main process without another copy.
-    """
-    elem = batch[0]
-    if elem.dtype.kind not in "biuf" or any(a.shape != elem.shape for a in batch):
-        # Strings, objects, ragged shapes: torch's rule (and its error messages).
-        return default_collate_fn_map[np.ndarray](batch, collate_fn_map=collate_fn_map)
-    dtype = elem.dtype.newbyteorder("=")
-    out = torch.empty((len(batch), *elem.shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
-    if get_worker_info() is not None:
-        out.share_memory_()  # type: ignore[no-untyped-call]
-    np.stack(batch, out=out.numpy(), casting="same_kind")
-    return out
-
-
-_COLLATE_MAP = {**default_collate_fn_map, np.ndarray: _collate_ndarray}
-
-
-def collate(batch: list[Any]) -> Any:
-    """``torch.utils.data.default_collate``, except that numpy arrays are stacked without torch's
-    read-only warning and without an extra copy (the default of :class:`StreamingDataLoader`)."""
-    return _collate(batch, collate_fn_map=_COLLATE_MAP)
-
-
 class _WorkerInit:
     """The ``worker_init_fn`` of a StreamingDataLoader's workers: installs the event that tells a
     worker waiting for a shard to give up (the loader sets it when it shuts its workers down), then
@@ -110,6 +80,11 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     warning).
     ``state_dict()`` returns the dataset's checkpoint after the samples this loader yielded on every
     rank (assumed equal across ranks, as in mosaicml-streaming).
+
+    Over a :class:`StreamingDataset` (whose ``__iter__`` is not overridden) its workers build whole
+    batches (see ``astreaming/batched.py``): the same batches, in the same order, as torch's batching of
+    the per-sample iteration, decoded column by column where the encodings and the ``collate_fn`` allow.
+    Torch's own loop then runs as an inner ``DataLoader(batch_size=None)`` with the same worker settings.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -121,15 +96,49 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         check_batch_size(self.dataset, self.batch_size)
         self._user_worker_init_fn = self.worker_init_fn
         self._stop_event: Any = None
+        self._inner: DataLoader[Any] | None = None
+
+    def _batched_loader(self) -> DataLoader[Any] | None:
+        """The inner loader over whole batches, or None where torch batches samples itself (another
+        dataset, a subclass iterating its own way, ``batch_size=None``)."""
+        dataset = self.dataset
+        if (
+            self.batch_size is None
+            or not isinstance(dataset, StreamingDataset)
+            or type(dataset).__iter__ is not StreamingDataset.__iter__
+        ):
+            return None
+        if self._inner is None:
+            collate_fn = None if self.collate_fn is collate else self.collate_fn
+            batches = BatchedDataset(dataset, self.batch_size, self.drop_last, collate_fn)
+            self._inner = DataLoader(
+                batches,
+                batch_size=None,
+                num_workers=self.num_workers,
+                collate_fn=_as_is,
+                pin_memory=self.pin_memory,
+                timeout=self.timeout,
+                worker_init_fn=self.worker_init_fn,
+                multiprocessing_context=self.multiprocessing_context,
+                generator=self.generator,
+                prefetch_factor=self.prefetch_factor,
+                persistent_workers=self.persistent_workers,
+                pin_memory_device=self.pin_memory_device,
+                in_order=self.in_order,
+            )
+        return self._inner
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
-        if self.num_workers > 0 and (not self.persistent_workers or getattr(self, "_iterator", None) is None):
+        inner = self._batched_loader()
+        runner: DataLoader[Any] = inner if inner is not None else self
+        fresh = not self.persistent_workers or getattr(runner, "_iterator", None) is None
+        if self.num_workers > 0 and fresh:
             # New workers start with this iterator: give them a fresh event to stop them by.
             context = self.multiprocessing_context or torch.multiprocessing
             self._stop_event = context.Event()
-            self.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn)
-        iterator = super().__iter__()
+            runner.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn)
+        iterator = iter(inner) if inner is not None else super().__iter__()
         try:
             for batch in iterator:
                 self.num_samples_yielded += _batch_len(batch)
@@ -140,17 +149,17 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             # An error (a failed download, Ctrl-C) keeps the iterator alive in the traceback until the
             # garbage collector frees it, when its workers can no longer be told to stop and each costs
             # torch's 5 s join timeout. Stop them now, while they still listen.
-            self._stop_workers(iterator)
+            self._stop_workers(runner, iterator)
             raise
 
-    def _stop_workers(self, iterator: Any) -> None:
+    def _stop_workers(self, runner: DataLoader[Any], iterator: Any) -> None:
         if self._stop_event is not None:
             self._stop_event.set()  # a worker waiting for a shard stops waiting (see fetch.stopping)
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
-        if getattr(self, "_iterator", None) is iterator:
-            self._iterator = None  # persistent workers: the next epoch starts fresh ones
+        if getattr(runner, "_iterator", None) is iterator:
+            runner._iterator = None  # persistent workers: the next epoch starts fresh ones
 
     def state_dict(self) -> dict[str, Any] | None:
         """The dataset's checkpoint after what this loader yielded (None for other datasets)."""
@@ -168,6 +177,12 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
 
     def __del__(self) -> None:
         # Shut persistent workers down now rather than at interpreter exit.
-        iterator = getattr(self, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
+        for runner in (self, getattr(self, "_inner", None)):
+            iterator = getattr(runner, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+
+
+def _as_is(batch: Any) -> Any:
+    """The inner loader's ``collate_fn``: a batch is already collated (torch would convert its arrays)."""
+    return batch

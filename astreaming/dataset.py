@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,11 @@ try:  # torch is optional at runtime: `async for` and random access work without
 except ImportError:  # pragma: no cover - torch is installed in the test environments
     _Base = object  # type: ignore[assignment,misc]
 
-__all__ = ["StreamingDataset"]
+__all__ = ["StreamingDataset", "Walker"]
+
+#: Walks a worker's plan over the readers (``iter_plan``, or a batched walk): what it yields is yielded.
+#: Called as ``walker(table, readers, runtime, plan, ranges=RangeSampler | None)``.
+Walker = Callable[..., Iterator[Any]]
 
 
 def _skipping(plan: Iterable[np.ndarray], skip: int) -> Iterator[np.ndarray]:
@@ -400,12 +404,16 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         # StatefulDataLoader); elsewhere the bare walk, with no Python code per sample.
         return ResumableIterator(self._walk) if in_dataloader_worker() else self._walk(0)
 
-    def _walk(self, skip: int) -> Iterator[dict[str, Any]]:
+    def _walk(self, skip: int, walker: Walker = iter_plan) -> Iterator[Any]:
+        # ``walker``: iter_plan yields samples; StreamingDataLoader's workers pass one yielding batches.
         epoch, world, plan = self._plan()
         runtime, readers = self._sync_parts()
         chunks = _skipping(plan, skip) if skip else plan
+        hooked = self._hooked(readers)
+        # A hook sees every sample through its own call: no first sample read by ranges behind its back.
+        ranges = self._ranges if hooked is readers else None
         try:
-            yield from iter_plan(self._table, self._hooked(readers), runtime, chunks)
+            yield from walker(self._table, hooked, runtime, chunks, ranges=ranges)
         finally:
             self._tally.publish(runtime.runtime)  # DataLoader workers' figures reach the main process
         self._complete(epoch, world)

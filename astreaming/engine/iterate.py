@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
 import numpy as np
@@ -32,17 +32,20 @@ from astreaming.engine.planfeed import (
     shards_of,
     window_shards,
 )
+from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
-from astreaming.errors import FormatError
+from astreaming.errors import AstreamingError, FormatError
 from astreaming.format.reader import ShardReader
+from astreaming.storage.urls import scheme_of
 
 __all__ = [
     "aiter_plan",
     "batch_decoder",
     "first_needs",
     "iter_plan",
+    "iter_plan_batches",
     "segments",
     "shards_of",
     "sorted_unique",
@@ -87,18 +90,29 @@ def sorted_unique(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 
 
 def segments(
-    shards: npt.NDArray[np.int64], start: int, cuts: npt.NDArray[np.int64]
+    shards: npt.NDArray[np.int64],
+    start: int,
+    cuts: npt.NDArray[np.int64],
+    *,
+    every: int = _AT_EVERY,
+    align: int = 0,
 ) -> tuple[list[int], list[int], list[int]]:
     """Split ``shards`` (plan positions ``start``..) into runs of one shard, also cut at ``cuts``.
 
-    ``cuts`` are sorted plan positions. Every run is also cut at each multiple of ``_AT_EVERY``. Returns
-    the start and end offsets of each run within ``shards`` and its shard.
+    ``cuts`` are sorted plan positions. Every run is also cut at each multiple of ``every`` (0: no such
+    cut) and at each plan position that is a multiple of ``align`` (0: none). Returns the start and end
+    offsets of each run within ``shards`` and its shard.
     """
     n = len(shards)
     change = np.flatnonzero(shards[1:] != shards[:-1]) + 1
     lo, hi = np.searchsorted(cuts, [start + 1, start + n])
     inside = cuts[lo:hi] - start
-    bounds = sorted_unique(np.concatenate((np.arange(0, n, _AT_EVERY), change, inside)))
+    parts = [np.zeros(1, np.int64), change, inside]
+    if every:
+        parts.append(np.arange(every, n, every))
+    if align:
+        parts.append(np.arange((-start) % align, n, align))
+    bounds = sorted_unique(np.concatenate(parts))
     begins = bounds.tolist()
     return begins, [*begins[1:], n], shards[bounds].tolist()
 
@@ -204,7 +218,12 @@ async def _on_loop(fn: Callable[..., T], *args: Any) -> T:
 
 
 def iter_plan(
-    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, plan: Plan
+    table: ShardTable,
+    readers: ReaderCache,
+    runtime: SyncRuntime,
+    plan: Plan,
+    *,
+    ranges: RangeSampler | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the samples of ``plan`` in order, fetching shards ahead on the loop thread.
 
@@ -213,17 +232,58 @@ def iter_plan(
     The samples come from a chain of per-segment ``map`` iterators, so the Python code of the walk runs
     once per segment, not per sample. Closing or dropping the returned iterator closes the walk (its
     ``finally`` runs when the chain releases it).
+
+    With ``ranges``, the walk's first sample may be read by byte ranges while its shard downloads
+    whole (see :class:`_EarlySample`).
     """
-    return itertools.chain.from_iterable(_decoded_segments(table, readers, runtime, plan))
+    segments = _decoded_segments(table, readers, runtime, plan, batch_decoder, ranges=ranges)
+    return itertools.chain.from_iterable(segments)
+
+
+def iter_plan_batches(
+    table: ShardTable,
+    readers: ReaderCache,
+    runtime: SyncRuntime,
+    plan: Plan,
+    *,
+    batch_size: int,
+    decoder: Callable[[ShardReader], Callable[[list[int]], Sized]],
+    ranges: RangeSampler | None = None,
+) -> Iterator[list[Any]]:
+    """The samples of ``plan`` in batches of ``batch_size`` consecutive plan positions (the last one may
+    be shorter), each batch as the list of what ``decoder(reader)(indices)`` returned for its segments.
+
+    Segments are cut at the batch boundaries, so each batch is decoded in as few calls as it has shards
+    (one, mostly), and each piece while its shard is pinned.
+    """
+    pieces: list[Any] = []
+    filled = 0
+    for piece in _decoded_segments(table, readers, runtime, plan, decoder, batch_size, ranges=ranges):
+        pieces.append(piece)
+        filled += len(piece)
+        if filled >= batch_size:
+            yield pieces
+            pieces, filled = [], 0
+    if pieces:
+        yield pieces
 
 
 def _decoded_segments(
-    table: ShardTable, readers: ReaderCache, runtime: SyncRuntime, plan: Plan
-) -> Iterator[Iterable[dict[str, Any]]]:
+    table: ShardTable,
+    readers: ReaderCache,
+    runtime: SyncRuntime,
+    plan: Plan,
+    decoder: Callable[[ShardReader], Callable[[list[int]], T]],
+    align: int = 0,
+    *,
+    ranges: RangeSampler | None = None,
+) -> Iterator[T | list[dict[str, Any]]]:
     """The decoded samples of each segment, each handed out once its shard is ready.
 
     The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
-    exhausted the previous one, so a shard stays pinned while its samples are decoded.
+    exhausted the previous one, so a shard stays pinned while its samples are decoded. With ``align``,
+    segments are also cut at the plan positions that are multiples of it; the cuts that only serve
+    cache eviction (every ``_AT_EVERY`` positions) are then made only under a cache limit.
     """
     # Chunks are computed here, in the consumer's thread; only the shard facts go to the loop.
     feed = PlanFeed(table, plan)
@@ -238,12 +298,15 @@ def _decoded_segments(
     report: list[int] = []  # pending trigger positions, the next one last
     for c in (chunk, ahead):
         report = _add_triggers(report, c, predownload)
-    current, decode = -1, _NOT_OPEN
+    current, decode = -1, _not_open(decoder)
+    every = _AT_EVERY if not align or core.budget is not None else 0
+    early = _EarlySample(table, runtime, ranges) if ranges is not None else None
     try:
         while chunk is not None:
             start, local = chunk.start, _local(table, chunk)
             cuts = np.asarray(report[::-1], np.int64)
-            for begin, end, shard in zip(*segments(chunk.shards, start, cuts), strict=True):
+            cut = segments(chunk.shards, start, cuts, every=every, align=align)
+            for begin, end, shard in zip(*cut, strict=True):
                 position = start + begin
                 if shard != current:
                     walk.leave()
@@ -259,15 +322,21 @@ def _decoded_segments(
                         # Report the position first: the scheduler only starts shards within the
                         # look-ahead of the last reported position.
                         waiter.advance(position)
+                        if early is not None:
+                            sample, early = early.take(shard, local[begin]), None
+                            if sample is not None:
+                                yield [sample]
+                                begin += 1
                         waiter.wait_ready(shard, position)
                         walk.ready.add(shard)
-                    decode, current = batch_decoder(reader), shard
+                    decode, current = decoder(reader), shard
                 if report and position >= report[-1]:
                     while report and position >= report[-1]:
                         report.pop()
                     waiter.advance(position)
                 walk.at(position)
-                yield decode(local[begin:end])
+                if begin < end:
+                    yield decode(local[begin:end])
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead))
             report = _add_triggers(report, ahead, predownload)
@@ -276,6 +345,44 @@ def _decoded_segments(
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
         # on the same scheduler, such as random access, are left alone).
         waiter.cancel_many(sorted(feed.wanted))
+
+
+#: A shard at least this large is not waited for whole before a walk's first sample (see _EarlySample):
+#: below it, the two round trips of the range reads cost about what the rest of the shard does.
+EARLY_MIN_BYTES = 1 << 20
+
+
+class _EarlySample:
+    """A walk's first sample, read by byte ranges (the offsets table, then the sample) while its shard
+    still downloads whole: the first sample then waits for two small requests instead of the shard.
+
+    Used once per walk, and only for an uncompressed MDS shard of at least ``EARLY_MIN_BYTES`` on a
+    remote store (not a local path) that is neither cached nor ready (no hash to verify: see
+    ``RangeSampler.eligible``).
+    """
+
+    def __init__(self, table: ShardTable, runtime: SyncRuntime, ranges: RangeSampler) -> None:
+        self.table = table
+        self.runtime = runtime
+        self.ranges = ranges
+
+    def take(self, shard: int, index: int) -> dict[str, Any] | None:
+        """Sample ``index`` of ``shard`` by ranges, or None where the shard is better waited for."""
+        core = self.runtime.runtime
+        root = self.table.stream_of(shard).stream.remote_root
+        if (
+            root is None
+            or scheme_of(root) in ("", "file")  # a copy from a local remote takes no round trips
+            or not self.ranges.eligible(shard)
+            or self.table.entries[shard].raw_data.bytes < EARLY_MIN_BYTES
+            or core.scheduler.is_ready(shard)
+            or self.table.is_local(shard)
+        ):
+            return None
+        try:
+            return self.runtime.loop_thread.call(self.ranges.sample(core, shard, index))
+        except AstreamingError:
+            return None  # waiting for the whole shard reports its own failure, if any
 
 
 def _add_triggers(report: list[int], chunk: Chunk | None, predownload: float | None) -> list[int]:
@@ -293,11 +400,13 @@ def batch_decoder(reader: ShardReader) -> Decoder:
     return many if many is not None else functools.partial(map, reader.get_item)
 
 
-def _not_open(indices: list[int]) -> Iterable[dict[str, Any]]:
-    raise AssertionError("no shard reader is open")  # unreachable: the first segment opens one
+def _not_open(decoder: Callable[[ShardReader], Callable[[list[int]], T]]) -> Callable[[list[int]], T]:
+    """The decode function before the first shard is open (unreachable: the first segment opens one)."""
 
+    def decode(indices: list[int]) -> T:
+        raise AssertionError("no shard reader is open")
 
-_NOT_OPEN: Decoder = _not_open
+    return decode
 
 
 async def aiter_plan(
@@ -310,7 +419,7 @@ async def aiter_plan(
     _start(runtime, chunk, ahead)
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
-    current, decode = -1, _NOT_OPEN
+    current, decode = -1, _not_open(batch_decoder)
     try:
         while chunk is not None:
             start, local = chunk.start, _local(table, chunk)

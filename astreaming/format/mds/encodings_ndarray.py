@@ -90,6 +90,11 @@ class NDArrayEncoding(EncodingBase):
                 raise FormatError(f"shape {parts[1]!r} must be comma-separated integers") from None
         return cls(parts[0], shape)
 
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """The stored (little-endian) numpy dtype of a column with a static dtype, else None."""
+        return self._dtype
+
     def _encode(self, value: Any) -> bytes:
         if not isinstance(value, np.ndarray):
             raise self._reject(value, "a numpy.ndarray")

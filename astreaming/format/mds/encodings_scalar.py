@@ -96,6 +96,11 @@ class NumpyScalarEncoding(EncodingBase):
     def decode(self, data: bytes | memoryview) -> Any:
         return _frombuffer(data, self._dtype, 1)[0]
 
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The stored (little-endian) numpy dtype."""
+        return self._dtype
+
 
 class StrIntEncoding(EncodingBase):
     """``str_int``: ``str(int)`` in UTF-8; decodes to ``int``."""

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from astreaming.errors import ConfigError, FormatError
 from astreaming.format.index import MDSEntry
+from astreaming.format.mds.columns import ColumnLayout, Columns, column_layout
 from astreaming.format.mds.encodings import get_encoding
 
 __all__ = [
@@ -327,6 +328,8 @@ class MDSReader:
             self._offs = self.offsets.astype(np.int64).tolist()
         self.get_item: Callable[[int], dict[str, Any]] = plan.bind(buf, self._offs)
         self.get_many: Callable[[Iterable[int]], list[dict[str, Any]]] = plan.bind_many(buf, self._offs)
+        # Columnar decoding (get_columns) is built on first use: the plain iteration never needs it.
+        self._layout: ColumnLayout | None = None
 
     @staticmethod
     def plan(entry: MDSEntry, *, source: str, allow_unsafe_types: bool = False) -> DecodePlan:
@@ -387,6 +390,24 @@ class MDSReader:
         except IndexError:
             raise IndexError(f"{self.source}: sample {index} out of range (shard has {self._num})") from None
 
+    def get_columns(self, indices: Sequence[int]) -> Columns | list[dict[str, Any]]:
+        """The samples at ``indices`` (each ``0 <= i < N``), column by column (see ``columns.py``).
+
+        Returns the per-sample dicts of :meth:`get_many` instead where columns cannot be decoded at once
+        (a big-endian host); a corrupt sample raises the same FormatError as :meth:`get_many`.
+        """
+        layout = self._layout
+        if layout is None:
+            if not self._num and not hasattr(self, "offsets"):
+                raise IndexError("the shard reader is closed")
+            entry = self.entry
+            layout = self._layout = column_layout(entry.column_names, entry.column_encodings)
+        decoded = None if layout is None else layout.decode(self._buf, self._offs, indices)
+        if decoded is None:
+            # Lengths that do not add up or a corrupt value: decoding sample by sample names it.
+            return self.get_many(indices)
+        return decoded
+
     def get_bytes(self, index: int) -> bytes:
         """The stored blob of sample ``index``."""
         if not 0 <= index < self._num:
@@ -403,6 +424,7 @@ class MDSReader:
         self._offs = ()
         self._num = 0
         del self.offsets
+        self._layout = None
         self._buf = b""
         if isinstance(buf, mmap.mmap):
             # If someone still holds a view of the offsets array, the mapping closes when it is freed.
