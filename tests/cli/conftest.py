@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from cli_helpers import CLI, RunCLI, cli_env
+from cli_remotes import Azurite, azurite_fixture
 
 
 @pytest.fixture
@@ -36,3 +37,9 @@ def run_cli(cli_tmp: Path) -> RunCLI:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite for the CLI tests (skips, printing why, only where node/npm cannot run it)."""
+    yield from azurite_fixture()
