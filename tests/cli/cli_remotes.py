@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,12 @@ import pytest
 
 from astreaming import StreamingDataset
 from astreaming.testing.servers import FakeGCSServer, MotoS3Server
+
+#: put(name, bytes) and delete(name) under a remote dataset directory.
+Put = Callable[[str, bytes], None]
+Delete = Callable[[str], None]
+#: (directory URL, environment of a CLI process, put, delete)
+Remote = tuple[str, dict[str, str], Put, Delete]
 
 GCS_BUCKET = "astreaming-cli-gcs"
 S3_BUCKET = "astreaming-cli-s3"
