@@ -35,6 +35,8 @@ from astreaming.storage import join, redact
 __all__ = ["CheckSettings", "ShardReport", "check_shard"]
 
 _BUFFER = 1 << 16
+#: Range size of a quick check's reads of a compressed file (its header and first sample).
+QUICK_CHUNK = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,9 @@ class _Checker:
             self._walk(walk, lambda start, end: self.remote.read(url, start, end))
             return
         hashes = () if quick else fetched.hashes
-        stream = RangeStream(self.remote, url, fetched.bytes, self.settings.chunk)
+        # Quick: a compressed file is read only as far as its first sample, so ask in small steps.
+        chunk = min(self.settings.chunk, QUICK_CHUNK) if quick else self.settings.chunk
+        stream = RangeStream(self.remote, url, fetched.bytes, chunk)
         outer = _Tap(cast(BinaryIO, stream), hashes)
         inner = outer
         try:

@@ -76,6 +76,11 @@ class SourceFS:
         """A seekable binary reader of the file at ``path``."""
         return open(path, "rb")
 
+    def read_bytes(self, path: str) -> bytes:
+        """The whole file at ``path`` (a small one: an image)."""
+        with open(path, "rb") as f:
+            return f.read()
+
     def name(self, path: str) -> str:
         """``path`` as shown in messages (credentials redacted)."""
         return path
@@ -170,6 +175,9 @@ class RemoteFS(SourceFS):
 
     def open(self, path: str) -> BinaryIO:
         return cast(BinaryIO, io.BufferedReader(_RangeFile(self, path, self.size(path)), READ_BUFFER))
+
+    def read_bytes(self, path: str) -> bytes:
+        return cast(bytes, self._retried(path, "read", lambda b: b.read_bytes(path)))
 
     def name(self, path: str) -> str:
         return redact(path)

@@ -76,7 +76,7 @@ def test_remote_corrupted_truncated_and_missing_shards(
     assert "bad shard 2" not in quick.stdout
 
 
-@pytest.mark.parametrize("compression", [None, "zstd"])
+@pytest.mark.parametrize("compression", [None, "zstd", "snappy"])
 def test_streams_by_bounded_range_requests(run_cli: RunCLI, tmp_path: Path, compression: str | None) -> None:
     files = _dataset(tmp_path / "ds", compression)
     sizes = {name: (tmp_path / "ds" / name).stat().st_size for name in files}

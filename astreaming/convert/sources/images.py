@@ -53,8 +53,7 @@ class ImageFolderSource(Source):
         for rel, label in self.files[unit.start : unit.stop]:
             path = self.fs.join(self.root, rel)
             try:
-                with self.fs.open(path) as f:
-                    data = f.read()
+                data = self.fs.read_bytes(path)  # one request for a remote image
             except OSError as e:
                 raise FormatError(f"{self.fs.name(path)}: unreadable ({e.strerror or e})") from None
             yield self.fs.name(path), {"image": data, "label": label, "path": rel}
