@@ -6,7 +6,13 @@ A block is selected by the HTML comment on the line before its fence:
 - ``<!-- readme-test: run -->``: run (Python or bash);
 - ``<!-- readme-test: s3 -->``: run with S3 credentials and endpoint pointing at a moto server, every
   ``s3://bucket`` the block names created first (the block needs cloud credentials);
+- ``<!-- readme-test: gcs -->``: run against fake-gcs-server, every ``gs://bucket`` it names created first;
+- ``<!-- readme-test: azure -->``: run against Azurite with its development account in the environment,
+  every ``azure://host/container`` it names created first;
 - ``<!-- readme-test: spark -->``: needs pyspark and Java; run by the ``spark`` session only.
+
+In the blocks of a cloud mark, the endpoint addresses a reader would use locally (``PLACEHOLDERS`` in
+``test_readme``) are replaced by the fake servers' addresses; nothing else of the block changes.
 
 Python blocks may use top-level ``await``/``async for`` (compiled with ``PyCF_ALLOW_TOP_LEVEL_AWAIT``
 and run with ``asyncio.run``), as they would in ``python -m asyncio``.
@@ -49,8 +55,10 @@ class Block:
 
     @property
     def buckets(self) -> list[str]:
-        """The S3 buckets the block names."""
-        return sorted(set(re.findall(r"s3://([a-z0-9][a-z0-9.-]+)", self.code)))
+        """The buckets (``s3://``, ``gs://``) or Azure containers (``azure://host/container``) it names."""
+        found = re.findall(r"(?:s3|gs)://([a-z0-9][a-z0-9.-]+)", self.code)
+        found += re.findall(r"azure://[^/\s]+/([a-z0-9][a-z0-9-]+)", self.code)
+        return sorted(set(found))
 
 
 def blocks(path: Path = README) -> list[Block]:

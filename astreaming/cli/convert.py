@@ -18,13 +18,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="convert an image folder, JSONL, CSV/TSV or Parquet into MDS (local or remote)",
         description=(
             "Convert SRC (a file, a directory of files of one format, or an image folder with one "
-            "sub-folder per class) into the MDS dataset OUT (a directory or a gs://, s3://, oci://, "
+            "sub-folder per class; local, or a gs://, s3://, oci://, azure:// URL read by range requests, "
+            "or one http(s):// file) into the MDS dataset OUT (a directory or a gs://, s3://, oci://, "
             "azure:// or file:// URL). Columns are inferred; --columns overrides them. With --workers N, "
             "N processes each write a partition OUT/part-NNNNN, merged into OUT/index.json at the end; "
             "the rows keep the source order either way."
         ),
     )
-    p.add_argument("src", help="source file or directory (local)")
+    p.add_argument(
+        "src", help="source file or directory: a local path or a URL (s3://, gs://, azure://, ...)"
+    )
     p.add_argument("out", help="output directory or URL")
     p.add_argument(
         "--format", dest="kind", choices=sorted(SOURCE_KINDS), help="source format (default: detect)"

@@ -1,9 +1,12 @@
-"""``astreaming plan DATASET``: what each rank reads in an epoch, the cache it needs, how well it shuffles.
+"""``astreaming plan DATASET [DATASET ...]``: what each rank reads in an epoch, the cache it needs, how
+well it shuffles.
 
-Reads only the dataset's index.json, then runs the order code the datasets themselves run
-(``astreaming.order``), so the samples shown are the ones training will see for these settings. Use it
-to choose ``shuffle_block_size`` and ``num_canonical_nodes`` before launching (see
-:mod:`astreaming.cli.plancalc` for the figures).
+Several datasets are the streams of one StreamingDataset (``streams=[Stream(...), ...]``, in that order),
+mixed by ``--proportion``, ``--repeat`` or ``--choose`` (one value per stream, empty for none: ``--repeat
+0.5, --choose ,40``) and ``--batching-method``. Reads only each dataset's index.json, then runs the order
+code the datasets themselves run (``astreaming.order``), so the samples shown are the ones training will
+see for these settings. Use it to choose ``shuffle_block_size`` and ``num_canonical_nodes`` before
+launching (see :mod:`astreaming.cli.plancalc` for the figures).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from astreaming.cli.inspect import index_location, read_index
 from astreaming.cli.plancalc import RankPlan, cache_peak, plan_ranks, shuffle_spread
 from astreaming.errors import ConfigError
 from astreaming.format.index import parse_index
-from astreaming.order import EpochSpec
-from astreaming.order.spec import BATCHING_METHODS, PARTITION_ALGOS, SHUFFLE_ALGOS
+from astreaming.order import EpochSpec, StreamWeights, World
+from astreaming.order.spec import BATCHING_METHODS, PARTITION_ALGOS, SAMPLING_METHODS, SHUFFLE_ALGOS
 from astreaming.storage import redact
 
 __all__ = ["register", "run"]
@@ -44,7 +47,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "shuffle). Shuffling is on unless --no-shuffle."
         ),
     )
-    p.add_argument("dataset", help="dataset directory or URL, or its index.json")
+    p.add_argument(
+        "datasets",
+        nargs="+",
+        metavar="DATASET",
+        help="dataset directory or URL, or its index.json; several: streams",
+    )
+    for name, what in (
+        ("proportion", "relative share of the epoch"),
+        ("repeat", "times each sample is seen per epoch"),
+        ("choose", "samples per epoch"),
+    ):
+        p.add_argument(
+            f"--{name}", metavar="V,V", help=f"per stream, in DATASET order, empty for none (0.5,,2): {what}"
+        )
+    p.add_argument("--replication", type=int, metavar="R", help="consecutive ranks that see the same samples")
+    p.add_argument("--sampling-method", default="balanced", choices=SAMPLING_METHODS)
+    p.add_argument("--sampling-granularity", type=int, default=1, metavar="N")
     p.add_argument("--nodes", type=int, default=1, metavar="N", help="physical nodes (default 1)")
     p.add_argument("--ranks-per-node", type=int, default=1, metavar="N", help="ranks per node (default 1)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader workers per rank")
@@ -80,6 +99,37 @@ def _ranks(text: str | None, num_ranks: int, ranks_per_node: int) -> list[int]:
     return ranks
 
 
+def _weights(args: argparse.Namespace, streams: int) -> list[StreamWeights]:
+    """Each stream's proportion/repeat/choose from the comma lists (an empty item: not set)."""
+    values: dict[str, list[float | None]] = {}
+    for name in ("proportion", "repeat", "choose"):
+        text = getattr(args, name)
+        if text is None:
+            continue
+        items = [v.strip() for v in text.split(",")]
+        if len(items) != streams:
+            raise ConfigError(
+                f"--{name}: {len(items)} values for {streams} datasets (leave one empty for none)"
+            )
+        try:
+            values[name] = [None if v in ("", "-") else float(v) for v in items]
+        except ValueError:
+            raise ConfigError(f"--{name}: expected numbers (or nothing), got {text!r}") from None
+    out = []
+    for k in range(streams):
+        choose = values.get("choose", [None] * streams)[k]
+        if choose is not None and choose != int(choose):
+            raise ConfigError(f"--choose: a number of samples, got {choose}")
+        out.append(
+            StreamWeights(
+                proportion=values.get("proportion", [None] * streams)[k],
+                repeat=values.get("repeat", [None] * streams)[k],
+                choose=None if choose is None else int(choose),
+            )
+        )
+    return out
+
+
 def _first_shards(plan: RankPlan, count: int) -> list[int]:
     """The distinct shards of the first ``count`` samples, in order of first need."""
     head = plan.shards[:count]
@@ -94,14 +144,20 @@ def build_plan(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     if args.workers < 0 or args.samples < 0 or args.epoch < 0:
         raise ConfigError("--workers, --samples and --epoch must be >= 0")
-    url = index_location(args.dataset)
-    entries = parse_index(asyncio.run(read_index(url, timeout=args.timeout)), source=redact(url))
-    sizes = np.array([e.samples for e in entries], np.int64)
-    raw_bytes = np.array([sum(raw.bytes for raw, _ in e.file_pairs()) for e in entries], np.int64)
+    urls = [index_location(d) for d in args.datasets]
+    entries = [parse_index(asyncio.run(read_index(u, timeout=args.timeout)), source=redact(u)) for u in urls]
+    per_stream = [np.array([e.samples for e in stream], np.int64) for stream in entries]
+    sizes = np.concatenate(per_stream)
+    raw_bytes = np.array(
+        [sum(raw.bytes for raw, _ in e.file_pairs()) for stream in entries for e in stream], np.int64
+    )
+    # The C default counts the nodes of the replicated world, as the dataset does.
+    parallel = World.from_rank(args.nodes, args.ranks_per_node, 1, 0, 0).replicate(args.replication)
     spec = EpochSpec.build(
-        [sizes],
+        per_stream,
         batch_size=args.batch_size,
-        num_nodes=args.nodes,
+        num_nodes=parallel.num_nodes,
+        weights=_weights(args, len(urls)),
         epoch_size=args.epoch_size,
         num_canonical_nodes=args.num_canonical_nodes,
         shuffle=args.shuffle,
@@ -110,7 +166,11 @@ def build_plan(args: argparse.Namespace) -> dict[str, Any]:
         shuffle_block_size=args.shuffle_block_size,
         partition_algo=args.partition_algo,
         batching_method=args.batching_method,
+        sampling_method=args.sampling_method,
+        sampling_granularity=args.sampling_granularity,
+        replication=args.replication,
     )
+    first_shard = np.cumsum([0] + [len(s) for s in per_stream])
     num_ranks = args.nodes * args.ranks_per_node
     ranks = _ranks(args.ranks, num_ranks, args.ranks_per_node)
     plans = plan_ranks(spec, args.nodes, args.ranks_per_node, args.workers, args.epoch, ranks)
@@ -125,6 +185,9 @@ def build_plan(args: argparse.Namespace) -> dict[str, Any]:
                 "shards": len(np.unique(plan.shards)),
                 "cache_bytes": cache_peak([plan.shards], raw_bytes),
                 "spread": None if math.isnan(spread) else round(spread, 4),
+                "per_stream": np.bincount(
+                    np.searchsorted(first_shard, plan.shards, side="right") - 1, minlength=len(urls)
+                ).tolist(),
                 "first_samples": [int(s) for s in plan.samples[: args.samples]],
                 "first_shards": _first_shards(plan, args.samples),
             }
@@ -145,9 +208,20 @@ def build_plan(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     spreads = [r["spread"] for r in rank_rows if r["spread"] is not None]
+    streams = [
+        {
+            "dataset": redact(url),
+            "shards": len(per_stream[k]),
+            "samples": int(per_stream[k].sum()),
+            "choose": spec.choose_per_stream[k],
+            "proportion": round(spec.proportion_per_stream[k], 6),
+        }
+        for k, url in enumerate(urls)
+    ]
     return {
-        "dataset": redact(url),
-        "shards": len(entries),
+        "dataset": streams[0]["dataset"] if len(urls) == 1 else [s["dataset"] for s in streams],
+        "streams": streams,
+        "shards": len(sizes),
         "samples": int(sizes.sum()),
         "raw_bytes": int(raw_bytes.sum()),
         "settings": {
@@ -162,6 +236,8 @@ def build_plan(args: argparse.Namespace) -> dict[str, Any]:
             "shuffle_seed": spec.shuffle_seed,
             "partition_algo": spec.partition_algo,
             "batching_method": spec.batching_method,
+            "sampling_method": spec.sampling_method,
+            "replication": spec.replication or 1,
             "epoch_size": spec.epoch_size,
             "epoch": args.epoch,
         },
@@ -179,8 +255,9 @@ def render(plan: dict[str, Any]) -> str:
         if s["shuffle"]
         else "off"
     )
+    name = plan["dataset"] if isinstance(plan["dataset"], str) else f"{len(plan['streams'])} streams"
     lines = [
-        f"dataset:   {plan['dataset']}: {plural(plan['shards'], 'shard')}, "
+        f"dataset:   {name}: {plural(plan['shards'], 'shard')}, "
         f"{plural(plan['samples'], 'sample')}, {fmt_bytes(plan['raw_bytes'])} raw",
         f"job:       {s['nodes']} nodes x {s['ranks_per_node']} ranks x {s['workers']} workers, "
         f"batch {s['batch_size']}, canonical nodes {s['num_canonical_nodes']}, epoch {s['epoch']} "
@@ -188,6 +265,13 @@ def render(plan: dict[str, Any]) -> str:
         f"shuffle:   {shuffle}",
         "",
     ]
+    if len(plan["streams"]) > 1:
+        stream_rows = [
+            [str(k), st["dataset"], f"{st['samples']:,}", f"{st['choose']:,}", f"{st['proportion']:.3f}"]
+            for k, st in enumerate(plan["streams"])
+        ]
+        header = ["stream", "dataset", "samples", "per epoch", "proportion"]
+        lines += [table(stream_rows, header=header), f"batching:  {s['batching_method']}", ""]
     rows = [
         [
             str(r["rank"]),
@@ -195,12 +279,13 @@ def render(plan: dict[str, Any]) -> str:
             f"{r['shards']:,}",
             fmt_bytes(r["cache_bytes"]),
             "-" if r["spread"] is None else f"{r['spread']:.2f}",
+            "/".join(f"{n:,}" for n in r["per_stream"]),
             " ".join(map(str, r["first_samples"])),
             " ".join(map(str, r["first_shards"])),
         ]
         for r in plan["ranks"]
     ]
-    header = ["rank", "samples", "shards", "cache", "spread", "first samples", "their shards"]
+    header = ["rank", "samples", "shards", "cache", "spread", "per stream", "first samples", "their shards"]
     lines.append(table(rows, header=header))
     if plan["nodes"]:
         lines.append("")

@@ -113,6 +113,13 @@ def convert(src: str | os.PathLike[str], out: str, options: ConvertOptions | Non
     options = options or ConvertOptions()
     _check_settings(options)
     source = open_source(os.fspath(src), options.kind)
+    try:
+        return _convert(source, out, options)
+    finally:
+        source.close()
+
+
+def _convert(source: Source, out: str, options: ConvertOptions) -> ConvertResult:
     columns = resolve_columns(source, options.columns, options.infer_rows)
     settings = {
         "compression": options.compression,
@@ -211,6 +218,7 @@ def _worker(
     else:
         conn.send(("done", result))
     finally:
+        source.close()
         conn.close()
 
 

@@ -278,6 +278,14 @@ class Compression:
             _copy_bounded(reader, _BytearrayWriter(out), expected, name)
             return bytes(out)
 
+    def stream_reader(self, src: BinaryIO) -> BinaryIO | None:
+        """A reader of the decompressed bytes of ``src``, decoding only as much as it is asked for.
+
+        Returns None for snappy, whose raw block format has no streaming form. Corrupt input raises
+        from ``read`` (the codec's own exception type; :meth:`decompress` maps them to FormatError).
+        """
+        return None if self._family.open_reader is None else self._family.open_reader(src)
+
     @staticmethod
     def _decompress_snappy(data: bytes, expected: int | None, name: str) -> bytes:
         # A raw snappy block states its length up front: check it before decoding anything.

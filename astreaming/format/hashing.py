@@ -77,6 +77,15 @@ def hash_bytes(algo: str, data: bytes | memoryview) -> str:
     return digest
 
 
+def new_hasher(algo: str) -> Any:
+    """A fresh incremental hasher for ``algo`` (``update(data)``, ``hexdigest()``).
+
+    Raises:
+        ConfigError: ``algo`` is not supported.
+    """
+    return _constructor(algo)()
+
+
 def hash_file(algo: str, path: Path) -> str:
     """The hex digest of a file's bytes, read in 1 MiB chunks (bounded memory).
 
@@ -125,4 +134,4 @@ def verify_hash(
         raise HashMismatch(f"{name}: {algo} digest {actual} does not match the index ({expected})")
 
 
-__all__ = ["hash_bytes", "hash_file", "hash_names", "validate_hashes", "verify_hash"]
+__all__ = ["hash_bytes", "hash_file", "hash_names", "new_hasher", "validate_hashes", "verify_hash"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,12 @@ import pytest
 
 from astreaming import StreamingDataset
 from astreaming.testing.servers import FakeGCSServer, MotoS3Server
+
+#: put(name, bytes) and delete(name) under a remote dataset directory.
+Put = Callable[[str, bytes], None]
+Delete = Callable[[str], None]
+#: (directory URL, environment of a CLI process, put, delete)
+Remote = tuple[str, dict[str, str], Put, Delete]
 
 GCS_BUCKET = "astreaming-cli-gcs"
 S3_BUCKET = "astreaming-cli-s3"
@@ -44,3 +52,44 @@ def read_remote(url: str, cache: Path, env: dict[str, str], monkeypatch: pytest.
         monkeypatch.setenv(key, value)
     with StreamingDataset(remote=url, local=str(cache), batch_size=1) as ds:
         return [ds[i] for i in range(ds.num_samples)]
+
+
+# -- Azurite (the npm emulator; tests/storage/azurite.py starts it) --------------------------------------
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))
+from azurite import ACCOUNT, Azurite, azurite_fixture  # noqa: E402, F401  (tests/storage: not a package)
+
+AZURE_HOST = f"{ACCOUNT}.blob.core.windows.net"
+
+
+def azure_env(server: Azurite) -> dict[str, str]:
+    """What a CLI process needs to reach Azurite with the development account's key."""
+    return {"AZURE_STORAGE_CONNECTION_STRING": server.connection_string}
+
+
+def azure_container(server: Azurite) -> str:
+    """A fresh container; returns its URL (``azure://<account host>/<container>``)."""
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"c{uuid.uuid4().hex[:16]}"
+    with BlobServiceClient.from_connection_string(server.connection_string) as sdk:
+        sdk.create_container(name)
+    return f"azure://{AZURE_HOST}/{name}"
+
+
+def azure_put(server: Azurite, url: str, data: bytes) -> None:
+    """Store ``data`` at ``azure://host/container/blob`` (overwriting)."""
+    from azure.storage.blob import BlobServiceClient
+
+    container, blob = url.removeprefix(f"azure://{AZURE_HOST}/").split("/", 1)
+    with BlobServiceClient.from_connection_string(server.connection_string) as sdk:
+        sdk.get_blob_client(container, blob).upload_blob(data, overwrite=True)
+
+
+def azure_delete(server: Azurite, url: str) -> None:
+    """Delete the blob at ``azure://host/container/blob``."""
+    from azure.storage.blob import BlobServiceClient
+
+    container, blob = url.removeprefix(f"azure://{AZURE_HOST}/").split("/", 1)
+    with BlobServiceClient.from_connection_string(server.connection_string) as sdk:
+        sdk.get_blob_client(container, blob).delete_blob()

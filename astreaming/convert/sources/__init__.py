@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from astreaming.convert.fs import SourceFS, source_fs
 from astreaming.convert.sources.base import Row, Source, Unit, split_units
 from astreaming.convert.sources.images import ImageFolderSource
 from astreaming.convert.sources.parquet import ParquetSource
@@ -22,25 +23,32 @@ SOURCE_KINDS = {
 }
 
 
+def _ext(path: str) -> str:
+    return os.path.splitext(path.split("?", 1)[0])[1].lower()  # a URL's query (a SAS token) is no extension
+
+
 def _kind_of(path: str) -> str | None:
-    ext = os.path.splitext(path)[1].lower()
+    ext = _ext(path)
     return next((kind for kind, exts in SOURCE_KINDS.items() if ext in exts), None)
 
 
-def _build(kind: str, src: str, files: list[str]) -> Source:
+def _build(kind: str, src: str, files: list[str], fs: SourceFS) -> Source:
     if kind == "imagefolder":
-        return ImageFolderSource(src)
+        return ImageFolderSource(src, fs)
     if not files:
-        raise ConfigError(f"convert: no {kind} files in {src}")
+        raise ConfigError(f"convert: no {kind} files in {fs.name(src)}")
     if kind == "jsonl":
-        return JSONLSource(files)
+        return JSONLSource(files, fs)
     if kind in ("csv", "tsv"):
-        return CSVSource(files, "\t" if kind == "tsv" else ",")
-    return ParquetSource(files)
+        return CSVSource(files, "\t" if kind == "tsv" else ",", fs)
+    return ParquetSource(files, fs)
 
 
 def open_source(src: str, kind: str | None = None) -> Source:
-    """The source at local path ``src``: a file, a directory of files of one kind, or an image folder.
+    """The source at ``src``: a file, a directory of files of one kind, or an image folder.
+
+    ``src`` is a local path or any storage URL (``s3://``, ``gs://``, ``azure://``, ``http(s)://``: one
+    file, as HTTP cannot list a directory); remote files are read by range requests, not staged.
 
     Raises:
         ObjectNotFound: ``src`` does not exist.
@@ -48,27 +56,42 @@ def open_source(src: str, kind: str | None = None) -> Source:
     """
     if kind is not None and kind not in SOURCE_KINDS:
         raise ConfigError(f"--format: unknown source format {kind!r}; expected one of {list(SOURCE_KINDS)}")
-    if not os.path.exists(src):
-        raise ObjectNotFound(f"convert: {src} does not exist", url=src)
-    if os.path.isfile(src):
+    fs = source_fs(src)
+    if src.startswith("file://"):
+        src = src[len("file://") :]
+    try:
+        return _open(src, kind, fs)
+    except BaseException:
+        fs.close()  # the source that would own the client was not made
+        raise
+
+
+def _open(src: str, kind: str | None, fs: SourceFS) -> Source:
+    what = fs.kind(src)
+    if what is None:
+        raise ObjectNotFound(f"convert: {fs.name(src)} does not exist", url=fs.name(src))
+    if what == "file":
         found = kind or _kind_of(src)
         if found is None or found == "imagefolder":
             raise ConfigError(
-                f"convert: cannot tell the format of {src} from its name; pass --format "
+                f"convert: cannot tell the format of {fs.name(src)} from its name; pass --format "
                 f"({', '.join(k for k in SOURCE_KINDS if k != 'imagefolder')})"
             )
-        return _build(found, src, [src])
-    entries = sorted(e for e in os.listdir(src) if not e.startswith("."))
-    files = [os.path.join(src, e) for e in entries if os.path.isfile(os.path.join(src, e))]
+        return _build(found, src, [src], fs)
+    files = [fs.join(src, rel) for rel in fs.files_below(src) if "/" not in rel]
     if kind is not None:
         exts = SOURCE_KINDS[kind]
-        return _build(kind, src, [f for f in files if os.path.splitext(f)[1].lower() in exts])
+        return _build(kind, src, [f for f in files if _ext(f) in exts], fs)
     kinds = {k for k in map(_kind_of, files) if k is not None}
     if len(kinds) > 1:
-        raise ConfigError(f"convert: {src} holds files of several formats ({sorted(kinds)}); pass --format")
+        raise ConfigError(
+            f"convert: {fs.name(src)} holds files of several formats ({sorted(kinds)}); pass --format"
+        )
     if kinds:
         found = kinds.pop()
-        return _build(found, src, [f for f in files if _kind_of(f) == found])
-    if any(os.path.isdir(os.path.join(src, e)) for e in entries):
-        return ImageFolderSource(src)
-    raise ConfigError(f"convert: {src} holds no JSONL, CSV, TSV or Parquet file and no class folders")
+        return _build(found, src, [f for f in files if _kind_of(f) == found], fs)
+    if fs.dirs(src):
+        return ImageFolderSource(src, fs)
+    raise ConfigError(
+        f"convert: {fs.name(src)} holds no JSONL, CSV, TSV or Parquet file and no class folders"
+    )

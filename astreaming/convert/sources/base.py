@@ -8,6 +8,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from astreaming.convert.fs import SourceFS
+
 __all__ = ["Row", "Source", "Unit", "split_units"]
 
 #: A row and where it came from (``data.jsonl:17``), for error messages.
@@ -23,12 +25,14 @@ class Unit:
         start: First byte (text files), row group (Parquet) or file number (image folder).
         stop: End, exclusive, in the same unit; ``-1`` for the end of the file.
         weight: Relative cost (bytes or rows), to balance the workers.
+        line: The line number ``start`` is on, where the source counts lines (CSV), for messages.
     """
 
     path: str
     start: int = 0
     stop: int = -1
     weight: int = 1
+    line: int = 1
 
 
 class Source(ABC):
@@ -40,6 +44,13 @@ class Source(ABC):
 
     #: The largest unit weight worth having when splitting for workers (bytes, files, ...).
     unit_cap: ClassVar[int] = 1
+
+    #: Where the files are (local, or a storage URL read by range requests).
+    fs: SourceFS = SourceFS()
+
+    def close(self) -> None:
+        """Close the storage client of a remote source (a source reopens it when used again)."""
+        self.fs.close()
 
     @abstractmethod
     def units(self, max_weight: int | None) -> list[Unit]:

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 
+from astreaming.convert.fs import SourceFS
 from astreaming.convert.sources.base import Row, Source, Unit
 from astreaming.errors import ConfigError, FormatError
 
@@ -20,27 +21,21 @@ __all__ = ["ImageFolderSource"]
 _KINDS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".")
-
-
 class ImageFolderSource(Source):
     """Every file below each class directory, in sorted order (classes, then paths)."""
 
     kind = "imagefolder"
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, fs: SourceFS | None = None) -> None:
         self.root = root
-        self.classes = sorted(d for d in os.listdir(root) if _visible(d) and os.path.isdir(f"{root}/{d}"))
+        self.fs = fs or SourceFS()
+        self.classes = self.fs.dirs(root)
         if not self.classes:
-            raise ConfigError(f"convert: {root} has no class sub-directories")
-        files: list[tuple[str, int]] = []
-        for label, name in enumerate(self.classes):
-            for dirpath, dirnames, filenames in os.walk(os.path.join(root, name)):
-                dirnames[:] = sorted(d for d in dirnames if _visible(d))
-                rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                files += [(f"{rel}/{f}", label) for f in sorted(filenames) if _visible(f)]
-        self.files = files
+            raise ConfigError(f"convert: {self.fs.name(root)} has no class sub-directories")
+        label = {name: i for i, name in enumerate(self.classes)}
+        below = [rel for rel in self.fs.files_below(root) if "/" in rel and rel.split("/", 1)[0] in label]
+        # Classes in sorted order, each in walk order (files_below is in walk order already).
+        self.files = sorted(((rel, label[rel.split("/", 1)[0]]) for rel in below), key=lambda f: f[1])
 
     unit_cap = 1024
 
@@ -56,13 +51,12 @@ class ImageFolderSource(Source):
 
     def rows(self, unit: Unit) -> Iterator[Row]:
         for rel, label in self.files[unit.start : unit.stop]:
-            path = os.path.join(self.root, rel)
+            path = self.fs.join(self.root, rel)
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = self.fs.read_bytes(path)  # one request for a remote image
             except OSError as e:
-                raise FormatError(f"{path}: unreadable ({e.strerror or e})") from None
-            yield path, {"image": data, "label": label, "path": rel}
+                raise FormatError(f"{self.fs.name(path)}: unreadable ({e.strerror or e})") from None
+            yield self.fs.name(path), {"image": data, "label": label, "path": rel}
 
     def infer(self, limit: int, given: Mapping[str, str]) -> dict[str, str]:
         if "image" in given:
@@ -72,15 +66,15 @@ class ImageFolderSource(Source):
             kind = _KINDS.get(os.path.splitext(rel)[1].lower())
             if kind is None:
                 raise FormatError(
-                    f"{os.path.join(self.root, rel)}: not a .jpg/.jpeg/.png file; remove it, or pass "
-                    "--columns image:bytes to store every file as it is"
+                    f"{self.fs.name(self.fs.join(self.root, rel))}: not a .jpg/.jpeg/.png file; remove it, "
+                    "or pass --columns image:bytes to store every file as it is"
                 )
             kinds.setdefault(kind, rel)
         if len(kinds) > 1:
             raise ConfigError(
-                f"convert: {self.root} mixes JPEG ({kinds['jpeg']}) and PNG ({kinds['png']}) files; pass "
-                "--columns image:png (or image:jpeg) to re-encode the others, or image:bytes to store them "
-                "as they are"
+                f"convert: {self.fs.name(self.root)} mixes JPEG ({kinds['jpeg']}) and PNG ({kinds['png']}) "
+                "files; pass --columns image:png (or image:jpeg) to re-encode the others, or image:bytes to "
+                "store them as they are"
             )
         image = next(iter(kinds), "jpeg")
         return {"image": image, "label": "int", "path": "str"}

@@ -12,6 +12,7 @@ import datetime
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from astreaming.convert.fs import SourceFS
 from astreaming.convert.sources.base import Row, Source, Unit
 from astreaming.errors import ConfigError, FormatError
 
@@ -76,16 +77,17 @@ class ParquetSource(Source):
 
     kind = "parquet"
 
-    def __init__(self, files: list[str]) -> None:
+    def __init__(self, files: list[str], fs: SourceFS | None = None) -> None:
         self.files = files
+        self.fs = fs or SourceFS()
 
     def _open(self, path: str) -> Any:
+        pq = _pq()
         try:
-            return _pq().ParquetFile(path)
-        except ConfigError:
-            raise
+            # A local path lets pyarrow map the file; a remote one is a seekable reader of range requests.
+            return pq.ParquetFile(path if type(self.fs) is SourceFS else self.fs.open(path))
         except Exception as e:
-            raise FormatError(f"{path}: not a readable Parquet file ({e})") from None
+            raise FormatError(f"{self.fs.name(path)}: not a readable Parquet file ({e})") from None
 
     def units(self, max_weight: int | None) -> list[Unit]:
         out = []
@@ -105,13 +107,15 @@ class ParquetSource(Source):
         try:
             for batch in pf.iter_batches(row_groups=[unit.start]):
                 for row in batch.to_pylist():
-                    yield f"{unit.path} row {number}", {k: _jsonable(v) for k, v in row.items()}
+                    yield f"{self.fs.name(unit.path)} row {number}", {k: _jsonable(v) for k, v in row.items()}
                     number += 1
         except FormatError:
             raise
         except Exception as e:
             if type(e).__module__.startswith("pyarrow"):
-                raise FormatError(f"{unit.path} row group {unit.start}: unreadable ({e})") from None
+                raise FormatError(
+                    f"{self.fs.name(unit.path)} row group {unit.start}: unreadable ({e})"
+                ) from None
             raise
 
     def infer(self, limit: int, given: Mapping[str, str]) -> dict[str, str]:
@@ -119,7 +123,9 @@ class ParquetSource(Source):
         for path in self.files[1:]:
             other = self._open(path).schema_arrow
             if not other.equals(schema):
-                raise FormatError(f"{path}: schema differs from {self.files[0]}'s")
+                raise FormatError(
+                    f"{self.fs.name(path)}: schema differs from {self.fs.name(self.files[0])}'s"
+                )
         columns = {field.name: arrow_encoding(field.type) for field in schema}
         # MDS has no null: a column holding one is stored as json, which keeps None.
         for row in self.head(limit):

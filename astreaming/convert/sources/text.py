@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from astreaming.convert.fs import SourceFS
 from astreaming.convert.infer import infer_json, infer_text
 from astreaming.convert.sources.base import Row, Source, Unit
 from astreaming.errors import FormatError
@@ -25,15 +25,16 @@ class JSONLSource(Source):
     kind = "jsonl"
     open_schema = True
 
-    def __init__(self, files: list[str]) -> None:
+    def __init__(self, files: list[str], fs: SourceFS | None = None) -> None:
         self.files = files
+        self.fs = fs or SourceFS()
 
     unit_cap = 64 << 20
 
     def units(self, max_weight: int | None) -> list[Unit]:
         out = []
         for path in self.files:
-            size = os.path.getsize(path)
+            size = self.fs.size(path)
             step = size if not max_weight or size <= max_weight else max_weight
             # A line belongs to the unit in which it starts (see rows()), so any byte boundary works.
             for start in range(0, max(size, 1), max(step, 1)):
@@ -41,7 +42,7 @@ class JSONLSource(Source):
         return out
 
     def rows(self, unit: Unit) -> Iterator[Row]:
-        with open(unit.path, "rb") as f:
+        with self.fs.open(unit.path) as f:
             if unit.start > 0:
                 # Skip the line that began before this unit: it is the previous unit's.
                 f.seek(unit.start - 1)
@@ -56,7 +57,7 @@ class JSONLSource(Source):
                     line_no += 1
                 if not raw.strip():
                     continue
-                where = _where(unit.path, line_no, offset)
+                where = _where(self.fs.name(unit.path), line_no, offset)
                 try:
                     row = json.loads(raw)
                 except (ValueError, UnicodeDecodeError) as e:
@@ -70,49 +71,98 @@ class JSONLSource(Source):
 
 
 class CSVSource(Source):
-    """Delimited text with a header line (RFC 4180 quoting). Split by file only: a quoted field may
-    hold a newline, so a byte offset is not a safe place to start reading."""
+    """Delimited text with a header line (RFC 4180 quoting: a quoted field may hold newlines).
+
+    Lines are split on ``\n`` (``\r\n`` works; a lone ``\r`` ends no record) and parsed by the csv
+    module. A file larger than a work unit is cut at record boundaries that a pre-scan finds with the same
+    parser, so every unit starts where a record starts and the rows are those of one sequential read.
+    """
 
     kind = "csv"
+    unit_cap = 64 << 20
 
-    def __init__(self, files: list[str], delimiter: str = ",") -> None:
+    def __init__(self, files: list[str], delimiter: str = ",", fs: SourceFS | None = None) -> None:
         self.files = files
         self.delimiter = delimiter
+        self.fs = fs or SourceFS()
 
     def units(self, max_weight: int | None) -> list[Unit]:
-        return [Unit(path, weight=os.path.getsize(path)) for path in self.files]
+        out = []
+        for path in self.files:
+            size = self.fs.size(path)
+            if not max_weight or size <= max_weight:
+                out.append(Unit(path, weight=max(size, 1)))
+                continue
+            cuts = self._record_starts(path, max_weight)
+            bounds = [0, *[c for c, _ in cuts], size]
+            lines = [1, *[n for _, n in cuts]]
+            for k in range(len(bounds) - 1):
+                stop = -1 if k == len(bounds) - 2 else bounds[k + 1]
+                out.append(Unit(path, bounds[k], stop, max(bounds[k + 1] - bounds[k], 1), lines[k]))
+        return out
+
+    def _record_starts(self, path: str, step: int) -> list[tuple[int, int]]:
+        """(byte offset, line number) of the first record starting at or after each multiple of ``step``."""
+        cuts: list[tuple[int, int]] = []
+        target = step
+        for offset, line, _ in self._records(path, 0, 1):
+            if offset >= target:
+                cuts.append((offset, line))
+                target = (offset // step + 1) * step
+        return cuts
+
+    def _records(self, path: str, start: int, first_line: int) -> Iterator[tuple[int, int, list[str]]]:
+        """(byte offset, line number, fields) of each record from ``start`` (a record start), header too."""
+        name = self.fs.name(path)
+        with self.fs.open(path) as f:
+            f.seek(start)
+            where = [start, first_line]  # offset and line number of the next line to read
+
+            def lines() -> Iterator[str]:
+                for raw in iter(f.readline, b""):
+                    where[0] += len(raw)
+                    where[1] += 1
+                    yield raw.decode("utf-8")
+
+            reader = csv.reader(lines(), delimiter=self.delimiter)
+            while True:
+                offset, line = where
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except (UnicodeDecodeError, csv.Error) as e:
+                    raise FormatError(f"{name}:{line}: unreadable row ({e})") from None
+                yield offset, line, fields
 
     def header(self, path: str) -> list[str]:
         """The column names of ``path``."""
-        with open(path, newline="", encoding="utf-8") as f:
-            try:
-                names = next(csv.reader(f, delimiter=self.delimiter))
-            except StopIteration:
-                raise FormatError(f"{path}: empty file (a header line is required)") from None
-            except (UnicodeDecodeError, csv.Error) as e:
-                raise FormatError(f"{path}:1: unreadable header ({e})") from None
+        name = self.fs.name(path)
+        names = next((fields for _, _, fields in self._records(path, 0, 1)), None)
+        if names is None:
+            raise FormatError(f"{name}: empty file (a header line is required)")
         if len(set(names)) != len(names) or not all(names):
-            raise FormatError(f"{path}:1: column names must be unique and non-empty, got {names}")
+            raise FormatError(f"{name}:1: column names must be unique and non-empty, got {names}")
         return names
 
     def rows(self, unit: Unit) -> Iterator[Row]:
         names = self.header(unit.path)
         first = self.header(self.files[0])
+        name = self.fs.name(unit.path)
         if names != first:
-            raise FormatError(f"{unit.path}: header {names} differs from {self.files[0]}'s {first}")
-        with open(unit.path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter=self.delimiter)
-            try:
-                next(reader)
-                for fields in reader:
-                    where = f"{unit.path}:{reader.line_num}"
-                    if not fields:
-                        continue
-                    if len(fields) != len(names):
-                        raise FormatError(f"{where}: {len(fields)} fields, the header has {len(names)}")
-                    yield where, dict(zip(names, fields, strict=True))
-            except (UnicodeDecodeError, csv.Error) as e:
-                raise FormatError(f"{unit.path}:{reader.line_num}: unreadable row ({e})") from None
+            raise FormatError(f"{name}: header {names} differs from {self.fs.name(self.files[0])}'s {first}")
+        records = self._records(unit.path, unit.start, unit.line)
+        if unit.start == 0:
+            next(records)  # the header
+        for offset, line, fields in records:
+            if 0 <= unit.stop <= offset:
+                return
+            if not fields:
+                continue
+            where = f"{name}:{line}"
+            if len(fields) != len(names):
+                raise FormatError(f"{where}: {len(fields)} fields, the header has {len(names)}")
+            yield where, dict(zip(names, fields, strict=True))
 
     def infer(self, limit: int, given: Mapping[str, str]) -> dict[str, str]:
         rows: Iterator[dict[str, Any]] = self.head(limit)
