@@ -7,8 +7,10 @@ process (and so of its forked DataLoader workers), one rank after another.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -114,6 +116,8 @@ def run_capture(request: dict[str, Any], case: dict[str, Any]) -> dict[str, Any]
 
 
 def main() -> None:
+    # On a test timeout, stacks of this job and its forked workers (tests/engine/stacks.py).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     with open(sys.argv[1], encoding="utf-8") as file:
         request = json.load(file)
     case = request["case"]

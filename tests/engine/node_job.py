@@ -9,9 +9,11 @@ yielded them, the descriptors open before and after each epoch, and the dataset'
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -112,6 +114,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    # On a test timeout, stacks of this job and its forked workers (tests/engine/stacks.py).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     request = json.loads(Path(sys.argv[1]).read_text())
     result = run(request)
     Path(sys.argv[2]).write_text(json.dumps(result))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import stacks
 from .remotes import Remote
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "iteration"
@@ -28,11 +28,10 @@ def run_phase(phase: str, case: dict[str, Any], remote: Remote, tmp_path: Path) 
     path = tmp_path / f"{phase}.json"
     path.write_text(json.dumps(request))
     env = {**os.environ, **remote.env}
-    proc = subprocess.run(
-        [sys.executable, str(RUNNER), str(path)], capture_output=True, text=True, timeout=240, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = stacks.start([sys.executable, str(RUNNER), str(path)], env=env)
+    out, err = stacks.communicate(proc, timeout=240)
+    assert proc.returncode == 0, err[-4000:]
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from astreaming import Stream, StreamingDataset
 
+from . import stacks
 from .conftest import MakeDataset
 
 JOB = Path(__file__).with_name("node_job.py")
@@ -80,25 +81,17 @@ def shard_sizes(remote: Path) -> tuple[int, int, int]:
 
 def launch(
     tmp_path: Path, name: str, request: dict[str, Any], *, rank: int, world: int
-) -> subprocess.Popen[bytes]:
+) -> subprocess.Popen[str]:
     req = tmp_path / f"{name}.request.json"
     req.write_text(json.dumps(request))
     env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world)}
-    return subprocess.Popen(
-        [sys.executable, str(JOB), str(req), str(tmp_path / f"{name}.result.json")],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
+    argv = [sys.executable, str(JOB), str(req), str(tmp_path / f"{name}.result.json")]
+    return stacks.start(argv, env=env, stdout=subprocess.DEVNULL)  # the result goes to a file
 
 
-def finish(tmp_path: Path, name: str, proc: subprocess.Popen[bytes], timeout: float = 240) -> dict[str, Any]:
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, err.decode()[-3000:]
+def finish(tmp_path: Path, name: str, proc: subprocess.Popen[str], timeout: float = 240) -> dict[str, Any]:
+    _, err = stacks.communicate(proc, timeout)
+    assert proc.returncode == 0, err[-3000:]
     result: dict[str, Any] = json.loads((tmp_path / f"{name}.result.json").read_text())
     return result
 
@@ -258,9 +251,8 @@ def test_budget_too_small_for_the_readers_is_refused_with_the_bytes_needed(
         "context": "fork",
     }
     proc = launch(tmp_path, "small", request, rank=0, world=2)
-    _, err = proc.communicate(timeout=240)
+    _, message = stacks.communicate(proc, 240)
     assert proc.returncode != 0
-    message = err.decode()
     assert "CacheError" in message and "it needs at least" in message and "8 processes" in message
 
 
@@ -289,13 +281,13 @@ def test_killed_worker_releases_its_pins_and_a_rerun_completes(
     survivor = launch(tmp_path, "survivor", survivor_request, rank=1, world=2)
     deadline = time.monotonic() + 240
     while not ready.exists():
-        assert victim.poll() is None, victim.communicate()[1].decode()[-2000:]
+        assert victim.poll() is None, victim.communicate()[1][-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
     workers = [int(p) for p in _children(victim.pid)]
     assert workers, "the victim has no DataLoader workers"
     os.kill(workers[0], signal.SIGKILL)  # a worker that is reading: it holds a pin
-    victim.communicate(timeout=240)
+    stacks.communicate(victim, 240)
     assert victim.returncode != 0  # torch reports the killed worker
     result = finish(tmp_path, "survivor", survivor)
     assert all(len(epoch) == 1500 for epoch in result["epochs"])
