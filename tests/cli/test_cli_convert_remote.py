@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import RunCLI
 from cli_remotes import Remote
 from convert_sources import (
@@ -119,6 +120,20 @@ def test_one_csv_split_between_workers_at_record_boundaries(run_cli: RunCLI, tmp
     # A naive split at a newline would cut inside a quoted field: the partitions start at records.
     index = json.loads((tmp_path / "w4" / "index.json").read_text())
     assert len({s["raw_data"]["basename"].split("/")[0] for s in index["shards"]}) == 4
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n"], ids=["cr", "crlf"])
+def test_csv_lines_may_end_with_cr_or_crlf(run_cli: RunCLI, tmp_path: Path, ending: str) -> None:
+    text, rows = _tricky_csv(300)
+    records = list(csv.reader(io.StringIO(text)))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator=ending).writerows(records)  # quoted fields keep their own newlines
+    (tmp_path / "mac.csv").write_bytes(buf.getvalue().encode())
+    want = [[int(i), t, float(s)] for i, t, s in rows]
+    for workers in ("1", "3"):
+        out = tmp_path / f"w{workers}"
+        _ok(run_cli("convert", tmp_path / "mac.csv", out, "--size-limit", "4kb", "--workers", workers))
+        assert [[int(r["id"]), r["text"], float(r["score"])] for r in _read(out)] == want, workers
 
 
 def test_bad_row_in_a_later_csv_unit_names_its_line(run_cli: RunCLI, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -70,11 +71,15 @@ class JSONLSource(Source):
         return infer_json(self.head(limit))
 
 
+#: Splits a line after each ``\r`` not followed by ``\n``.
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+
+
 class CSVSource(Source):
     """Delimited text with a header line (RFC 4180 quoting: a quoted field may hold newlines).
 
-    Lines are split on ``\n`` (``\r\n`` works; a lone ``\r`` ends no record) and parsed by the csv
-    module. A file larger than a work unit is cut at record boundaries that a pre-scan finds with the same
+    Lines end at ``\n``, ``\r\n`` or a lone ``\r`` (as the csv module reads them) and are parsed by the
+    csv module. A file larger than a work unit is cut at record boundaries that a pre-scan finds with the same
     parser, so every unit starts where a record starts and the rows are those of one sequential read.
     """
 
@@ -120,9 +125,14 @@ class CSVSource(Source):
 
             def lines() -> Iterator[str]:
                 for raw in iter(f.readline, b""):
-                    where[0] += len(raw)
-                    where[1] += 1
-                    yield raw.decode("utf-8")
+                    # A lone \r ends a line too (old Mac files), as the csv module reads a file opened
+                    # with newline="": split after it, keeping \r\n together.
+                    for piece in _LONE_CR.split(raw) if b"\r" in raw else (raw,):
+                        if not piece:
+                            continue  # after a final \r
+                        where[0] += len(piece)
+                        where[1] += 1
+                        yield piece.decode("utf-8")
 
             reader = csv.reader(lines(), delimiter=self.delimiter)
             while True:
