@@ -24,7 +24,6 @@ from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
 from astreaming.storage.base import Backend
-from astreaming.storage.local import LocalBackend
 from astreaming.storage.partfile import settle
 from astreaming.storage.ranged import RangedDownloader
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
@@ -220,7 +219,7 @@ class ShardFetcher:
         url = join(root, info.basename)  # keeps a SAS / presigned query at the end
         policy = self.policies[stream_id]
         ranged = self.ranged
-        if not isinstance(backend, LocalBackend) and ranged.splits(info.bytes):
+        if not backend.is_local_filesystem and ranged.splits(info.bytes):
             size = await ranged.download(backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats)
         else:
             began = time.monotonic()

@@ -38,7 +38,6 @@ from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
 from astreaming.errors import AstreamingError, FormatError
 from astreaming.format.reader import ShardReader
-from astreaming.storage.urls import scheme_of
 
 __all__ = [
     "aiter_plan",
@@ -369,10 +368,10 @@ class _EarlySample:
     def take(self, shard: int, index: int) -> dict[str, Any] | None:
         """Sample ``index`` of ``shard`` by ranges, or None where the shard is better waited for."""
         core = self.runtime.runtime
-        root = self.table.stream_of(shard).stream.remote_root
+        stream_id = int(self.table.stream_per_shard[shard])
         if (
-            root is None
-            or scheme_of(root) in ("", "file")  # a copy from a local remote takes no round trips
+            self.table.streams[stream_id].stream.remote_root is None
+            or core.backend(stream_id)[0].is_local_filesystem  # a local copy takes no round trips
             or not self.ranges.eligible(shard)
             or self.table.entries[shard].raw_data.bytes < EARLY_MIN_BYTES
             or core.scheduler.is_ready(shard)

@@ -91,6 +91,8 @@ class Backend(abc.ABC):
     """
 
     scheme: ClassVar[tuple[str, ...]] = ()
+    #: Reads go to a local filesystem: no round trips, so byte ranges and parallel parts save nothing.
+    is_local_filesystem: ClassVar[bool] = False
 
     def __init__(self, *, timeout: float = 60.0) -> None:
         if not timeout > 0:

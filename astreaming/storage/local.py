@@ -86,6 +86,7 @@ class LocalBackend(Backend):
     """
 
     scheme = ("", "file")
+    is_local_filesystem = True
 
     async def _thread(self, fn: Callable[..., T], url: str, *args: object) -> T:
         self.stats.requests += 1
