@@ -196,3 +196,47 @@ async def test_failed_parts_retry_fail_typed_and_leave_nothing(tmp_path: Path) -
         with pytest.raises(FormatError, match=f"not the {size} bytes the index lists"):
             await download(counting, size)
         assert counting.calls <= 11 and list(tmp_path.iterdir()) == [src]
+
+
+@pytest.fixture(scope="module")
+def big_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five shards of ~35 MB: more than two of the largest parts, so every download is split, whatever
+    throughput was measured, with nothing patched (spawned workers see the defaults)."""
+    root = tmp_path_factory.mktemp("big") / "data"
+    with MDSWriter(out=str(root), columns={"id": "int", "blob": "bytes"}, size_limit=34 << 20) as w:
+        for i in range(BIG_SAMPLES):
+            w.write({"id": i, "blob": os.urandom(250_000)})
+    return root
+
+
+BIG_SAMPLES = 5 * 142
+
+
+def test_default_parts_with_spawned_workers_under_a_cache_limit(big_shards: Path, tmp_path: Path) -> None:
+    sizes = [p.stat().st_size for p in big_shards.glob("shard.*")]
+    assert len(sizes) == 5 and min(sizes) >= 2 * ranged.MAX_PART
+    index = (big_shards / "index.json").stat().st_size
+    limit = index + 4 * max(sizes)  # the least allowed for 2 readers: 4 of the 5 shards, so evictions
+    with StaticHTTPServer(big_shards.parent) as server, ThreadedFaultProxy(server.url, FaultPlan()) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data", local=str(tmp_path / "c"), batch_size=4, cache_limit=limit
+        )
+        loader = StreamingDataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="spawn")
+        assert sorted(i for batch in loader for i in batch["id"].tolist()) == list(range(BIG_SAMPLES))
+        keys = [e.key for e in proxy.history]
+    # Parts are ranges of at least MIN_PART bytes ("GET /data/shard.00000.mds bytes=a-b"); the first-
+    # sample reads are a few KB.
+    parts = [k for k in keys if "shard." in k and _range_bytes(k) >= ranged.MIN_PART]
+    stats = ds.stats()
+    assert stats["shards_downloaded"] >= 5 and stats["evictions"] > 0
+    assert len(parts) >= 2 * stats["shards_downloaded"]  # each download in two parts at least
+    assert sum(p.stat().st_size for p in (tmp_path / "c").glob("shard.*")) <= limit
+
+
+def _range_bytes(key: str) -> int:
+    """Bytes a proxy history key's range asks for (0 without a range)."""
+    spec = key.rsplit(" ", 1)[-1]
+    if not spec.startswith("bytes="):
+        return 0
+    first, _, last = spec.removeprefix("bytes=").partition("-")
+    return int(last) - int(first) + 1 if first and last else 0
