@@ -71,6 +71,9 @@ class _HookedReader:
     def get_bytes(self, index: int) -> bytes:
         return self.reader.get_bytes(index)
 
+    def release_pages(self) -> None:
+        self.reader.release_pages()
+
     def close(self) -> None:
         self.reader.close()
 
@@ -99,6 +102,12 @@ class HookedReaders(ReaderCache):
 
     def prune_replaced(self) -> None:
         self.inner.prune_replaced()
+
+    def weight(self, shard: int) -> int:
+        return self.inner.weight(shard)
+
+    def release_pages(self) -> None:
+        self.inner.release_pages()
 
     def close(self) -> None:
         self.inner.close()

@@ -33,7 +33,7 @@ from astreaming.engine.planfeed import (
     window_shards,
 )
 from astreaming.engine.ranges import RangeSampler
-from astreaming.engine.readers import ReaderCache
+from astreaming.engine.readers import RELEASE_EVERY, ReaderCache
 from astreaming.engine.runtime import Runtime, SyncRuntime
 from astreaming.engine.shards import ShardTable
 from astreaming.errors import AstreamingError, FormatError
@@ -298,6 +298,7 @@ def _decoded_segments(
     for c in (chunk, ahead):
         report = _add_triggers(report, c, predownload)
     current, decode = -1, _not_open(decoder)
+    weight, spent = 0, 0  # bytes per sample of the current shard; bytes decoded since the last release
     every = _AT_EVERY if not align or core.budget is not None else 0
     early = _EarlySample(table, runtime, ranges) if ranges is not None else None
     try:
@@ -328,7 +329,7 @@ def _decoded_segments(
                                 begin += 1
                         waiter.wait_ready(shard, position)
                         walk.ready.add(shard)
-                    decode, current = decoder(reader), shard
+                    decode, current, weight = decoder(reader), shard, readers.weight(shard)
                 if report and position >= report[-1]:
                     while report and position >= report[-1]:
                         report.pop()
@@ -336,6 +337,10 @@ def _decoded_segments(
                 walk.at(position)
                 if begin < end:
                     yield decode(local[begin:end])
+                    spent += (end - begin) * weight
+                    if spent >= RELEASE_EVERY:
+                        readers.release_pages()
+                        spent = 0
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead))
             report = _add_triggers(report, ahead, predownload)
@@ -419,6 +424,7 @@ async def aiter_plan(
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
     current, decode = -1, _not_open(batch_decoder)
+    weight, spent = 0, 0  # as in _decoded_segments
     try:
         while chunk is not None:
             start, local = chunk.start, _local(table, chunk)
@@ -439,11 +445,15 @@ async def aiter_plan(
                         scheduler.advance(position)
                         await scheduler.wait(shard, position)
                         walk.ready.add(shard)
-                    decode, current = batch_decoder(reader), shard
+                    decode, current, weight = batch_decoder(reader), shard, readers.weight(shard)
                 scheduler.advance(position)
                 walk.at(position)
                 for sample in decode(local[begin:end]):
                     yield sample
+                spent += (end - begin) * weight
+                if spent >= RELEASE_EVERY:
+                    readers.release_pages()
+                    spent = 0
             chunk, ahead = ahead, feed.next()
             _slide(runtime, chunk, ahead)
     finally:

@@ -1,4 +1,9 @@
-"""Open shard readers of the consumer thread, kept mapped while in use and closed least-recently-used."""
+"""Open shard readers of the consumer thread, kept mapped while in use and closed least-recently-used.
+
+Mapped pages a walk has read are given back every ``RELEASE_EVERY`` bytes it decodes (see
+:mod:`astreaming.format.pages`): without that, the resident set of a long epoch grows by every page of every
+shard still open, up to the dataset's size, although nothing of it is the process's own memory.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ from collections import OrderedDict
 from astreaming.engine.shards import ShardTable
 from astreaming.format.reader import ShardReader, open_shard
 
-__all__ = ["ReaderCache"]
+__all__ = ["RELEASE_EVERY", "ReaderCache"]
+
+#: Bytes of samples decoded between two releases of the open readers' mapped pages: large enough that the
+#: release (one ``madvise`` per open reader) and the minor faults that map pages again cost nothing next
+#: to decoding, small enough to keep the resident set near the process's own memory.
+RELEASE_EVERY = 8 << 20
 
 
 class ReaderCache:
@@ -19,6 +29,26 @@ class ReaderCache:
         self.max_open = max_open
         self._open: OrderedDict[int, ShardReader] = OrderedDict()
         self._inodes: dict[int, int] = {}
+        self._weights: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}  # raw bytes of each open shard
+        self._mapped = 0  # their sum
+
+    def weight(self, shard: int) -> int:
+        """The mean size in bytes of a decoded sample of ``shard`` (at least 1): a walk adds it up per
+        segment and calls :meth:`release_pages` every ``RELEASE_EVERY`` bytes."""
+        weight = self._weights.get(shard)
+        if weight is None:
+            samples = int(self.table.samples_per_shard[shard])
+            weight = self._weights[shard] = max(1, self.table.raw_bytes(shard) // max(1, samples))
+        return weight
+
+    def release_pages(self) -> None:
+        """Drop the resident pages of every open reader's mapping (they stay in the page cache); nothing
+        to do while the open shards are smaller than ``RELEASE_EVERY`` in all."""
+        if self._mapped < RELEASE_EVERY:
+            return
+        for reader in self._open.values():
+            reader.release_pages()
 
     def get(self, shard: int, *, inode: int | None = None) -> ShardReader:
         """The reader of a shard whose files are in the cache.
@@ -41,12 +71,12 @@ class ReaderCache:
             stream.stream.local_root, self.table.entries[shard], allow_unsafe_types=self.allow_unsafe_types
         )
         self._open[shard] = reader
+        self._sizes[shard] = size = self.table.raw_bytes(shard)
+        self._mapped += size
         if inode is not None:
             self._inodes[shard] = inode
         if len(self._open) > self.max_open:
-            oldest_shard, oldest = self._open.popitem(last=False)
-            self._inodes.pop(oldest_shard, None)
-            oldest.close()
+            self.drop(next(iter(self._open)))
         return reader
 
     def prune_replaced(self) -> None:
@@ -64,12 +94,15 @@ class ReaderCache:
         """Close a shard's reader (before its files are evicted)."""
         reader = self._open.pop(shard, None)
         self._inodes.pop(shard, None)
+        self._mapped -= self._sizes.pop(shard, 0)
         if reader is not None:
             reader.close()
 
     def close(self) -> None:
         """Close every reader."""
         self._inodes.clear()
+        self._sizes.clear()
+        self._mapped = 0
         while self._open:
             _, reader = self._open.popitem()
             reader.close()

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from astreaming.errors import FormatError
+from astreaming.format.pages import release_pages
 
 __all__ = ["LineShardReader", "build_meta", "offsets_list", "parse_meta"]
 
@@ -113,6 +114,10 @@ class LineShardReader(abc.ABC):
     @abc.abstractmethod
     def get_item(self, index: int) -> dict[str, Any]:
         """Decode sample ``index`` (``0 <= index < len``)."""
+
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the data mapping (see :mod:`astreaming.format.pages`)."""
+        release_pages(self._buf)
 
     def close(self) -> None:
         """Release the data mapping."""

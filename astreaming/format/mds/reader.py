@@ -33,6 +33,7 @@ from astreaming.errors import ConfigError, FormatError
 from astreaming.format.index import MDSEntry
 from astreaming.format.mds.columns import ColumnLayout, Columns, column_layout
 from astreaming.format.mds.encodings import get_encoding
+from astreaming.format.pages import release_pages
 
 __all__ = [
     "DecodePlan",
@@ -413,6 +414,10 @@ class MDSReader:
         if not 0 <= index < self._num:
             raise IndexError(f"{self.source}: sample {index} out of range (shard has {self._num})")
         return bytes(self._buf[self._offs[index] : self._offs[index + 1]])
+
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the shard's mapping (see :mod:`astreaming.format.pages`)."""
+        release_pages(self._buf)
 
     def close(self) -> None:
         """Release the mapping. Samples already returned stay valid (they are copies)."""
