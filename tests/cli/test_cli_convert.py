@@ -155,6 +155,15 @@ def test_unreadable_rows_fail_naming_the_line(
     assert not (tmp_path / "out" / "index.json").exists()
 
 
+def test_jsonl_with_a_utf8_bom_converts(run_cli: RunCLI, tmp_path: Path) -> None:
+    """Lines are parsed as UTF-8 directly; a line that needs json's own detection (the BOM some editors
+    write at the start of a file) still parses."""
+    src = tmp_path / "rows.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"id": 0, "t": "\xc3\xa9"}\n{"id": 1, "t": "b"}\n')
+    _ok(run_cli("convert", src, tmp_path / "out"))
+    assert [(r["id"], r["t"]) for r in _read(tmp_path / "out")] == [(0, "\u00e9"), (1, "b")]
+
+
 def test_value_past_inferred_rows_fails_with_hint(run_cli: RunCLI, tmp_path: Path) -> None:
     rows = [{"x": i} for i in range(20)] + [{"x": "twenty"}]
     src = write_jsonl(tmp_path / "rows.jsonl", rows)

@@ -183,3 +183,24 @@ def test_uploader_hook_receives_every_file_then_the_index(tmp_path: Path) -> Non
     assert calls[-2:] == ["index.json", "<finish>"]
     assert sorted(calls[:-2]) == sorted(p.name for p in (tmp_path / "o").iterdir() if p.name != "index.json")
     assert all(c.endswith(".zstd") for c in calls[:-2]) and len(calls[:-2]) == 4  # 2 shards x (data, meta)
+
+
+def test_mds_encode_errors_name_the_column_and_leave_the_writer_usable(tmp_path: Path) -> None:
+    """The writer encodes in a fast loop and redoes a sample that fails there in the checked one: the
+    error is the checked loop's (typed, naming the column), and nothing of the failed sample is kept."""
+    columns = {"a": "int", "b": "str", "c": "float32"}
+    with MDSWriter(out=str(tmp_path / "ds"), columns=columns) as w:
+        w.write({"a": 1, "b": "one", "c": 1.5})
+        with pytest.raises(FormatError, match="column 'b'") as wrong_type:
+            w.write({"a": 2, "b": 2, "c": 2.5})
+        assert isinstance(wrong_type.value, TypeError)  # as the TypeError mosaic raised
+        with pytest.raises(FormatError, match=r"column 'a' \(int\): unexpected data size 3 bytes"):
+            w.write({"a": b"abc", "b": "three", "c": 3.5})  # bytes pass through, then the size is checked
+        with pytest.raises(MissingColumnError, match="missing column 'c'"):
+            w.write({"a": 4, "b": "four"})
+        w.write({"a": 5, "b": "five", "c": 5.5})
+    from astreaming import StreamingDataset
+
+    ds = StreamingDataset(local=str(tmp_path / "ds"), batch_size=1)
+    assert [(s["a"], s["b"], float(s["c"])) for s in ds] == [(1, "one", 1.5), (5, "five", 5.5)]
+    ds.close()

@@ -20,6 +20,15 @@ def _where(path: str, line: int | None, offset: int) -> str:
     return f"{path}:{line}" if line is not None else f"{path} (line at byte {offset})"
 
 
+def _loads(raw: bytes) -> Any:
+    """One JSON line: UTF-8 decoded directly (json's own detection of UTF-16/32 and a BOM, which costs
+    as much as the parse of a short line, only when that fails)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return json.loads(raw)
+
+
 class JSONLSource(Source):
     """One JSON object per line; blank lines are allowed. Large files split at line boundaries."""
 
@@ -49,18 +58,21 @@ class JSONLSource(Source):
                 f.seek(unit.start - 1)
                 f.readline()
             line_no: int | None = 0 if unit.start == 0 else None
-            while unit.stop < 0 or f.tell() < unit.stop:
-                offset = f.tell()
+            name = self.fs.name(unit.path)
+            stop = unit.stop if unit.stop >= 0 else float("inf")
+            offset = f.tell()
+            while offset < stop:
                 raw = f.readline()
                 if not raw:
                     break
+                at, offset = offset, offset + len(raw)  # counted, not asked: tell() costs a call a line
                 if line_no is not None:
                     line_no += 1
                 if not raw.strip():
                     continue
-                where = _where(self.fs.name(unit.path), line_no, offset)
+                where = _where(name, line_no, at)
                 try:
-                    row = json.loads(raw)
+                    row = _loads(raw)
                 except (ValueError, UnicodeDecodeError) as e:
                     raise FormatError(f"{where}: not valid JSON ({e})") from None
                 if not isinstance(row, dict):
