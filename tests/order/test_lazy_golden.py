@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from astreaming.order import World
+from astreaming.order import sampling as sampling_module
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.store import MemoryStore
 
@@ -67,3 +68,22 @@ def test_lazy_worker_plans_equal_mosaic_generate_work(case: dict[str, Any]) -> N
     if "raises" not in expected:
         # Each worker plans alone, so a warning may repeat per worker: the kinds must be mosaic's.
         assert {w.category.__name__ for w in caught} == {w.split(":", 1)[0] for w in recorded}
+
+
+SAMPLING = [
+    c
+    for c in json.loads((GOLDEN / "sampling.json").read_text())["cases"]
+    if "raises" not in c["expected"] and c["expected"]["choose_per_shard"] != []
+]
+
+
+def test_sampling_filled_in_small_chunks_equals_mosaic(monkeypatch: pytest.MonkeyPatch) -> None:
+    # get_sampling fills the fractional part a chunk of picks at a time (int32 order, no per-pick int64
+    # arrays): chunks of 1 and 3 picks cross every chunk boundary the 1M-pick default would.
+    for chunk in (1, 3):
+        monkeypatch.setattr(sampling_module, "_CHUNK", chunk)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for case in SAMPLING:
+                got = sampling_module.get_sampling(**case["args"]).tolist()
+                assert got == case["expected"]["choose_per_shard"], case["args"]
