@@ -23,6 +23,9 @@ astreaming only, fresh and resumed with 8 workers (mosaic needs tens of GB there
     python benchmarks/resume.py --sizes 10M --workers 0   # one cell
     python benchmarks/resume.py --sizes 10M,100M --skip-mosaic --data-dir /tmp/bench
 
+On a shared machine, give the run its own ``/dev/shm`` (mosaic keeps its resume state there, and
+another mosaic process's clean-up can remove it: see benchmarks/README.md, Hygiene).
+
 Targets (issue 9): at most 1/10 of mosaic's time; at 100M with 8 workers under 2 s and at most a quarter of
 mosaic's peak tree RSS.
 """

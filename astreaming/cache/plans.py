@@ -111,6 +111,9 @@ def _locked(path: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        # Unlock explicitly: a process forked meanwhile shares the descriptor, and closing ours alone would
+        # leave the lock held until that child exits.
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 

@@ -6,8 +6,9 @@
 - ``random`` batching: the worker's partition positions are arithmetic (a range of its batches at a
   time); the shuffle is looked up through :class:`~astreaming.order.perm.PermSource`, which computes
   only the positions asked for (every algorithm but ``naive``; see :mod:`astreaming.order.perm`).
-- the other batching methods mix streams over the whole epoch: their epoch array is one artefact, and a
-  worker reads its own slice of it.
+- the other batching methods (:mod:`astreaming.order.batching.worker_sources`): a batch's stream and
+  place in it are index arithmetic plus a shared label per batch; its ids come from that stream's lazy
+  shuffle. No epoch-sized array is built.
 
 Artefacts come from a :class:`~astreaming.order.store.PlanStore`. With the engine's store (the cache
 directory) an artefact is computed by the first process of the node that needs it and memory-mapped by
@@ -21,12 +22,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from astreaming.errors import ConfigError
-from astreaming.order.batching import generate_work
 from astreaming.order.batching._common import resample
 from astreaming.order.batching.random import worker_layout
+from astreaming.order.batching.worker_sources import BatchSource, worker_batch_source
 from astreaming.order.perm import PermSource
 from astreaming.order.spec import EpochSpec
-from astreaming.order.store import MemoryStore, PlanStore, id_dtype, plan_key
+from astreaming.order.store import MemoryStore, PlanStore
 from astreaming.order.world import World
 
 __all__ = ["CHUNK", "LazyWorkerPlan"]
@@ -64,8 +65,7 @@ class LazyWorkerPlan:
         self.spec, self.world, self.epoch, self.sample_in_epoch = spec, world, epoch, sample_in_epoch
         self.store: PlanStore = store if store is not None else MemoryStore()
         self.batches_per_chunk = max(1, chunk // spec.batch_size)
-        self._work: np.ndarray | None = None
-        self._work_key = ""
+        self._source: BatchSource | None = None
         if spec.batching_method == "random":
             self.res = resample(spec, epoch)
             self.layout = worker_layout(spec, world, self.res.epoch_size, sample_in_epoch)
@@ -75,30 +75,14 @@ class LazyWorkerPlan:
             )
         else:
             self.perm = None
-            self._work = self._worker_work()
-            self.num_batches = len(self._work)
-
-    def _worker_work(self) -> np.ndarray:
-        spec, world = self.spec, self.world
-        layout = (world.num_nodes, world.ranks_per_node, world.workers_per_rank)
-        key = self._work_key = plan_key(
-            f"work-{spec.batching_method}", spec, self.epoch, self.sample_in_epoch, layout
-        )
-
-        def compute() -> dict[str, np.ndarray]:
-            work = generate_work(spec.batching_method, spec, world, self.epoch, self.sample_in_epoch)
-            return {"work": work.astype(id_dtype(spec.num_samples))}
-
-        mine: np.ndarray = self.store.get(key, compute)["work"][
-            world.node, world.rank_of_node, world.worker_of_rank
-        ]
-        return mine
+            self._source = worker_batch_source(spec, world, epoch, sample_in_epoch, self.store)
+            self.num_batches = self._source.num_batches
 
     def batches(self, first: int, stop: int) -> np.ndarray:
         """Sample ids of this worker's batches ``first..stop`` as (batches, B), -1 for padding."""
         stop = min(stop, self.num_batches)
-        if self._work is not None:
-            return np.asarray(self._work[first:stop], np.int64)
+        if self._source is not None:
+            return self._source.batches(first, stop)
         w = self.world
         positions = self.layout.worker_positions(w.node, w.rank_of_node, w.worker_of_rank, first, stop)
         flat = positions.reshape(-1)
@@ -125,8 +109,8 @@ class LazyWorkerPlan:
             first, step = first + step, step * 2
         if self.perm is not None:
             self.perm.release()
-        if self._work_key:
-            self.store.discard(self._work_key)
+        if self._source is not None:
+            self._source.release()
 
     def sample_ids(self) -> np.ndarray:
         """The whole plan at once (for tests and small datasets)."""

@@ -51,17 +51,38 @@ CELL = 1 << 16
 class PermSource:
     """``perm[positions]`` of one epoch's shuffle, computing only what is looked up.
 
+    Args:
+        spec: The dataset's order description.
+        res: The epoch's resampled units (of all streams, or of the one stream shuffled alone).
+        epoch: The epoch.
+        store: Where the shuffle's artefacts are computed and shared.
+        block: Shuffle block size (default: the spec's; the per-stream batching methods scale it).
+        tag: Names what ``res`` covers when it is not the whole epoch (e.g. one stream), so that its
+            artefacts get their own keys.
+
     Raises:
         UnknownOptionError, ConfigError: as :func:`~astreaming.order.shuffle.get_shuffle` does.
     """
 
-    def __init__(self, spec: EpochSpec, res: Resampled, epoch: int, store: PlanStore) -> None:
+    def __init__(
+        self,
+        spec: EpochSpec,
+        res: Resampled,
+        epoch: int,
+        store: PlanStore,
+        *,
+        block: int | None = None,
+        tag: str = "",
+    ) -> None:
         self.store = store
         self.algo = algo = spec.shuffle_algo
         units = res.shuffle_units
-        c, seed, block = spec.num_canonical_nodes, spec.shuffle_seed, spec.shuffle_block_size
+        c, seed = spec.num_canonical_nodes, spec.shuffle_seed
+        block = spec.shuffle_block_size if block is None else block
         check_shuffle_args(algo, c, block)
-        self.key = plan_key(f"perm-{algo}", spec, epoch)
+        # The whole epoch's shuffle keeps its key; a stream's adds its tag and block.
+        extra = (block,) if tag else ()
+        self.key = plan_key(f"perm-{algo}{tag}", spec, epoch, *extra)
         self.epoch_size = res.epoch_size
         # Artefacts read recently, by (node or 0, level or 0, index), and the keys of small ones to discard.
         self._chunks: dict[tuple[int, int, int], np.ndarray] = {}

@@ -10,6 +10,9 @@ from astreaming.errors import ConfigError
 
 __all__ = ["get_sampling"]
 
+#: Picks filled per step (the only per-pick arrays besides the int32 order).
+_CHUNK = 1 << 20
+
 
 def get_sampling(
     samples_per_shard: Sequence[int] | np.ndarray,
@@ -60,23 +63,35 @@ def get_sampling(
     result = sizes * whole
     if not rem:
         return result
-    # Picks in shard order: ceil(size / granularity) per shard, the last one holding what is left.
+    # Picks in shard order: ceil(size / granularity) per shard, the last one holding what is left. Pick i
+    # belongs to the shard whose cumulative pick count first exceeds i.
     picks_per_shard = -(-sizes // granularity)
-    num_picks = int(picks_per_shard.sum())
-    pick_shard = np.repeat(np.arange(len(sizes)), picks_per_shard)
-    pick_size = np.full(num_picks, granularity, dtype=np.int64)
+    ends = np.cumsum(picks_per_shard)
+    num_picks = int(ends[-1]) if len(ends) else 0
     # mosaic writes each shard's last pick size at index cumsum - 1 for EVERY shard, in shard order: a
     # 0-sample shard writes `granularity` over the previous shard's last pick (or the very last pick). That
-    # changes which samples are chosen, so it is kept for identical order.
-    last_pick = np.cumsum(picks_per_shard) - 1
-    if num_picks:
-        for index, value in zip(
-            last_pick.tolist(), (sizes - (picks_per_shard - 1) * granularity).tolist(), strict=True
-        ):
-            pick_size[index] = value
-    order = np.random.default_rng(seed + epoch if use_epoch else seed).permutation(num_picks)
-    # Fill greedily in pick order until the remainder is used up (vectorised: cumulative sizes).
-    taken = pick_size[order]
-    before = np.cumsum(taken) - taken
-    take = np.clip(rem - before, 0, taken)
-    return result + np.bincount(pick_shard[order], weights=take, minlength=len(sizes)).astype(np.int64)
+    # changes which samples are chosen, so it is kept for identical order: the last write to an index wins.
+    written = (ends - 1) % max(num_picks, 1)
+    values = sizes - (picks_per_shard - 1) * granularity
+    special, last_write = np.unique(written[::-1], return_index=True)
+    special_size = values[::-1][last_write]
+    # mosaic's permutation(num_picks) is a shuffle of arange(num_picks): the same draws in int32, without
+    # the per-pick int64 arrays (a stream's picks can be its samples: 1B of them).
+    order = np.arange(num_picks, dtype=np.int32 if num_picks < 2**31 - 1 else np.int64)
+    np.random.default_rng(seed + epoch if use_epoch else seed).shuffle(order)
+    # Fill greedily in pick order until the remainder is used up, a chunk of picks at a time.
+    taken_before = 0
+    for first in range(0, num_picks, _CHUNK):
+        picks = np.asarray(order[first : first + _CHUNK], np.int64)
+        size = np.full(len(picks), granularity, np.int64)
+        at = np.minimum(np.searchsorted(special, picks), len(special) - 1)
+        hit = special[at] == picks
+        size[hit] = special_size[at[hit]]
+        before = taken_before + np.cumsum(size) - size
+        take = np.clip(rem - before, 0, size)
+        shard = np.searchsorted(ends, picks, side="right")
+        result = result + np.bincount(shard, weights=take, minlength=len(sizes)).astype(np.int64)
+        taken_before += int(size.sum())
+        if taken_before >= rem:
+            break
+    return result

@@ -91,3 +91,41 @@ def test_artefacts_untouched_for_days_are_removed(tmp_path: Path) -> None:
     os.utime(tmp_path / "old", (days_ago, days_ago))
     FilePlanStore(tmp_path).get("other", lambda: {"ids": np.arange(1)})  # a new process sweeps once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
+
+
+def _wait_for_artefact(root: str, key: str, started: multiprocessing.synchronize.Event) -> None:
+    started.set()
+    got = FilePlanStore(Path(root)).get(key, _never)  # blocks on the producer's lock, then maps
+    assert got["x"].tolist() == [1.0, 2.0]
+
+
+def test_a_lock_is_released_although_a_process_forked_while_it_was_held_lives_on(tmp_path: Path) -> None:
+    # A process forked while the producer holds its lock shares the locked descriptor: closing the
+    # producer's copy alone would keep every waiter blocked until that child exits.
+    fork = multiprocessing.get_context("fork")
+    started, release = fork.Event(), fork.Event()
+    children: list[multiprocessing.process.BaseProcess] = []
+
+    def compute() -> dict[str, np.ndarray]:
+        children.append(
+            fork.Process(target=_wait_for_artefact, args=(str(tmp_path), "k", started), daemon=True)
+        )
+        children[-1].start()
+        assert started.wait(60)
+        # Lives on with the descriptor until released.
+        children.append(fork.Process(target=release.wait, args=(300,), daemon=True))
+        children[-1].start()
+        return {"x": np.array([1.0, 2.0])}
+
+    try:
+        FilePlanStore(tmp_path).get("k", compute)
+        waiter, keeper = children
+        waiter.join(120)
+        assert waiter.exitcode == 0 and keeper.is_alive()
+    finally:
+        release.set()
+        for child in children:
+            child.join(60)
+            if child.is_alive():  # a waiter still blocked (the failure this test catches): end it
+                child.kill()
+                child.join(60)

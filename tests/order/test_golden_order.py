@@ -80,9 +80,10 @@ def _run_resample(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_generate_work(args: dict[str, Any]) -> dict[str, Any]:
+def golden_spec(args: dict[str, Any]) -> EpochSpec:
+    """The spec of a golden ``generate_work`` case."""
     world = args["world"]
-    spec = EpochSpec.build(
+    return EpochSpec.build(
         [s["shard_sizes"] for s in args["streams"]],
         weights=[_weights(s) for s in args["streams"]],
         batch_size=args["batch_size"],
@@ -98,6 +99,11 @@ def _run_generate_work(args: dict[str, Any]) -> dict[str, Any]:
         sampling_method=args["sampling_method"],
         initial_physical_nodes=args["initial_physical_nodes"],
     )
+
+
+def _run_generate_work(args: dict[str, Any]) -> dict[str, Any]:
+    world = args["world"]
+    spec = golden_spec(args)
     w = World(world["num_nodes"], world["ranks_per_node"], world["workers_per_rank"], 0)
     out = generate_work(args["batching_method"], spec, w, args["epoch"], args["sample_in_epoch"])
     return {"shape": list(out.shape), "flat": out.reshape(-1).tolist(), "epoch_size": spec.epoch_size}

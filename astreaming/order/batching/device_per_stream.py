@@ -13,7 +13,24 @@ from astreaming.order.world import World
 
 log = logging.getLogger(__name__)
 
-__all__ = ["generate_work_device_per_stream"]
+__all__ = ["generate_work_device_per_stream", "stream_block"]
+
+
+def stream_block(spec: EpochSpec, index: int) -> int:
+    """Stream ``index``'s shuffle block: the spec's, scaled by the stream's proportion.
+
+    Raises:
+        ConfigError: if it rounds to 0 while shuffling (the stream would give no samples).
+    """
+    proportion = spec.proportion_per_stream[index]
+    block = int(spec.shuffle_block_size * proportion)
+    if block == 0 and spec.shuffle:
+        raise ConfigError(
+            f"Samples from stream {index} are not being used. Please either increase the "
+            f"`shuffle_block_size` from {spec.shuffle_block_size}, or increase the stream proportion "
+            f"from {proportion}."
+        )
+    return block
 
 
 def generate_work_device_per_stream(
@@ -33,14 +50,7 @@ def generate_work_device_per_stream(
     rows_per_node = c // p
     node_batches: list[list[np.ndarray]] = [[] for _ in range(p)]
     for index in range(len(spec.samples_per_shard)):
-        proportion = spec.proportion_per_stream[index]
-        block = int(spec.shuffle_block_size * proportion)
-        if block == 0 and spec.shuffle:
-            raise ConfigError(
-                f"Samples from stream {index} are not being used. Please either increase the "
-                f"`shuffle_block_size` from {spec.shuffle_block_size}, or increase the stream proportion "
-                f"from {proportion}."
-            )
+        block = stream_block(spec, index)
         # Partition over C "nodes" (one per canonical node) with the real ranks and workers and batch 1,
         # then read each physical node's canonical nodes in traversal order (batch, worker, node, rank).
         # The workers matter: their -1 padding lands inside the traversal.

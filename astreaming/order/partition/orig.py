@@ -91,8 +91,11 @@ class OrigLayout:
         short = (length < self.real_len) & (col == self.real_len - 1)
         return np.asarray(base + col - short, dtype=np.int64)
 
-    def node_positions(self, node: int, k: np.ndarray) -> np.ndarray:
-        """Positions at indices ``k`` (< L, or in the rank-padding tail) of node ``node``'s list."""
+    def node_positions(self, node: int | np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Positions at indices ``k`` (< L, or in the rank-padding tail) of node ``node``'s list.
+
+        ``node`` may be an array (one node per index), as the device-per-stream batching reads many.
+        """
         n_len, r = self.node_len, self.ranks_per_node
         if n_len % r:
             extra = r - n_len % r
