@@ -119,11 +119,11 @@ async def acquire(
     return Lease(pool, key, entry)
 
 
-def client_count(loop: asyncio.AbstractEventLoop) -> int:
-    """Clients currently open in this process on ``loop``."""
+def client_count(loop: asyncio.AbstractEventLoop | None = None) -> int:
+    """Clients open in this process on ``loop`` (default: on every loop; never the parent's)."""
     with _pools_lock:
-        pool = _pools.get(loop)
-    return 0 if pool is None else len(pool.entries)
+        pools = list(_pools.values()) if loop is None else [p for p in (_pools.get(loop),) if p is not None]
+    return sum(len(pool.entries) for pool in pools)
 
 
 def clients_built(kind: str) -> int:
