@@ -15,6 +15,7 @@ from astreaming.cache.budget import check_cache_limit
 from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
 from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
+from astreaming.engine.access import read_sample
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
@@ -28,7 +29,7 @@ from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
-from astreaming.errors import ConfigError, FormatError
+from astreaming.errors import ConfigError
 from astreaming.fetch.loop_thread import get_loop_thread, run_blocking
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
@@ -488,38 +489,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         if walking is not None:
             return walking[index]
         runtime, readers = self._sync_parts()
-        core = runtime.runtime
-        while core.evicted:  # close readers of shards evicted since the last read
-            readers.drop(core.evicted.popleft())
-        if (
-            not core.scheduler.is_ready(shard)
-            and self._ranges.eligible(shard)
-            and not self._table.is_local(shard)
-        ):
-            return runtime.loop_thread.call(self._ranges.sample(core, shard, index))
-        pins = core.pins
-        while True:
-            if pins is None or not core.evictable[shard]:
-                if not core.scheduler.is_ready(shard) and not self._table.is_local(shard):
-                    runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
-                try:
-                    return readers.get(shard)[index]
-                except FormatError:
-                    # Another process's cache_limit may have evicted it just now: fetch it again.
-                    if not core.evictable[shard] or self._table.is_local(shard):
-                        raise
-            else:
-                runtime.waiter.wait_ready(shard, -math.inf)
-                inode = pins.pin(shard)  # resident, and stays so while we read it
-                if inode is not None:
-                    try:
-                        return readers.get(shard, inode=inode)[index]
-                    finally:
-                        pins.unpin(shard)
-            # Evicted in between. The scheduler may still count it as ready: make it forget the shard,
-            # on the loop and before the next wait is submitted, or the wait would return at once forever.
-            readers.drop(shard)
-            runtime.loop_thread.call(_forget(core, shard))
+        return read_sample(self._table, runtime, readers, self._ranges, shard, index)
 
     # -- lifetime ------------------------------------------------------------------------------------
 
@@ -560,7 +530,3 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         """:meth:`statistics` as a dict: downloads, cache hits, retries, consumer wait, in flight,
         evictions (with ``evicted_bytes``) and the number of ``processes`` summed."""
         return self.statistics().as_dict()
-
-
-async def _forget(runtime: Runtime, shard: int) -> None:
-    runtime.scheduler.forget(shard)
