@@ -15,10 +15,12 @@ from astreaming.cache.budget import check_cache_limit
 from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
 from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
+from astreaming.engine.access import read_sample
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
+from astreaming.engine.kept import KeptBackends
 from astreaming.engine.ledgerkeys import check_node_budget
 from astreaming.engine.ordering import build_spec, plan_store, worker_plan
 from astreaming.engine.ranges import RangeSampler
@@ -27,12 +29,13 @@ from astreaming.engine.runtime import Runtime, SyncRuntime, retry_policy
 from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
-from astreaming.errors import ConfigError, FormatError
-from astreaming.fetch.loop_thread import run_blocking
+from astreaming.errors import ConfigError
+from astreaming.fetch.loop_thread import get_loop_thread, run_blocking
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
 from astreaming.order.world import World
+from astreaming.storage.base import Backend
 from astreaming.storage.retry import RetryStats
 from astreaming.stream import Stream
 
@@ -177,7 +180,24 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             "replication",
         ):
             setattr(self, name, getattr(self.args, name))  # mosaic exposes these as attributes
-        self._table = run_blocking(self._load_table())
+        self._kept: KeptBackends | None = None
+        self._table = self._build_table()
+        try:
+            self._settle_table()
+        except BaseException:
+            if self._kept is not None:  # a bad index or argument: nothing stays open behind the error
+                self._kept.close()
+            raise
+        self._control = EpochControl()
+        self._tally = StatsTally(self._control.path)
+        self._sync: SyncRuntime | None = None
+        self._readers: ReaderCache | None = None
+        self._ranges = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
+
+    # -- construction --------------------------------------------------------------------------------
+
+    def _settle_table(self) -> None:
+        """Check the loaded table against the arguments and derive the epoch's weights and size."""
         self._table.check_columns(allow_unsafe_types=self.args.allow_unsafe_types)
         samples = self._table.samples_per_stream.tolist()
         weights, total = apply_weights(
@@ -204,15 +224,31 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
                 largest_footprint=largest,
                 readers=World.detect().ranks_per_node,
             )
-        self._control = EpochControl()
-        self._tally = StatsTally(self._control.path)
-        self._sync: SyncRuntime | None = None
-        self._readers: ReaderCache | None = None
-        self._ranges = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
 
-    # -- construction --------------------------------------------------------------------------------
+    def _build_table(self) -> ShardTable:
+        """Read every stream's index; keep the backends that did it open for the iterations to come.
 
-    async def _load_table(self) -> ShardTable:
+        Read on the process's loop thread, where iterating and ``ds[i]`` fetch: the backends stay open
+        in :attr:`_kept`, so the shard fetches share their storage clients instead of building their
+        own. Without a remote (or called on the loop thread itself) a short-lived loop reads the indexes
+        and nothing outlives the call.
+        """
+        if all(stream.remote_root is None for stream in self.streams):
+            return run_blocking(self._load_table(None))
+        loop_thread = get_loop_thread()
+        if loop_thread.in_loop_thread():
+            return run_blocking(self._load_table(None))
+        kept = KeptBackends(loop_thread)
+        try:
+            table = loop_thread.call(self._load_table(kept.backends))
+        except BaseException:
+            kept.close()
+            raise
+        self._kept = kept
+        return table
+
+    async def _load_table(self, keep: list[Backend] | None) -> ShardTable:
+        """The shard table; with ``keep``, the backends opened are left open in it (else closed)."""
         stats = RetryStats()
         loaded: list[StreamShards] = []
         for stream in self.streams:
@@ -225,9 +261,14 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             policy = retry_policy(options.download_retry, options.download_timeout)
             if stream.remote_root is None:
                 entries, size = await load_stream_index(stream, None, policy, stats)
-            else:
+            elif keep is None:
                 async with stream.open_backend(options.download_timeout) as backend:
                     entries, size = await load_stream_index(stream, backend, policy, stats)
+            else:
+                backend = stream.open_backend(options.download_timeout)
+                keep.append(backend)  # before it is opened: closing the kept ones closes it too
+                await backend.__aenter__()
+                entries, size = await load_stream_index(stream, backend, policy, stats)
             loaded.append(StreamShards(stream, entries, options, size))
         return ShardTable(loaded)
 
@@ -236,6 +277,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         state = self.__dict__.copy()
         state["_sync"] = None
         state["_readers"] = None
+        state["_kept"] = None
         state["_ranges"] = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         return state
 
@@ -447,38 +489,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         if walking is not None:
             return walking[index]
         runtime, readers = self._sync_parts()
-        core = runtime.runtime
-        while core.evicted:  # close readers of shards evicted since the last read
-            readers.drop(core.evicted.popleft())
-        if (
-            not core.scheduler.is_ready(shard)
-            and self._ranges.eligible(shard)
-            and not self._table.is_local(shard)
-        ):
-            return runtime.loop_thread.call(self._ranges.sample(core, shard, index))
-        pins = core.pins
-        while True:
-            if pins is None or not core.evictable[shard]:
-                if not core.scheduler.is_ready(shard) and not self._table.is_local(shard):
-                    runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
-                try:
-                    return readers.get(shard)[index]
-                except FormatError:
-                    # Another process's cache_limit may have evicted it just now: fetch it again.
-                    if not core.evictable[shard] or self._table.is_local(shard):
-                        raise
-            else:
-                runtime.waiter.wait_ready(shard, -math.inf)
-                inode = pins.pin(shard)  # resident, and stays so while we read it
-                if inode is not None:
-                    try:
-                        return readers.get(shard, inode=inode)[index]
-                    finally:
-                        pins.unpin(shard)
-            # Evicted in between. The scheduler may still count it as ready: make it forget the shard,
-            # on the loop and before the next wait is submitted, or the wait would return at once forever.
-            readers.drop(shard)
-            runtime.loop_thread.call(_forget(core, shard))
+        return read_sample(self._table, runtime, readers, self._ranges, shard, index)
 
     # -- lifetime ------------------------------------------------------------------------------------
 
@@ -488,13 +499,15 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         Optional: collection and interpreter exit do the same. The dataset stays usable; the next
         iteration or ``ds[i]`` starts afresh.
         """
-        sync, readers = self._sync, self._readers
-        self._sync, self._readers = None, None
+        sync, readers, kept = self._sync, self._readers, self._kept
+        self._sync, self._readers, self._kept = None, None, None
         if readers is not None:
             readers.close()
         if sync is not None and sync.pid == os.getpid():
             self._tally.fold(sync.runtime)
             sync.close()
+        if kept is not None:
+            kept.close()
 
     def __enter__(self) -> StreamingDataset:
         return self
@@ -517,7 +530,3 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         """:meth:`statistics` as a dict: downloads, cache hits, retries, consumer wait, in flight,
         evictions (with ``evicted_bytes``) and the number of ``processes`` summed."""
         return self.statistics().as_dict()
-
-
-async def _forget(runtime: Runtime, shard: int) -> None:
-    runtime.scheduler.forget(shard)

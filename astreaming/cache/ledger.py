@@ -40,7 +40,15 @@ from pathlib import Path
 from astreaming.crashpoints import crash_point
 from astreaming.errors import CacheError
 
-__all__ = ["FileRow", "Ledger", "LedgerKey", "ledger_dir", "owner_token"]
+__all__ = [
+    "FileRow",
+    "Ledger",
+    "LedgerKey",
+    "fds_closed_after_fork",
+    "ledger_dir",
+    "owner_token",
+    "try_flock",
+]
 
 #: Sub-directory of a cache directory that holds the ledger.
 LEDGER_DIR = ".astreaming"
@@ -93,8 +101,8 @@ class FileRow:
 # -- process identity -------------------------------------------------------------------------------------
 
 # Descriptors a forked child inherited and must never use or unlock (closing them is safe: a flock lives
-# on while any process holds a descriptor of it, and the parent still does).
-_inherited: set[int] = set()
+# on while any process holds a descriptor of it, and the parent still does). The pins register theirs.
+fds_closed_after_fork: set[int] = set()
 _connections: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
@@ -106,10 +114,10 @@ def owner_token() -> str:
 def _after_fork_in_child() -> None:
     # The parent's liveness locks and open ledger lock descriptors must not keep the parent "alive" in
     # the child's name, nor be unlocked by it: close the child's copies.
-    for fd in list(_inherited):
+    for fd in list(fds_closed_after_fork):
         with contextlib.suppress(OSError):
             os.close(fd)
-    _inherited.clear()
+    fds_closed_after_fork.clear()
     for ledger in list(_connections):
         ledger._forget_after_fork()
 
@@ -117,7 +125,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _try_flock(fd: int, flags: int) -> bool:
+def try_flock(fd: int, flags: int) -> bool:
+    """Take ``flock(fd, flags)`` without waiting: False when another holder has it (the cache's pins too)."""
     try:
         fcntl.flock(fd, flags | fcntl.LOCK_NB)
     except OSError as exc:
@@ -150,7 +159,7 @@ class _Dir:
             raise CacheError(f"cache directory {self.root}: cannot create its ledger: {exc}") from exc
         fcntl.flock(fd, fcntl.LOCK_EX)  # our own new file: never contended
         self.alive_fd = fd
-        _inherited.add(fd)  # closed in a forked child (see _after_fork_in_child)
+        fds_closed_after_fork.add(fd)  # closed in a forked child (see _after_fork_in_child)
         self.conn = self._connect()
         self.pid = os.getpid()
         return self.conn
@@ -224,7 +233,7 @@ class Ledger:
                     conn = d.open(token)
                     fd = os.open(d.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
                     fds.append(fd)
-                    _inherited.add(fd)
+                    fds_closed_after_fork.add(fd)
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     conn.execute("BEGIN IMMEDIATE")
                     conns[i] = conn
@@ -245,7 +254,7 @@ class Ledger:
                     # alone would leave the lock held for as long as the child lives.
                     with contextlib.suppress(OSError):
                         fcntl.flock(fd, fcntl.LOCK_UN)
-                    _inherited.discard(fd)
+                    fds_closed_after_fork.discard(fd)
                     os.close(fd)
 
     # -- queries and updates (call inside transaction(), with its connections) -------------------------
@@ -396,7 +405,7 @@ class Ledger:
             assert d.conn is not None
             d.conn.close()
             if d.alive_fd is not None:
-                _inherited.discard(d.alive_fd)
+                fds_closed_after_fork.discard(d.alive_fd)
                 fcntl.flock(d.alive_fd, fcntl.LOCK_UN)
                 os.close(d.alive_fd)
                 with contextlib.suppress(FileNotFoundError):
@@ -411,7 +420,7 @@ def _alive(lock: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
-        if _try_flock(fd, fcntl.LOCK_EX):
+        if try_flock(fd, fcntl.LOCK_EX):
             fcntl.flock(fd, fcntl.LOCK_UN)
             return False
         return True

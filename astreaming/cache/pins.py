@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from astreaming.cache.ledger import _inherited, _try_flock
+from astreaming.cache.ledger import fds_closed_after_fork, try_flock
 from astreaming.cache.publish import names_same_file
 from astreaming.crashpoints import crash_point
 
@@ -37,7 +37,7 @@ def _open_same(path: Path, flags: int) -> int | None:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
     try:
-        if not _try_flock(fd, flags):
+        if not try_flock(fd, flags):
             os.close(fd)
             return None
         if not names_same_file(path, fd):
@@ -61,13 +61,13 @@ def exclusive(path: Path) -> Iterator[bool]:
     if fd is None:
         yield False
         return
-    _inherited.add(fd)
+    fds_closed_after_fork.add(fd)
     try:
         yield True
     finally:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
-        _inherited.discard(fd)
+        fds_closed_after_fork.discard(fd)
         os.close(fd)
 
 
@@ -110,7 +110,7 @@ class Pins:
             opened = self._fds.pop(shard, None)
             if opened is not None:
                 fd, inode = opened
-                if _try_flock(fd, fcntl.LOCK_SH) and os.fstat(fd).st_nlink > 0:
+                if try_flock(fd, fcntl.LOCK_SH) and os.fstat(fd).st_nlink > 0:
                     self._remember(shard, fd, inode, pinned=True)
                     crash_point("pin")
                     return inode
@@ -118,7 +118,7 @@ class Pins:
             fresh = _open_same(target, fcntl.LOCK_SH)
             if fresh is None:
                 return None
-            _inherited.add(fresh)
+            fds_closed_after_fork.add(fresh)
             inode = os.fstat(fresh).st_ino
             self._remember(shard, fresh, inode, pinned=True)
             crash_point("pin")
@@ -183,6 +183,6 @@ def _release(fd: int) -> None:
     # Unlock explicitly: a forked child could hold a copy of the descriptor and keep the pin alive.
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_UN)
-    _inherited.discard(fd)
+    fds_closed_after_fork.discard(fd)
     with contextlib.suppress(OSError):
         os.close(fd)

@@ -42,6 +42,7 @@ from astreaming.format.reader import ShardReader
 __all__ = [
     "aiter_plan",
     "batch_decoder",
+    "drop_evicted",
     "first_needs",
     "iter_plan",
     "iter_plan_batches",
@@ -116,6 +117,23 @@ def segments(
     return begins, [*begins[1:], n], shards[bounds].tolist()
 
 
+def drop_evicted(runtime: Runtime, readers: ReaderCache) -> list[int]:
+    """Close the readers of the shards this process evicted since the last call; returns those shards.
+
+    The one consumer of ``runtime.evicted`` (walks at each shard switch, random access at each read).
+    A shard drained by one of them is still safe for another that believes it ready: under a cache
+    limit (the only way a process evicts) every read first pins its shard, which fails for a shard
+    that is gone, and the shard is fetched again.
+    """
+    evicted = runtime.evicted
+    shards: list[int] = []
+    while evicted:
+        shard = evicted.popleft()
+        readers.drop(shard)
+        shards.append(shard)
+    return shards
+
+
 class _Walk:
     """Consumer-side bookkeeping shared by the sync and async walks (no I/O, no waiting)."""
 
@@ -139,11 +157,7 @@ class _Walk:
                 self.readers.prune_replaced()
                 pins.prune()
         self.pinned, self.inode = -1, None
-        evicted = self.runtime.evicted
-        while evicted:
-            shard = evicted.popleft()
-            self.ready.discard(shard)
-            self.readers.drop(shard)
+        self.ready.difference_update(drop_evicted(self.runtime, self.readers))
 
     def enter(self, shard: int) -> bool:
         """Whether ``shard`` can be read now; pins it when a cache limit could evict it."""

@@ -30,7 +30,8 @@ from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.storage.base import Backend, ObjectInfo, check_range
 from astreaming.storage.errormap import call_mapped, from_status
 from astreaming.storage.gcs_auth import GCSAuth
-from astreaming.storage.httpsession import make_session, raise_for_status, read_body, stream_to_file
+from astreaming.storage.httpsession import raise_for_status, read_body, shared_session, stream_to_file
+from astreaming.storage.shared import Lease
 from astreaming.storage.urls import parse_url
 
 T = TypeVar("T")
@@ -115,17 +116,23 @@ class GCSBackend(Backend):
         self.page_size = page_size
         self._int_timeout = max(1, math.ceil(self.timeout))  # gcloud-aio-storage wants whole seconds
         self._client: _Storage | None = None
-        self._client_http: aiohttp.ClientSession | None = None
+        self._client_http: Lease[aiohttp.ClientSession] | None = None
         self._client_auth: GCSAuth | None = None
 
     # -- clients -----------------------------------------------------------------------------------
 
-    def _storage(self) -> _Storage:
+    async def _storage(self) -> _Storage:
         if self._closed:
             raise ConfigError("GCSBackend is closed")
         if self._client is None:
-            # Created lazily inside the running loop: fork-safe, and no session outlives its loop.
-            session = self._client_http = make_session(self.timeout, self.max_connections)
+            # Leased inside the running loop: fork-safe, and no session outlives its loop. The session
+            # (a connection pool) is shared with the process's other HTTP backends on this loop.
+            lease = await shared_session(self.timeout, self.max_connections)
+            if self._client is not None:  # another request of ours set up the client meanwhile
+                await lease.release()
+                return self._client
+            self._client_http = lease
+            session = lease.client
             auth = self._client_auth = GCSAuth(
                 session, service_file=self.service_file, anonymous=self.anonymous
             )
@@ -137,18 +144,18 @@ class GCSBackend(Backend):
         return self._client
 
     async def _auth_headers(self) -> dict[str, str]:
-        self._storage()
+        await self._storage()
         assert self._client_auth is not None
         return await self._client_auth.headers()
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
-        http, self._client_http = self._client_http, None
+        lease, self._client_http = self._client_http, None
         self._client_auth = None
         if client is not None:
-            await client.close()  # a no-op for the session it shares with us, which we close:
-        if http is not None:
-            await http.close()
+            await client.close()  # a no-op for the session it shares with us, which the lease closes:
+        if lease is not None:
+            await lease.release()
         await super().aclose()
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -164,7 +171,10 @@ class GCSBackend(Backend):
         return f"{self.api_root}/storage/v1/b/{bucket}/o/{quote(key, safe='')}"
 
     async def _do(self, url: str, what: str, fn: Callable[[_Storage], Awaitable[T]]) -> T:
-        return await call_mapped(self.stats, url, what, lambda: fn(self._storage()))
+        async def op() -> T:
+            return await fn(await self._storage())
+
+        return await call_mapped(self.stats, url, what, op)
 
     async def _get(self, s: _Storage, url: str, headers: dict[str, str] | None = None) -> Any:
         """Start a media GET (aiohttp response as an async context manager); errors raise typed."""

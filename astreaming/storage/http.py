@@ -16,12 +16,13 @@ from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.storage.base import Backend, ObjectInfo, check_range
 from astreaming.storage.errormap import call_mapped
 from astreaming.storage.httpsession import (
-    make_session,
     raise_for_status,
     read_body,
     request_url,
+    shared_session,
     stream_to_file,
 )
+from astreaming.storage.shared import Lease
 from astreaming.storage.urls import redact
 
 T = TypeVar("T")
@@ -52,24 +53,31 @@ class HTTPBackend(Backend):
         super().__init__(timeout=timeout)
         self.headers = dict(headers or {})
         self.max_connections = max_connections
-        self._client: aiohttp.ClientSession | None = None
+        self._client: Lease[aiohttp.ClientSession] | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
+    async def _session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ConfigError("HTTPBackend is closed")
         if self._client is None:
-            # Created here, inside the running loop that uses it (fork-safe, no loop binding at init).
-            self._client = make_session(self.timeout, self.max_connections)
-        return self._client
+            # Leased here, inside the running loop that uses it (fork-safe, no loop binding at init).
+            lease = await shared_session(self.timeout, self.max_connections)
+            if self._client is None:
+                self._client = lease
+            else:  # another request of ours leased one meanwhile
+                await lease.release()
+        return self._client.client
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        lease, self._client = self._client, None
+        if lease is not None:
+            await lease.release()
         await super().aclose()
 
     async def _do(self, url: str, what: str, fn: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
-        return await call_mapped(self.stats, url, what, lambda: fn(self._session()))
+        async def op() -> T:
+            return await fn(await self._session())
+
+        return await call_mapped(self.stats, url, what, op)
 
     async def read_bytes(self, url: str) -> bytes:
         async def go(s: aiohttp.ClientSession) -> bytes:

@@ -10,6 +10,7 @@ from yarl import URL
 from astreaming.storage.base import CHUNK_SIZE, check_length
 from astreaming.storage.errormap import from_status
 from astreaming.storage.partfile import PartFile
+from astreaming.storage.shared import Lease, acquire
 
 #: Headers sent with every request. We store and verify raw bytes (hashes are over the stored object),
 #: so transparent compression must not happen: ask for identity instead of aiohttp's default gzip.
@@ -28,8 +29,19 @@ def request_url(url: str) -> URL:
     return URL(f"{URL(base)}?{query}", encoded=True)
 
 
+async def shared_session(timeout: float, max_connections: int) -> Lease[aiohttp.ClientSession]:
+    """A lease on the running loop's session for these settings (see :mod:`astreaming.storage.shared`).
+
+    Every HTTP-based backend of the process on this loop with the same timeout and pool size shares one
+    session, so one connection pool; the last lease released closes it.
+    """
+    return await acquire(
+        ("aiohttp", (timeout, max_connections)), lambda: make_session(timeout, max_connections)
+    )
+
+
 def make_session(timeout: float, max_connections: int) -> aiohttp.ClientSession:
-    """One pooled session per backend instance.
+    """A new pooled session (backends share one through :func:`shared_session`).
 
     ``timeout`` bounds connecting and each socket read (so a stall is noticed), not the whole transfer;
     the whole attempt is bounded by the retry policy's ``asyncio.timeout``.
@@ -92,5 +104,6 @@ __all__ = [
     "make_session",
     "raise_for_status",
     "read_body",
+    "shared_session",
     "stream_to_file",
 ]

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.storage.base import CHUNK_SIZE, Backend, ObjectInfo, check_range
 from astreaming.storage.partfile import PartFile
 from astreaming.storage.s3errors import map_botocore
+from astreaming.storage.shared import Lease, acquire
 from astreaming.storage.urls import parse_url, redact
 
 T = TypeVar("T")
@@ -118,9 +119,9 @@ class S3Backend(Backend):
         payers = os.environ.get("MOSAICML_STREAMING_AWS_REQUESTER_PAYS", "")
         self.requester_pays = frozenset(b.strip() for b in payers.split(",") if b.strip())
         self.canned_acl = os.environ.get("S3_CANNED_ACL") or None
-        # endpoint -> client; OCI needs one per namespace endpoint, S3 uses only the key None.
-        self._client_stack: contextlib.AsyncExitStack | None = None
-        self._clients: dict[str | None, Any] = {}
+        # endpoint -> lease on the process's shared client (storage.shared); OCI needs one per namespace
+        # endpoint, S3 uses only the key None.
+        self._clients: dict[str | None, Lease[Any]] = {}
         self._client_lock: asyncio.Lock | None = None
 
     # -- URL mapping (overridden by the OCI backend) -------------------------------------------------
@@ -153,19 +154,37 @@ class S3Backend(Backend):
     async def _client(self, endpoint: str | None) -> Any:
         if self._closed:
             raise ConfigError(f"{type(self).__name__} is closed")
-        client = self._clients.get(endpoint)
-        if client is not None:
-            return client
+        lease = self._clients.get(endpoint)
+        if lease is not None:
+            return lease.client
         if self._client_lock is None:
             self._client_lock = asyncio.Lock()
         async with self._client_lock:
             if endpoint not in self._clients:
-                if self._client_stack is None:
-                    self._client_stack = contextlib.AsyncExitStack()
-                self._clients[endpoint] = await self._client_stack.enter_async_context(
-                    self._create_client(endpoint, unsigned=bool(self.unsigned))
+                unsigned = bool(self.unsigned)
+                self._clients[endpoint] = await acquire(
+                    ("s3", self._client_key(endpoint, unsigned=unsigned)),
+                    lambda: self._create_client(endpoint, unsigned=unsigned),
                 )
-            return self._clients[endpoint]
+            return self._clients[endpoint].client
+
+    def _client_key(self, endpoint: str | None, *, unsigned: bool) -> Hashable:
+        """Everything that goes into :meth:`_create_client`: equal keys would build equal clients."""
+        # The credential chain and botocore's own settings read AWS_* variables when a client is built.
+        env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+        return (
+            type(self).__qualname__,
+            self._endpoint(endpoint),
+            self.region,
+            self.profile,
+            unsigned,
+            self._keys,
+            self.addressing_style,
+            self.max_connections,
+            self.timeout,
+            tuple(sorted(self._config_extra().items())),
+            env,
+        )
 
     def _create_client(self, endpoint: str | None, *, unsigned: bool) -> Any:
         config = AioConfig(
@@ -199,16 +218,15 @@ class S3Backend(Backend):
         """No credentials anywhere: reopen every client unsigned (public buckets), as mosaic did."""
         log.info("no AWS credentials found; using unsigned requests")
         self.unsigned = True
-        stack, self._client_stack = self._client_stack, None
-        self._clients = {}
-        if stack is not None:
-            await stack.aclose()
+        await self._release_clients()
+
+    async def _release_clients(self) -> None:
+        leases, self._clients = self._clients, {}
+        for lease in leases.values():
+            await lease.release()
 
     async def aclose(self) -> None:
-        stack, self._client_stack = self._client_stack, None
-        self._clients = {}
-        if stack is not None:
-            await stack.aclose()
+        await self._release_clients()
         await super().aclose()
 
     async def _do(self, url: str, what: str, fn: Callable[[Any, str, str], Awaitable[T]]) -> T:

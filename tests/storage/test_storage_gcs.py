@@ -30,7 +30,8 @@ async def test_200_concurrent_range_reads(gcs_server: FakeGCSServer) -> None:
         got = await asyncio.gather(*(b.read_range(url, s, e) for s, e in ranges))
         assert got == [data[s:e] for s, e in ranges]
         assert b.stats.requests == 200 and b.stats.errors == 0
-        connector = b._client_http.connector  # type: ignore[union-attr]
+        assert b._client_http is not None
+        connector = b._client_http.client.connector
         assert connector is not None and connector.limit == 64  # bounded pool, shared by all reads
 
 
@@ -43,7 +44,7 @@ async def test_large_upload_is_resumable_and_chunked(
     async with GCSBackend(
         emulator_host=gcs_server.url, resumable_threshold=512 << 10, upload_chunk_size=300 << 10
     ) as b:
-        session = b._storage().session.session
+        session = (await b._storage()).session.session
         real_put = session.put
 
         def spy(url: str, **kw: object) -> object:
