@@ -112,6 +112,9 @@ class Runtime:
                 footprints=[table.max_bytes(shard) for shard in range(table.num_shards)],
                 sooner=lambda distance: [s for s, _ in self.next_use.upcoming(int(distance), _NEEDS_MAX)],
                 protect_within=self.needs_horizon,
+                # A waiting consumer leaves a shard to another reader needing it within 2 batches (a
+                # quarter of the default predownload): about how far a DataLoader worker runs ahead.
+                yield_within=self.needs_horizon if predownload is None else max(1.0, predownload / 4),
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,
