@@ -10,6 +10,7 @@ next epoch starts with it (:func:`next_plan_shards`, a hint for eviction only).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -159,6 +160,10 @@ def next_plan_shards(
     """
     if not isinstance(plan, LazyWorkerPlan) or plan.spec.batching_method != "random" or positions <= 0:
         return None
-    following = LazyWorkerPlan(plan.spec, plan.world, plan.epoch + 1, 0, plan.store)
-    flat = following.batches(0, -(-positions // plan.spec.batch_size)).reshape(-1)
+    with warnings.catch_warnings():
+        # The configuration's warnings (a span larger than the shuffle block) belong to the next epoch's
+        # own plan, which gives them when it starts; a hint must not say them a second time.
+        warnings.simplefilter("ignore")
+        following = LazyWorkerPlan(plan.spec, plan.world, plan.epoch + 1, 0, plan.store)
+        flat = following.batches(0, -(-positions // plan.spec.batch_size)).reshape(-1)
     return shards_of(table, np.ascontiguousarray(flat[flat >= 0], np.int64))
