@@ -19,6 +19,12 @@ job. The jobs are two runs of one sweep (``--soak-orders same``: same shuffle se
 are processes with RANK / WORLD_SIZE / LOCAL_WORLD_SIZE set as torchrun sets them; the whole soak has
 ``--soak-timeout`` seconds. mosaic runs the same shape: what happens is recorded.
 
+**Near-full limit.** ``--near-full-samples`` (default 900) ~10 KB samples in 5 shards, ``cache_limit`` = the
+index plus 4 shards, the default shuffle (which mixes all five shards into every worker's order), a
+``DataLoader(batch_size=16, num_workers=2)``, ``--near-full-epochs`` (default 1): the order needs the fifth
+shard every few samples, so downloads are unavoidable; the question is how many (issue 8: two workers
+taking turns evicting each other's next shard). ``--skip-near-full`` leaves it out.
+
 Each failure (error, timeout, a lost or duplicated sample) is recorded in the results, not raised.
 ``--trace DIR`` logs astreaming's reservations and evictions (``_trace.py``).
 
@@ -403,6 +409,64 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
     }
 
 
+# ------------------------------------------------------------------------------------ near-full limit
+
+
+def run_near_full(
+    served: serve_proxy.Served, lib: str, info: dict[str, Any], data: Path, args: Any
+) -> dict[str, Any]:
+    """Five shards, room for four, the default shuffle, 2 workers: shards downloaded per epoch."""
+    shard_bytes = max(p.stat().st_size for p in data.glob("shard.*"))
+    limit = (data / "index.json").stat().st_size + 4 * shard_bytes
+    opts = {
+        "batch_size": 16,
+        "workers": 2,
+        "cache_limit": limit,
+        "epochs": args.near_full_epochs,
+        "shuffle": True,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-nf-") as tmp:
+        env = dict(served.env, **_lib_env(lib, tmp, tmp))
+        before = served.stats()
+        began = time.perf_counter()
+        with _MosaicShm():
+            (result,), _ = _run_procs([(_command(lib, served.root, opts), env)], args.timeout)
+        wall = time.perf_counter() - began
+        after = served.stats()
+        counters = _sum_stats(Path(tmp)) if lib == "astreaming" else {}
+    link = after["bytes_sent"] - before["bytes_sent"]
+    failure = _check(result, info["samples"], args.near_full_epochs)
+    return {
+        "lib": lib,
+        "shards": info["shards"],
+        "epochs": args.near_full_epochs,
+        "shard_bytes": shard_bytes,
+        "cache_limit": limit,
+        "ok": failure is None,
+        "failure": failure,
+        "link_bytes": link,
+        "x_dataset": link / info["bytes"],
+        # Shards over the link, from the bytes (both libraries download whole shards).
+        "shards_per_epoch": link / shard_bytes / args.near_full_epochs,
+        "wall_s": wall,
+        "counters": counters,
+    }
+
+
+def near_full_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r["lib"],
+            "shards downloaded / epoch": round(r["shards_per_epoch"], 1)
+            if r["ok"]
+            else f"FAILED: {r['failure']}",
+            "x dataset / epoch": round(r["x_dataset"] / r["epochs"], 2),
+            "wall s": round(r["wall_s"], 1),
+        }
+        for r in rows
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- output
 
 
@@ -485,6 +549,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-shuffle-block-size", type=int, default=0, help="0 = two shards' samples")
     p.add_argument("--soak-orders", choices=["same", "different"], default="same", help="see soak_jobs")
     p.add_argument("--soak-timeout", type=float, default=150.0)
+    p.add_argument("--skip-near-full", action="store_true")
+    p.add_argument("--near-full-samples", type=int, default=900, help="~10 KB samples in 5 shards")
+    p.add_argument("--near-full-epochs", type=int, default=1)
     p.add_argument("--data-dir", help="keep and reuse the dataset here (default: a temporary directory)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--markdown", action="store_true", help="also print the tables as markdown")
@@ -515,6 +582,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shard_limit = int(args.shard_mb * 1e6)
     matrix: list[dict[str, Any]] = []
     soak: list[dict[str, Any]] = []
+    near_full: list[dict[str, Any]] = []
     began = time.perf_counter()
     try:
         data = root / f"large-{n}-{shard_limit}"
@@ -541,6 +609,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row = run_soak(served, lib, info, args)
                 soak.append(row)
                 print(f"  soak {lib}: {row['x_dataset']:.2f}x dataset, ok={row['ok']}", flush=True)
+        if not args.skip_near_full:
+            nf = args.near_full_samples
+            # Five shards: a size limit of a fifth of the samples' bytes, plus a little for the headers.
+            nf_data = root / f"near-full-{nf}"
+            nf_info = _common.ensure_dataset(
+                nf_data, nf, "large", size_limit=int(info["bytes"] / n * nf / 5 * 1.01)
+            )
+            with serve_proxy.serve(nf_data, "s3", args.latency, args.bandwidth) as nf_served:
+                for lib in libs:
+                    row = run_near_full(nf_served, lib, nf_info, nf_data, args)
+                    near_full.append(row)
+                    print(
+                        f"  near-full {lib}: {row['shards_per_epoch']:.1f} shards / epoch "
+                        f"of {nf_info['shards']}, ok={row['ok']}",
+                        flush=True,
+                    )
     finally:
         if not args.data_dir:
             shutil.rmtree(root, ignore_errors=True)
@@ -554,6 +638,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "shuffle": args.shuffle,
         "matrix": matrix,
         "soak": soak,
+        "near_full": near_full,
         "total_s": time.perf_counter() - began,
     }
     if matrix:
@@ -565,8 +650,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{args.soak_epochs} epochs"
         )
         _common.print_table(soak_table(soak))
+    if near_full:
+        print("\nnear-full limit: 5 shards, room for 4, default shuffle, 2 workers")
+        _common.print_table(near_full_table(near_full))
     if args.markdown:
         print()
+        if near_full:
+            print(markdown(near_full_table(near_full)) + "\n")
         if matrix:
             print(markdown(matrix_table(matrix)) + "\n")
         if soak:

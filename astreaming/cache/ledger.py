@@ -13,6 +13,8 @@ Tables:
 * ``reservations``: room a download holds before its files exist (the peak of zip plus raw).
 * ``owners``: the processes using the directory, each with its position in its own plan.
 * ``needs``: the shards each process needs soon, at a position of its plan (for "furthest next use").
+* ``waits``: the processes whose consumer waits for room now (nobody leaves a shard to them: see
+  :meth:`~astreaming.cache.budget.NodeBudget.try_reserve`).
 
 A process is alive while it holds an exclusive ``flock`` on ``owners/<token>.lock``; the kernel releases it
 when the process dies, so :meth:`Ledger.sweep` can drop the reservations and needs of dead processes at
@@ -61,9 +63,13 @@ CREATE TABLE IF NOT EXISTS reservations (
     owner TEXT NOT NULL, key TEXT NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (owner, key));
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, pid INTEGER NOT NULL, position REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS needs (owner TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS waits (owner TEXT PRIMARY KEY, since REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS needs_key ON needs (key);
 CREATE INDEX IF NOT EXISTS reservations_key ON reservations (key);
 """
+
+#: Tables whose rows belong to one process (dropped when it leaves or dies).
+_OWNED = ("reservations", "needs", "owners", "waits")
 
 
 def ledger_dir(root: Path) -> Path:
@@ -348,6 +354,33 @@ class Ledger:
                 out[(i, key)] = max(0.0, float(distance))
         return out
 
+    def needers(self, conns: Sequence[sqlite3.Connection]) -> dict[tuple[int, str], tuple[str, float]]:
+        """For each entry other processes need soon: the process that needs it soonest, and the distance."""
+        out: dict[tuple[int, str], tuple[str, float]] = {}
+        for i, conn in enumerate(conns):
+            # SQLite gives the bare column (owner) of the row holding the MIN.
+            for key, distance, owner in conn.execute(
+                "SELECT n.key, MIN(n.at - o.position), n.owner FROM needs n "
+                "JOIN owners o ON n.owner = o.owner WHERE n.owner != ? GROUP BY n.key",
+                (self.owner,),
+            ):
+                out[(i, key)] = (str(owner), max(0.0, float(distance)))
+        return out
+
+    def set_waiting(self, conns: Sequence[sqlite3.Connection], waiting: bool) -> None:
+        """Record whether this process's consumer waits for room (in every directory)."""
+        for conn in conns:
+            if waiting:
+                conn.execute(
+                    "INSERT OR IGNORE INTO waits (owner, since) VALUES (?, ?)", (self.owner, self.now())
+                )
+            else:
+                conn.execute("DELETE FROM waits WHERE owner = ?", (self.owner,))
+
+    def waiting(self, conns: Sequence[sqlite3.Connection]) -> set[str]:
+        """The processes whose consumer waits for room now."""
+        return {str(o) for conn in conns for (o,) in conn.execute("SELECT owner FROM waits")}
+
     def publish(
         self, conns: Sequence[sqlite3.Connection], position: float, needs: Sequence[tuple[LedgerKey, float]]
     ) -> None:
@@ -366,7 +399,7 @@ class Ledger:
     def withdraw(self, conns: Sequence[sqlite3.Connection]) -> None:
         """Remove this process's reservations, needs and owner row (it stops using the cache)."""
         for conn in conns:
-            for table in ("reservations", "needs", "owners"):
+            for table in _OWNED:
                 conn.execute(f"DELETE FROM {table} WHERE owner = ?", (self.owner,))
 
     def sweep(self, conns: Sequence[sqlite3.Connection]) -> list[tuple[int, str]]:
@@ -376,6 +409,7 @@ class Ledger:
             owners = {o for (o,) in conn.execute("SELECT owner FROM reservations")}
             owners |= {o for (o,) in conn.execute("SELECT owner FROM owners")}
             owners |= {o for (o,) in conn.execute("SELECT owner FROM needs")}
+            owners |= {o for (o,) in conn.execute("SELECT owner FROM waits")}
             with contextlib.suppress(FileNotFoundError):
                 owners |= {p.stem for p in d.owners_dir.iterdir() if p.suffix == ".lock"}
             for owner in owners:
@@ -384,7 +418,7 @@ class Ledger:
                 orphans += [
                     (i, k) for (k,) in conn.execute("SELECT key FROM reservations WHERE owner = ?", (owner,))
                 ]
-                for table in ("reservations", "needs", "owners"):
+                for table in _OWNED:
                     conn.execute(f"DELETE FROM {table} WHERE owner = ?", (owner,))
                 with contextlib.suppress(FileNotFoundError):
                     (d.owners_dir / f"{owner}.lock").unlink()

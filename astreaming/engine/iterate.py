@@ -29,6 +29,7 @@ from astreaming.engine.planfeed import (
     PlanFeed,
     WindowNextUse,
     first_needs,
+    next_plan_shards,
     shards_of,
     window_shards,
 )
@@ -223,7 +224,15 @@ def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None) -> None
     if ahead is not None:
         runtime.scheduler.want_many(ahead.order.tolist(), ahead.first.tolist())
     if runtime.budget is not None and current is not None:
-        runtime.next_use = WindowNextUse(window_shards(current, ahead), current.start)
+        runtime.window(WindowNextUse(window_shards(current, ahead), current.start))
+
+
+def _next_plan(runtime: Runtime, table: ShardTable, plan: Plan) -> npt.NDArray[np.int64] | None:
+    """Under a cache limit, the shards the next epoch starts with (looked up once per walk, after its
+    first chunk: never on the way to the first sample)."""
+    if runtime.budget is None:
+        return None
+    return next_plan_shards(table, plan, runtime.later_positions)
 
 
 async def _on_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -355,6 +364,8 @@ def _decoded_segments(
                     if spent >= RELEASE_EVERY:
                         readers.release_pages()
                         spent = 0
+            if chunk.start == 0 and (later := _next_plan(core, table, plan)) is not None:
+                call(_on_loop(core.expect_next, later))
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead))
             report = _add_triggers(report, ahead, predownload)
@@ -468,6 +479,8 @@ async def aiter_plan(
                 if spent >= RELEASE_EVERY:
                     readers.release_pages()
                     spent = 0
+            if chunk.start == 0 and (later := _next_plan(runtime, table, plan)) is not None:
+                runtime.expect_next(later)
             chunk, ahead = ahead, feed.next()
             _slide(runtime, chunk, ahead)
     finally:

@@ -4,11 +4,13 @@ A plan is an iterable of chunks of sample ids (``LazyWorkerPlan``) or one array.
 ``c`` while the scheduler already wants the shards of chunk ``c + 1`` at their plan positions, so
 downloads never wait for a chunk boundary (a chunk is 64k samples, far more than ``predownload``).
 The furthest-next-use eviction of a cache budget sees the shards of the same two chunks
-(:class:`WindowNextUse`): a shard needed only beyond them counts as never needed again.
+(:class:`WindowNextUse`): a shard needed only beyond them counts as never needed again - unless the
+next epoch starts with it (:func:`next_plan_shards`, a hint for eviction only).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -17,8 +19,17 @@ import numpy.typing as npt
 
 from astreaming.cache.nextuse import NextUse
 from astreaming.engine.shards import ShardTable
+from astreaming.order.lazy import LazyWorkerPlan
 
-__all__ = ["Chunk", "PlanFeed", "WindowNextUse", "first_needs", "shards_of", "window_shards"]
+__all__ = [
+    "Chunk",
+    "PlanFeed",
+    "WindowNextUse",
+    "first_needs",
+    "next_plan_shards",
+    "shards_of",
+    "window_shards",
+]
 
 
 def first_needs(
@@ -135,3 +146,24 @@ def window_shards(*chunks: Chunk | None) -> npt.NDArray[np.int64]:
     """The shard of every position of consecutive chunks (the next-use window)."""
     parts = [c.shards for c in chunks if c is not None]
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def next_plan_shards(
+    table: ShardTable, plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64], positions: int
+) -> npt.NDArray[np.int64] | None:
+    """The shard of each of the first ``positions`` of this worker's next epoch, or None if not cheap.
+
+    Only a lazy plan of ``random`` batching (the default) computes a few batches of an epoch without the
+    whole epoch; the shuffle's per-epoch artefacts it needs are the ones the next epoch computes anyway
+    (shared through the plan store, so the next epoch finds them). The next epoch is assumed to be
+    ``epoch + 1`` from its start: a hint for eviction, where a wrong guess costs bytes, never samples.
+    """
+    if not isinstance(plan, LazyWorkerPlan) or plan.spec.batching_method != "random" or positions <= 0:
+        return None
+    with warnings.catch_warnings():
+        # The configuration's warnings (a span larger than the shuffle block) belong to the next epoch's
+        # own plan, which gives them when it starts; a hint must not say them a second time.
+        warnings.simplefilter("ignore")
+        following = LazyWorkerPlan(plan.spec, plan.world, plan.epoch + 1, 0, plan.store)
+        flat = following.batches(0, -(-positions // plan.spec.batch_size)).reshape(-1)
+    return shards_of(table, np.ascontiguousarray(flat[flat >= 0], np.int64))

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from astreaming.cache.budget import NodeBudget
-from astreaming.cache.nextuse import NextUse
+from astreaming.cache.nextuse import LaterUse, NextUse
 from astreaming.cache.pins import Pins
 from astreaming.engine.fetcher import ShardFetcher
 from astreaming.engine.ledgerkeys import ledger_layout
@@ -41,6 +41,8 @@ _log = logging.getLogger(__name__)
 _NEEDS_HORIZON = 1024
 #: At most this many shards announced per process.
 _NEEDS_MAX = 256
+#: At most this many positions of the next epoch are looked at (see ``Runtime.later``).
+_LATER_MAX = 1 << 16
 #: Seconds between announcements (only when the consumer moved).
 _PUBLISH_EVERY = 0.2
 #: Warn about thrashing once a plan's refetches exceed this share of its distinct shards (and _MIN).
@@ -94,6 +96,10 @@ class Runtime:
         ]
         #: Plan positions ahead for which this process publishes its needs (and protects shards).
         self.needs_horizon = max(4 * int(predownload or 0), _NEEDS_HORIZON)
+        #: The next epoch's first needs (kept over shards nobody needs; see :class:`LaterUse`).
+        self.later: LaterUse | None = None
+        #: Positions of the next epoch whose shards are looked up: about what the budget holds.
+        self.later_positions = self.needs_horizon
         if cache_limit is not None:
             layout = ledger_layout(table, cache_limit, readers=readers)
             self.budget = NodeBudget(
@@ -106,11 +112,18 @@ class Runtime:
                 footprints=[table.max_bytes(shard) for shard in range(table.num_shards)],
                 sooner=lambda distance: [s for s, _ in self.next_use.upcoming(int(distance), _NEEDS_MAX)],
                 protect_within=self.needs_horizon,
+                # A waiting consumer leaves a shard to another reader needing it within 2 batches (a
+                # quarter of the default predownload): about how far a DataLoader worker runs ahead.
+                yield_within=self.needs_horizon if predownload is None else max(1.0, predownload / 4),
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,
             )
             self.pins = Pins(layout.targets)
+            # Twice the positions of the shards the limit holds: enough to rank every shard it can keep.
+            raw = sum(table.raw_bytes(s) for s in range(table.num_shards))
+            fits = cache_limit / raw * int(table.bounds[-1]) if raw else 0.0
+            self.later_positions = int(min(_LATER_MAX, max(self.needs_horizon, 2 * fits)))
 
     def _on_evict(self, shard: int) -> None:
         # Called on the budget's thread: hand the shard to the loop (the scheduler is not thread-safe).
@@ -208,6 +221,7 @@ class Runtime:
             first_need: The position first needing each of ``shards``.
         """
         self.next_use = NextUse(plan_shards)
+        self.later = None  # the hint of the plan that ended was about this one
         self._published = -1.0
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
         self.fetcher.new_plan()
@@ -216,6 +230,17 @@ class Runtime:
         self.scheduler.want_many(shards.tolist(), first_need.tolist())
         if self.budget is not None and self._publisher is None:
             self._publisher = asyncio.get_running_loop().create_task(self._publish_needs())
+
+    def expect_next(self, shards: npt.NDArray[np.int64]) -> None:
+        """The next plan starts with these shards (one per position): keep them over unneeded ones."""
+        self.later = LaterUse(shards)
+        self.next_use.later = self.later
+        self._published = -1.0  # announce them
+
+    def window(self, next_use: NextUse) -> None:
+        """Eviction now looks at ``next_use`` (the walk's window of the current plan)."""
+        next_use.later = self.later
+        self.next_use = next_use
 
     async def _publish_needs(self) -> None:
         """Tell the node, a few times a second, which shards this process needs soon (for eviction)."""
@@ -227,6 +252,7 @@ class Runtime:
             if position != self._published:
                 self._published = position
                 needs = next_use.upcoming(horizon, _NEEDS_MAX)
+                needs += next_use.later_needs({s for s, _ in needs}, _NEEDS_MAX - len(needs))
                 try:
                     await self.budget.run(self.budget.publish, position, needs)
                 except Exception as exc:

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,13 @@ class Process:
     """A budget and pins standing for one process on the node."""
 
     def __init__(
-        self, root: Path, limit: int, next_use: dict[int, float] | None = None, *, protect_within: float = 0
+        self,
+        root: Path,
+        limit: int,
+        next_use: dict[int, float] | None = None,
+        *,
+        protect_within: float = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
         self.next_use = next_use or {}
@@ -54,6 +62,7 @@ class Process:
             next_use=lambda s: self.next_use.get(s, math.inf),
             on_evict=self.evicted.append,
             protect_within=protect_within,
+            clock=clock,
         )
         self.budget.open()
         self.pins = Pins([root / f"shard.{s:05d}.mds" for s in range(SHARDS)])
@@ -142,9 +151,48 @@ def test_lookahead_never_evicts_a_shard_needed_within_the_protected_horizon(tmp_
     a.next_use[6] = 10
     assert not a.download(7, distance=20)  # 0 (b's, at 50) and 6 (at 10) are both protected
     assert resident(tmp_path) == {0, 6}
-    # The shard the consumer waits for still displaces anything unpinned.
+    # The shard the consumer waits for displaces anything unpinned (b waits for room too here, so a does
+    # not leave 0 to it: see the next test).
+    with b.budget.ledger.transaction() as conns:
+        b.budget.ledger.set_waiting(conns, True)
     assert a.download(7, distance=0)
     assert 7 in resident(tmp_path)
+
+
+def test_a_waiting_consumer_leaves_another_readers_next_shard_to_it(tmp_path: Path) -> None:
+    now = [0.0]
+    a = Process(tmp_path, 3 * SHARD, next_use={0: 0, 2: 30}, protect_within=100, clock=lambda: now[0])
+    b = Process(tmp_path, 3 * SHARD, next_use={1: 0, 2: 10}, protect_within=100, clock=lambda: now[0])
+    assert a.download(0) and b.download(1) and a.download(2)
+    assert a.pins.pin(0) is not None and b.pins.pin(1) is not None  # each reads its shard
+    a.budget.publish(0.0, [(0, 0.0), (2, 30.0)])
+    b.budget.publish(0.0, [(1, 0.0), (2, 10.0)])
+    # a's consumer needs shard 3 now. The only victim, 2, is b's next shard: evicting it would cost b a
+    # second download moments later. b is consuming, not waiting: a waits for b to be done with it.
+    assert not a.download(3)
+    assert a.budget.statistics().yields == 1 and resident(tmp_path) == {0, 1, 2}
+    # b needs shard 4 now, and 2 is a's need - but a waits for room: never waited for, or the two would
+    # wait for each other for ever. b evicts 2 and goes on (a full budget, both pinned, no deadlock).
+    assert b.download(4) and resident(tmp_path) == {0, 1, 4}
+    b.budget.publish(5.0, [(4, 5.0)])
+    b.pins.unpin(1)  # b moved to shard 4
+    assert a.download(3) and 1 not in resident(tmp_path)  # 1: nobody needs it any more
+    a.pins.close()
+    b.pins.close()
+
+
+def test_a_reader_is_waited_for_at_most_yield_for_seconds(tmp_path: Path) -> None:
+    # A reader that stopped consuming (a DataLoader worker whose queue is full) cannot stall the others.
+    now = [0.0]
+    a = Process(tmp_path, 2 * SHARD, protect_within=100, clock=lambda: now[0])
+    b = Process(tmp_path, 2 * SHARD)
+    assert b.download(0) and b.download(1)
+    b.budget.publish(0.0, [(0, 3.0), (1, 4.0)])
+    assert not a.download(2)
+    now[0] += a.budget.yield_for / 2
+    assert not a.download(2)
+    now[0] += a.budget.yield_for / 2
+    assert a.download(2) and resident(tmp_path) == {0, 2}  # 1, needed later, went
 
 
 def test_pinned_shards_are_never_evicted_by_any_process(tmp_path: Path) -> None:

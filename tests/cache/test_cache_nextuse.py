@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from astreaming.cache.nextuse import NextUse
+from astreaming.cache.nextuse import LATER, LaterUse, NextUse
 
 
 def brute(plan: list[int], shard: int, position: int) -> float:
@@ -57,3 +57,17 @@ def test_upcoming_lists_the_shards_needed_soon_in_order() -> None:
     assert nu.upcoming(100, 10) == [(3, 6.0), (0, 7.0), (5, 9.0)]
     nu.offset = 1000  # a window of a longer plan
     assert nu.global_position == 1006 and nu.upcoming(2, 10) == [(3, 1006.0), (0, 1007.0)]
+
+
+def test_the_next_plans_first_needs_rank_after_this_plans_and_before_none() -> None:
+    nu = NextUse(np.array([3, 3, 1, 1, 2]))
+    nu.later = LaterUse(np.array([1, 1, -1, 0, 3, 0]))
+    nu.advance(2)
+    # In this plan: its own position. Past it: LATER plus the next plan's first position needing it.
+    assert nu(1) == 2 and nu(2) == 4
+    assert (nu(3) - nu.position, nu(0) - nu.position) == (LATER + 4, LATER + 3)
+    assert nu(5) == math.inf  # needed by neither plan
+    assert all(nu(s) < LATER for s in (1, 2))
+    # Announced to the node after this plan's needs: at the position plus LATER plus the next position.
+    assert nu.later_needs({1}, limit=5) == [(0, 2 + LATER + 3), (3, 2 + LATER + 4)]
+    assert nu.later_needs(set(), limit=1) == [(1, 2 + LATER)]

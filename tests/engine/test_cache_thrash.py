@@ -81,3 +81,41 @@ def test_refetches_of_dataloader_workers_reach_stats(
     assert sorted(i for b in loader for i in b["id"].tolist()) == list(range(SAMPLES))
     stats = ds.stats()
     assert stats["processes"] >= 2 and stats["refetches"] > 0
+
+
+def _near_full(remote: Path, local: Path) -> StreamingDataset:
+    shard_bytes = max(p.stat().st_size for p in remote.glob("shard.*"))
+    index_bytes = (remote / "index.json").stat().st_size
+    # Five shards, room for four, and the default shuffle mixes all five into every worker's order.
+    return StreamingDataset(
+        remote=str(remote),
+        local=str(local),
+        batch_size=4,
+        shuffle=True,
+        cache_limit=index_bytes + 4 * shard_bytes,
+    )
+
+
+def _downloads(ds: StreamingDataset, workers: int, context: str | None) -> int:
+    loader = StreamingDataLoader(ds, batch_size=4, num_workers=workers, multiprocessing_context=context)
+    assert sorted(i for b in loader for i in b["id"].tolist()) == list(range(NEAR_FULL))
+    return int(ds.stats()["shards_downloaded"])
+
+
+NEAR_FULL = 450
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_two_workers_under_a_near_full_limit_download_about_what_one_process_does(
+    make_dataset: MakeDataset, tmp_path: Path, context: str
+) -> None:
+    # The order needs the fifth shard every few samples: some downloads are unavoidable, and one
+    # process makes them (the reference). Two workers used to take turns evicting each other's next
+    # shard (59-75 downloads against the reference's 45-49); a waiting consumer now leaves the other
+    # reader's next shard to it, and the two download about what one process does.
+    remote = make_dataset(NEAR_FULL, size_limit=2450)
+    one = _downloads(_near_full(remote, tmp_path / "one"), 0, None)
+    ds = _near_full(remote, tmp_path / "two")
+    assert ds.num_shards == 5
+    two = _downloads(ds, 2, context)
+    assert two <= 1.2 * one, (two, one)
