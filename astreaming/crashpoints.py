@@ -11,6 +11,9 @@ its start (a forked child starts again from 0). Points:
 ``publish.after_rename``    the file is published; the publish lock and the ledger row are not yet
 ``fetch.before_commit``     a shard's files are published; its reservation is not yet its size
 ``decompress.zip_ready``    the compressed file is in the cache; the raw file not yet
+``decompress.writing``      decompression has written part of the raw temp file (each chunk)
+``verify.hashing``          ``validate_hash`` is reading a downloaded file (each chunk hashed)
+``verify.matched``          its digest matched the index; the file is not yet published
 ``ledger.before_commit``    a ledger transaction has written its rows, under the ledger's flock
 ``ledger.forget``           a resident row is deleted (eviction: before its files are unlinked)
 ``pin``                     a reader pinned the shard it is about to read
@@ -39,6 +42,9 @@ POINTS = (
     "ledger.before_commit",
     "ledger.forget",
     "pin",
+    "decompress.writing",
+    "verify.hashing",
+    "verify.matched",
 )
 
 _target: str | None = None

@@ -66,12 +66,16 @@ REACHABLE = {
     "ledger.before_commit": (60, 36),
     "ledger.forget": (18, 5),
     "pin": (300, 80),
+    # One chunk per file at these shard sizes: once per decompression and once per downloaded file.
+    "decompress.writing": (28, 10),
+    "verify.hashing": (28, 10),
+    "verify.matched": (28, 10),
     CONSUME: (230, 230),  # of the 240 batches of 2 epochs, counted by the consumer in either case
 }
 KINDS = (*POINTS, CONSUME)
 MATRIX_SIZE = 54
 # The default run: a ledger transaction under its flock, eviction, and a publish from S3 with workers.
-DEFAULT_SLICE = (5, 15, 29)
+DEFAULT_SLICE = (5, 18, 38)
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,7 @@ def run_case(
         predownload=16,
         shuffle_block_size=48,  # 3 shards: readers move through the cache, eviction keeps up with them
         cache_limit=limit,
+        validate_hash="xxh64",  # the killed run verifies too: points inside hash verification are reached
     )
     killed: dict[str, Any] = {
         "dataset": dataset,
@@ -325,7 +330,7 @@ def run_case(
     ), f"{case}: not killed (exit {outcome.code}): {outcome.log[-2000:]}"
     assert outcome.result is None, str(case)
     rerun = {
-        "dataset": {**dataset, "validate_hash": "xxh64"},
+        "dataset": dataset,
         "num_workers": case.workers,
         "context": "fork",
         "epochs": 1,
