@@ -27,6 +27,7 @@ import pytest
 from torch.utils.data import dataloader as torch_dataloader
 
 from astreaming import StreamingDataLoader, StreamingDataset
+from astreaming import dataloader as dataloader_module
 from astreaming.dataloader import _ExitShortcut, _WorkerInit
 from astreaming.errors import ObjectNotFound
 from astreaming.fetch.loop_thread import LoopThread
@@ -116,6 +117,7 @@ def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
         import json, sys
         from torch.utils.data import dataloader as torch_dataloader
         from astreaming import StreamingDataLoader, StreamingDataset
+from astreaming import dataloader as dataloader_module
 
         exitcodes = []
         original = torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers
@@ -273,3 +275,33 @@ def test_worker_exit_handlers_are_registered_first(monkeypatch: pytest.MonkeyPat
     assert seen_by_user == [2]  # before the user's own init (and the dataset's runtime) could register
     ((callback, priority),) = finalizers
     assert callback == shortcut.note_run_ended and priority > 0
+
+
+class _Failing(StreamingDataset):
+    """Its first sample raises ``error`` from inside the loader's ``next()``, as Ctrl-C arrives there."""
+
+    error: type[BaseException] = KeyboardInterrupt
+
+    def get_item(self, sample_id: int) -> dict[str, Any]:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "frozen"), [(KeyboardInterrupt, True), (ValueError, False)])
+def test_ctrl_c_through_the_loader_freezes_the_heap_for_the_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type[BaseException], frozen: bool
+) -> None:
+    """After Ctrl-C the interpreter's final collections skip the heap (``gc.freeze`` at exit: 1 to 2 s of
+    a loaded machine's exit, ``benchmarks/shutdown.py``); another error leaves the exit as it was."""
+    registered: list[Any] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(dataloader_module, "_freezing", [])
+    root = write_dataset(tmp_path / "ds", NUM_SAMPLES, size_limit=200)
+    ds = _Failing(local=str(root), batch_size=4)
+    ds.error = error
+    try:
+        with pytest.raises(error):
+            for _ in StreamingDataLoader(ds, batch_size=4):
+                pass
+    finally:
+        ds.close()
+    assert registered.count(gc.freeze) == (1 if frozen else 0)
