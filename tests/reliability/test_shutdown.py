@@ -117,7 +117,6 @@ def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
         import json, sys
         from torch.utils.data import dataloader as torch_dataloader
         from astreaming import StreamingDataLoader, StreamingDataset
-from astreaming import dataloader as dataloader_module
 
         exitcodes = []
         original = torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers
