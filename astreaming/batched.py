@@ -37,15 +37,51 @@ from astreaming.engine.iterate import batch_decoder, iter_plan_batches
 from astreaming.format.mds.columns import STACKED_KINDS, Columns
 from astreaming.format.reader import ShardReader
 
-__all__ = ["BatchedDataset", "assemble"]
+__all__ = ["BatchedDataset", "assemble", "batched"]
 
 #: A stacked column up to this size travels inside the pickle of its batch; a larger one goes through
 #: a shared-memory segment (one file descriptor per tensor, which costs ~0.5 ms to hand over).
 INBAND_MAX = 1 << 20
 
 
-class BatchedDataset(IterableDataset):  # type: ignore[type-arg]
-    """The batches a DataLoader with ``batch_size`` would build from ``dataset``'s samples, built whole.
+class BatchedDataset:
+    """The batches a DataLoader with ``batch_size`` would build from a dataset's samples, built whole.
+
+    A view of the user's dataset, made by :func:`batched`: its class derives from this class and from
+    the dataset's own class, and it shares the dataset's attributes (one ``__dict__``), so that a
+    ``worker_init_fn`` reading or setting ``get_worker_info().dataset`` sees the user's dataset, down to
+    ``isinstance(info.dataset, TheirSubclass)``; only its ``__iter__`` (batches) is of its own.
+    """
+
+    __slots__ = ("_batching", "_source")
+
+    _source: StreamingDataset
+    _batching: tuple[int, bool, Callable[[list[Any]], Any] | None]
+
+    def __iter__(self) -> Iterator[Any]:
+        batch_size, drop_last, collate_fn = self._batching
+        in_worker = get_worker_info() is not None
+        decoder = _samples_decoder if collate_fn is not None else _columns_decoder
+        walker = functools.partial(iter_plan_batches, batch_size=batch_size, decoder=decoder)
+        walk: Callable[[int, Any], Iterator[Any]] = self._walk  # type: ignore[attr-defined]
+        for pieces in walk(0, walker):
+            if drop_last and sum(map(len, pieces)) < batch_size:
+                continue  # the worker's last batch; the walk still ends (and completes the epoch)
+            yield assemble(pieces, collate_fn, in_worker=in_worker)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A spawned worker gets the user's dataset as it pickles itself, and the view is made again
+        # there (its class is made at run time: it cannot be pickled by name).
+        return batched, (self._source, *self._batching)
+
+
+def batched(
+    dataset: StreamingDataset,
+    batch_size: int,
+    drop_last: bool,
+    collate_fn: Callable[[list[Any]], Any] | None,
+) -> IterableDataset[Any]:
+    """The :class:`BatchedDataset` view of ``dataset`` (an instance of both).
 
     Args:
         dataset: The dataset (its ``__iter__`` is not overridden; hooks are honoured).
@@ -54,35 +90,19 @@ class BatchedDataset(IterableDataset):  # type: ignore[type-arg]
         collate_fn: Collates a list of samples; None: :func:`~astreaming.collate.collate`, column
             by column where the encodings allow.
     """
+    view: Any = object.__new__(_view_class(type(dataset)))
+    view.__dict__ = dataset.__dict__  # one set of attributes: what either sets, both see
+    view._source = dataset
+    view._batching = (batch_size, drop_last, collate_fn)
+    made: IterableDataset[Any] = view
+    return made
 
-    def __init__(
-        self,
-        dataset: StreamingDataset,
-        batch_size: int,
-        drop_last: bool,
-        collate_fn: Callable[[list[Any]], Any] | None,
-    ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.collate_fn = collate_fn
 
-    def __getattr__(self, name: str) -> Any:
-        # A worker_init_fn sees this object as ``get_worker_info().dataset``: let it read the dataset's
-        # attributes as it did before batches were built whole. (Dunder names and ``dataset`` itself
-        # are left alone: unpickling looks them up before ``__dict__`` is filled.)
-        if name.startswith("__") or name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __iter__(self) -> Iterator[Any]:
-        in_worker = get_worker_info() is not None
-        decoder = _samples_decoder if self.collate_fn is not None else _columns_decoder
-        walker = functools.partial(iter_plan_batches, batch_size=self.batch_size, decoder=decoder)
-        for pieces in self.dataset._walk(0, walker):
-            if self.drop_last and sum(map(len, pieces)) < self.batch_size:
-                continue  # the worker's last batch; the walk still ends (and completes the epoch)
-            yield assemble(pieces, self.collate_fn, in_worker=in_worker)
+@functools.cache
+def _view_class(cls: type[StreamingDataset]) -> type[BatchedDataset]:
+    name = f"Batched{cls.__name__}"
+    made: type[BatchedDataset] = type(name, (BatchedDataset, cls), {"__slots__": (), "__module__": __name__})
+    return made
 
 
 def _samples_decoder(reader: ShardReader) -> Callable[[list[int]], list[Any]]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
+import logging
+import multiprocessing.util
+import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from astreaming.batched import BatchedDataset
+from astreaming.batched import batched
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
@@ -63,13 +68,50 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         install_stop_event(self.event)
-        # Registered before anything astreaming registers in the worker, so it runs last (atexit is LIFO):
-        # a spawned worker ends through the interpreter's shutdown, whose full garbage collection over
-        # torch's objects took 2 to 3 s per worker, each second of which delays the loader's shutdown.
-        # Frozen objects are skipped by it; the process is exiting, nothing else needs them collected.
-        atexit.register(gc.freeze)
+        # Registered before anything astreaming registers in the worker, so they run last (atexit is
+        # LIFO). Only a spawned worker runs them: it ends through the interpreter's shutdown, where a
+        # forked one ends with os._exit right after its multiprocessing finalizers (see _ExitShortcut).
+        shortcut = _ExitShortcut()
+        multiprocessing.util.Finalize(None, shortcut.note_run_ended, exitpriority=_FIRST)
+        atexit.register(shortcut)
+        atexit.register(gc.freeze)  # should the shortcut not be taken: the final collection skips them
         if self.user_fn is not None:
             self.user_fn(worker_id)
+
+
+#: Above any exit priority multiprocessing or torch gives their own finalizers: runs first.
+_FIRST = 1 << 30
+
+
+class _ExitShortcut:
+    """The last exit handler of a spawned worker: it ends the process with ``os._exit(0)``, as a forked
+    worker ends, instead of finishing the interpreter's shutdown, which collects and tears down every
+    module of torch's heap object by object: 1 to 5 s per worker on a loaded machine, during which the
+    loader waits for it (``benchmarks/shutdown.py``; a worker ends when its loader stops it after an
+    error or Ctrl-C, and at the end of each epoch without ``persistent_workers``). The exit handlers
+    registered since the worker started (astreaming's own, the user's ``worker_init_fn``'s) have run;
+    logging is shut down and stdout and stderr are flushed first. Skipped, as in a forked worker: exit
+    handlers registered while the worker's modules were imported, and ``__del__`` at module teardown.
+
+    Only after the worker's ``run()`` returned: multiprocessing calls :meth:`note_run_ended` right after
+    it, in a ``finally`` where an exception that escaped ``run()`` is still in flight. Otherwise the
+    shutdown takes its usual course, with the exit code it gives.
+    """
+
+    def __init__(self) -> None:
+        self.clean = False
+
+    def note_run_ended(self) -> None:
+        self.clean = sys.exc_info()[0] is None
+
+    def __call__(self) -> None:
+        if not self.clean:
+            return
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
@@ -110,7 +152,7 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             return None
         if self._inner is None:
             collate_fn = None if self.collate_fn is collate else self.collate_fn
-            batches = BatchedDataset(dataset, self.batch_size, self.drop_last, collate_fn)
+            batches = batched(dataset, self.batch_size, self.drop_last, collate_fn)
             self._inner = DataLoader(
                 batches,
                 batch_size=None,
@@ -145,11 +187,13 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
                 yield batch
         except GeneratorExit:
             raise  # the consumer stopped early: dropping the iterator shuts its workers down at once
-        except BaseException:
+        except BaseException as error:
             # An error (a failed download, Ctrl-C) keeps the iterator alive in the traceback until the
             # garbage collector frees it, when its workers can no longer be told to stop and each costs
             # torch's 5 s join timeout. Stop them now, while they still listen.
             self._stop_workers(runner, iterator)
+            if isinstance(error, KeyboardInterrupt):
+                _freeze_at_exit()
             raise
 
     def _stop_workers(self, runner: DataLoader[Any], iterator: Any) -> None:
@@ -181,6 +225,19 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             iterator = getattr(runner, "_iterator", None)
             if iterator is not None and hasattr(iterator, "_shutdown_workers"):
                 iterator._shutdown_workers()
+
+
+_freezing: list[bool] = []
+
+
+def _freeze_at_exit() -> None:
+    """After Ctrl-C the interpreter is most likely exiting: let its final garbage collections skip the
+    objects alive then (``gc.freeze``). Over torch's heap they took 1 to 2 s of the exit on a loaded
+    machine (``benchmarks/shutdown.py``); objects not in reference cycles are freed as ever, and Python
+    never promised ``__del__`` for objects that still exist at exit. Registered once per process."""
+    if not _freezing:
+        _freezing.append(True)
+        atexit.register(gc.freeze)
 
 
 def _as_is(batch: Any) -> Any:

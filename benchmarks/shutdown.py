@@ -1,6 +1,6 @@
 """Shutdown times: after a download failure and on Ctrl-C, StreamingDataLoader vs plain torch.
 
-    python benchmarks/shutdown.py [--runs 5]
+    python benchmarks/shutdown.py [--runs 5] [--load N] [--only teardown|sigint]
 
 1. **Teardown after a failed download** (2 workers, fork and spawn): a remote with one shard missing.
    Measured from the start of the ``next()`` that raises to the end of ``del loader; gc.collect()``
@@ -8,8 +8,12 @@
    ``StreamingDataLoader`` and by a plain ``torch.utils.data.DataLoader``.
 2. **Ctrl-C with 2 workers**, each waiting for data: a child process iterates; once it has a batch, the
    parent sends SIGINT to its process group (as a terminal's Ctrl-C does) or to the main process only,
-   and times until the child has exited. astreaming: StreamingDataLoader over an HTTP remote whose
-   later shards never answer; plain torch: a DataLoader over an IterableDataset whose workers sleep.
+   and times until the child has exited. astreaming: StreamingDataLoader over an HTTP remote (served by
+   this process, not the measured one) whose later shards never answer; plain torch: a DataLoader over
+   an IterableDataset whose workers sleep.
+
+``--load N`` keeps N busy processes (a Python loop each) running for the whole run, so that both
+loaders are measured on the same loaded machine; the 1-minute load average is printed at the end.
 
 Prints one table row per case: median and range over ``--runs`` runs, in seconds.
 """
@@ -105,13 +109,14 @@ def _stalling_server(root: Path) -> str:
     return f"http://127.0.0.1:{box[0]}"
 
 
-def child(kind: str, root: str) -> None:
+def child(kind: str, url: str) -> None:
+    # Started from a shell's background job, SIGINT would be ignored (and inherited so): Ctrl-C's way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from torch.utils.data import DataLoader
 
     if kind == "astreaming":
         from astreaming import StreamingDataLoader, StreamingDataset
 
-        url = _stalling_server(Path(root))
         ds = StreamingDataset(remote=f"{url}/ds", local=tempfile.mkdtemp(), batch_size=2, predownload=2)
         loader: Any = StreamingDataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork")
     else:
@@ -125,9 +130,9 @@ def child(kind: str, root: str) -> None:
         print("BATCH", flush=True)
 
 
-def ctrl_c(kind: str, root: Path, group: bool) -> float:
+def ctrl_c(kind: str, url: str, group: bool) -> float:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", kind, str(root)],
+        [sys.executable, __file__, "--child", kind, url],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -149,32 +154,61 @@ def _row(name: str, times: list[float]) -> str:
     return f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} to {max(times):.2f} |"
 
 
+def _busy(n: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--load", type=int, default=0, help="busy processes running meanwhile")
+    parser.add_argument("--only", choices=("teardown", "sigint"))
     parser.add_argument("--child", nargs=2)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
+    busy = _busy(args.load)
+    try:
+        rows = measure(args.runs, args.only)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    print("\n".join(rows))
+    print(f"load: {args.load} busy processes; 1-minute load average at the end {os.getloadavg()[0]:.1f}")
+
+
+def measure(runs: int, only: str | None) -> list[str]:
+    rows = ["| case | median s | range s |", "|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         root = _write(Path(tmp) / "ds", 400)
         (root / "shard.00005.mds").unlink()
-        rows = ["| case | median s | range s |", "|---|---|---|"]
-        for context in ("fork", "spawn"):
+        for context in ("fork", "spawn") if only != "sigint" else ():
             for kind in ("astreaming", "torch"):
-                times = [teardown(kind, context, root, r) for r in range(args.runs)]
+                times = [teardown(kind, context, root, r) for r in range(runs)]
                 rows.append(_row(f"failed download, {context}: {kind}", times))
                 print(rows[-1], flush=True)
         site = Path(tmp) / "site"
         _write(site / "ds", 400)
-        for group in (True, False):
-            for kind in ("astreaming", "torch"):
-                times = [ctrl_c(kind, site, group) for _ in range(args.runs)]
-                target = "process group" if group else "main process only"
-                rows.append(_row(f"SIGINT to {target}: {kind}", times))
+        url = _stalling_server(site)  # in this process: the measured one holds only its loader
+        for group in (True, False) if only != "teardown" else ():
+            # Run by run, the two loaders alternate: both see the same load.
+            times: dict[str, list[float]] = {"astreaming": [], "torch": []}
+            for _ in range(runs):
+                for kind in times:
+                    times[kind].append(ctrl_c(kind, url, group))
+            target = "process group" if group else "main process only"
+            for kind, measured in times.items():
+                rows.append(_row(f"SIGINT to {target}: {kind}", measured))
                 print(rows[-1], flush=True)
-        print("\n".join(rows))
+            ratios = [a / t for a, t in zip(times["astreaming"], times["torch"], strict=True)]
+            rows.append(
+                f"| SIGINT to {target}: astreaming / torch, run by run | "
+                f"{statistics.median(ratios):.2f} | {min(ratios):.2f} to {max(ratios):.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
 
 
 if __name__ == "__main__":

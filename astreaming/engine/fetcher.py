@@ -245,3 +245,4 @@ class ShardFetcher:
                 f"{info.basename}"
             )
         verify_hash(algo, expected, path=path, name=info.basename)
+        crash_point("verify.matched")

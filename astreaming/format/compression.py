@@ -21,6 +21,7 @@ import brotli
 import cramjam
 import zstandard
 
+from astreaming.crashpoints import crash_point
 from astreaming.errors import ConfigError, FormatError
 
 _CHUNK = 1 << 20  # streaming read size: bounded memory per decompression
@@ -197,9 +198,11 @@ class _FileSink:
 
     def write(self, data: bytes) -> int:
         try:
-            return self._file.write(data)
+            written = self._file.write(data)
         except OSError as err:
             raise _WriteFailed(err) from err
+        crash_point("decompress.writing")
+        return written
 
 
 def _copy_bounded(reader: BinaryIO, dst: _FileSink | _BytearrayWriter, limit: int | None, name: str) -> int:

@@ -179,3 +179,36 @@ def _needs_dataset(worker_id: int) -> None:
     assert info is not None
     if info.dataset.num_samples != 12 or info.dataset.batch_size != 3:  # type: ignore[attr-defined]
         raise RuntimeError("the worker does not see the dataset's attributes")
+
+
+class TaggedDataset(StreamingDataset):
+    """A user's subclass: its ``worker_init_fn`` gives the worker's dataset a tag its hook reads."""
+
+    tag = -1
+
+    def get_item(self, sample_id: int) -> dict[str, Any]:
+        return {**super().get_item(sample_id), "tag": self.tag}
+
+
+def _tag_the_dataset(worker_id: int) -> None:
+    info = get_worker_info()
+    assert info is not None
+    # What a worker_init_fn written for torch's per-sample loading checks and does.
+    if not isinstance(info.dataset, TaggedDataset) or not isinstance(info.dataset, StreamingDataset):
+        raise RuntimeError(f"get_worker_info().dataset is a {type(info.dataset).__mro__}")
+    info.dataset.tag = 100 + worker_id
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_worker_info_dataset_is_an_instance_of_the_users_class(tmp_path: Path, context: str) -> None:
+    """``get_worker_info().dataset`` passes ``isinstance`` for the user's subclass, and what a
+    ``worker_init_fn`` sets on it is what the dataset's own code reads while the worker iterates."""
+    remote = write(tmp_path / "ds", 12, {"id": "int"})
+    ds = TaggedDataset(remote=str(remote), local=str(tmp_path / "cache"), batch_size=3)
+    loader = StreamingDataLoader(
+        ds, batch_size=3, num_workers=2, multiprocessing_context=context, worker_init_fn=_tag_the_dataset
+    )
+    batches = list(loader)
+    assert sorted(i for b in batches for i in b["id"].tolist()) == list(range(12))
+    assert {t for b in batches for t in b["tag"].tolist()} == {100, 101}
+    assert ds.tag == -1  # the workers' copies were tagged, not the main process's dataset

@@ -47,16 +47,20 @@ from .remotes import s3_env
 ZYGOTE = Path(__file__).with_name("crash_zygote.py")
 SEED = int(os.environ.get("ASTREAMING_CRASH_SEED", "20261206"))
 NUM_SAMPLES = 480
-EPOCHS_KILLED = 2  # the killed run's epochs: points late in an epoch and across its boundary are reachable
+# The killed run's epochs at most: it is killed long before its end (see REACHABLE).
+EPOCHS_KILLED = 6
 CONSUME = "consume"  # not a library point: the consumer kills itself after n batches
 BUCKET = "astreaming-crash"
 
-# For each kind of crash, the n-th pass that some process of the job surely reaches in its 2 epochs, for
-# 0 and 2 workers (with 2, each epoch's 2 workers share the work and count apart). A case whose n is never
-# reached fails ("not killed"), so the bounds sit well under what the job does, whatever eviction
-# chooses: 26 shards (zip and raw published for each), a 40% limit and a shuffle block of 3 shards give
-# about 42 downloads and 28 evictions over 2 epochs with 0 workers, and 5 to 17 downloads and 5 to 14
-# evictions per worker and epoch with 2 (measured; the bounds are about 2/3 of the smallest).
+# For each kind of crash, the largest n drawn, for 0 and 2 workers: passes are counted over the whole job
+# (every process, every epoch: ASTREAMING_CRASH_COUNTER), so a case is killed at its n-th pass as long as
+# the job passes the point n times in EPOCHS_KILLED epochs. A case whose n is never reached fails ("not
+# killed"). The bounds are what the job does in its first 2 epochs, measured when a point's passes were
+# counted per process (26 shards, zip and raw published for each, a 40% limit and a shuffle block of 3
+# shards: about 42 downloads and 28 evictions over 2 epochs with 0 workers, 5 to 17 downloads and 5 to
+# 14 evictions per worker and epoch with 2; the bounds are about 2/3 of the smallest), so the job reaches
+# them in about 2 of its 6 epochs, and still would if eviction chose so that it downloaded a third as
+# often: the margin that keeps the bounds valid as the cache's policies change.
 REACHABLE = {
     "download.part_written": (28, 10),
     "publish.before_rename": (56, 20),
@@ -66,12 +70,16 @@ REACHABLE = {
     "ledger.before_commit": (60, 36),
     "ledger.forget": (18, 5),
     "pin": (300, 80),
+    # One chunk per file at these shard sizes: once per decompression and once per downloaded file.
+    "decompress.writing": (28, 10),
+    "verify.hashing": (28, 10),
+    "verify.matched": (28, 10),
     CONSUME: (230, 230),  # of the 240 batches of 2 epochs, counted by the consumer in either case
 }
 KINDS = (*POINTS, CONSUME)
 MATRIX_SIZE = 54
 # The default run: a ledger transaction under its flock, eviction, and a publish from S3 with workers.
-DEFAULT_SLICE = (5, 15, 29)
+DEFAULT_SLICE = (5, 18, 38)
 
 
 @dataclass(frozen=True)
@@ -246,6 +254,7 @@ def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
 def job_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
     env.pop("ASTREAMING_CRASH_AT", None)
+    env.pop("ASTREAMING_CRASH_COUNTER", None)
     return {**env, **extra}
 
 
@@ -306,6 +315,7 @@ def run_case(
         predownload=16,
         shuffle_block_size=48,  # 3 shards: readers move through the cache, eviction keeps up with them
         cache_limit=limit,
+        validate_hash="xxh64",  # the killed run verifies too: points inside hash verification are reached
     )
     killed: dict[str, Any] = {
         "dataset": dataset,
@@ -318,6 +328,7 @@ def run_case(
         killed["kill_after_batches"] = case.n
     else:
         crash["ASTREAMING_CRASH_AT"] = f"{case.point}:{case.n}"
+        crash["ASTREAMING_CRASH_COUNTER"] = str(tmp_path / "crash-passes")
     outcome = zygote.run(tmp_path, "killed", killed, {**env, **crash})
     # The kill must have happened: the job itself died of SIGKILL, or torch reported its killed worker.
     assert outcome.code == -signal.SIGKILL or (
@@ -325,7 +336,7 @@ def run_case(
     ), f"{case}: not killed (exit {outcome.code}): {outcome.log[-2000:]}"
     assert outcome.result is None, str(case)
     rerun = {
-        "dataset": {**dataset, "validate_hash": "xxh64"},
+        "dataset": dataset,
         "num_workers": case.workers,
         "context": "fork",
         "epochs": 1,
@@ -367,3 +378,30 @@ def test_matrix_covers_every_point_with_both_worker_counts_and_remotes() -> None
         (k, w, r) for k in KINDS for w in (0, 2) for r in ("local", "s3")
     }
     assert [make_case(i) for i in range(MATRIX_SIZE)] == CASES  # the same seed gives the same cases
+
+
+def test_a_shared_counter_numbers_passes_across_processes(tmp_path: Path) -> None:
+    """With ``ASTREAMING_CRASH_COUNTER`` the n-th pass of the whole job is killed, whichever process
+    makes it: here the parent's first pass, a forked child's (the 2nd, survived), then the parent's
+    second pass, the 3rd of the job."""
+    script = (
+        "import os\n"
+        "from astreaming.crashpoints import crash_point\n"
+        "crash_point('pin')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    crash_point('pin')\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status), flush=True)\n"
+        "crash_point('pin')\n"
+        "print('survived', flush=True)\n"
+    )
+    counter = tmp_path / "passes"
+    env = {**job_env({}), "ASTREAMING_CRASH_AT": "pin:3", "ASTREAMING_CRASH_COUNTER": str(counter)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.split() == ["0"]
+    assert counter.stat().st_size == 3

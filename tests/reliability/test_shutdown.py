@@ -12,6 +12,8 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import multiprocessing.util
+import os
 import signal
 import subprocess
 import sys
@@ -25,13 +27,15 @@ import pytest
 from torch.utils.data import dataloader as torch_dataloader
 
 from astreaming import StreamingDataLoader, StreamingDataset
-from astreaming.dataloader import _WorkerInit
+from astreaming import dataloader as dataloader_module
+from astreaming.dataloader import _ExitShortcut, _WorkerInit
 from astreaming.errors import ObjectNotFound
 from astreaming.fetch.loop_thread import LoopThread
 from astreaming.fetch.scheduler import FetchScheduler
 from astreaming.fetch.stopping import WorkersStopping, install_stop_event
 from astreaming.fetch.waiter import ShardWaiter
 
+from . import exit_markers
 from .conftest import read_index, write_dataset
 from .servers import RuleServer, split_by_worker
 
@@ -60,10 +64,12 @@ def stalled_remote(tmp_path: Path) -> Iterator[tuple[str, int]]:
 
 
 class _ShutdownSpy:
-    """Records, when torch shuts a DataLoader iterator's workers down, how each worker process ended."""
+    """Records, when torch shuts a DataLoader iterator's workers down, how each worker process ended
+    (and its pid)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.exitcodes: list[list[int | None]] = []
+        self.pids: list[list[int | None]] = []
         original = torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers
 
         def spy(iterator: Any) -> None:
@@ -71,6 +77,7 @@ class _ShutdownSpy:
             original(iterator)
             if live:
                 self.exitcodes.append([w.exitcode for w in iterator._workers])
+                self.pids.append([w.pid for w in iterator._workers])
 
         monkeypatch.setattr(torch_dataloader._MultiProcessingDataLoaderIter, "_shutdown_workers", spy)
 
@@ -191,17 +198,109 @@ def test_an_abandoned_iterator_is_silent_at_interpreter_exit(tmp_path: Path) -> 
     assert done.stderr == ""
 
 
-def test_a_worker_freezes_its_heap_last_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A spawned worker ends through the interpreter's shutdown, whose full garbage collection over
-    torch's heap cost 2 to 3 s per worker (measured in benchmarks/shutdown.py): the loader's worker init
-    registers ``gc.freeze`` before anything else of the worker, so that it runs last (atexit is LIFO)."""
+def test_spawned_workers_skip_the_interpreter_shutdown_after_an_error(
+    stalling_remote: tuple[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawned worker ended by its loader runs the exit handlers registered since it started (the
+    user's ``worker_init_fn``'s), then ends with ``os._exit(0)`` as a forked worker does: the exit
+    handlers of modules it imported before starting and the interpreter's teardown of torch's heap
+    (1 to 5 s per worker on a loaded machine, ``benchmarks/shutdown.py``) are skipped."""
+    remote, _ = stalling_remote
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(exit_markers.VARIABLE, str(markers))
+    spy = _ShutdownSpy(monkeypatch)
+    ds = StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4, download_retry=0)
+    loader = StreamingDataLoader(
+        ds,
+        batch_size=4,
+        num_workers=2,
+        multiprocessing_context="spawn",
+        worker_init_fn=exit_markers.mark_late_at_exit,
+    )
+    with pytest.raises(ObjectNotFound, match="shard"):
+        for _ in loader:
+            pass
+    assert spy.exitcodes == [[0, 0]]
+    (workers,) = spy.pids
+    assert sorted(p.name for p in markers.iterdir()) == sorted(f"{pid}.late" for pid in workers)
+
+
+def test_the_exit_shortcut_only_after_a_clean_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os._exit(0)`` only when the worker's ``run()`` returned; an exception that escaped it (in flight
+    while multiprocessing's exit function runs, in a ``finally``) leaves the exit code to Python."""
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    clean = _ExitShortcut()
+    clean.note_run_ended()
+    clean()
+    assert exits == [0]
+    failed = _ExitShortcut()
+    with pytest.raises(ValueError):
+        try:
+            raise ValueError("run() failed")
+        finally:
+            failed.note_run_ended()
+    failed()
+    assert exits == [0]
+    _ExitShortcut()()  # multiprocessing never reported the end of run(): no shortcut either
+    assert exits == [0]
+
+
+def test_worker_exit_handlers_are_registered_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader's worker init registers its exit handlers before anything else of the worker, so that
+    they run last (atexit is LIFO): the shortcut, then ``gc.freeze`` before it (should the shortcut not
+    be taken, the final collection skips torch's heap); and the hook that sees ``run()`` end."""
     registered: list[Any] = []
+    finalizers: list[tuple[Any, Any]] = []
     seen_by_user: list[int] = []
     monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(
+        multiprocessing.util,
+        "Finalize",
+        lambda obj, callback, exitpriority: finalizers.append((callback, exitpriority)),
+    )
     init = _WorkerInit(threading.Event(), lambda worker_id: seen_by_user.append(len(registered)))
     try:
         init(1)  # what each worker of a StreamingDataLoader runs first
     finally:
         install_stop_event(None)
-    assert registered == [gc.freeze]
-    assert seen_by_user == [1]  # before the user's own init (and the dataset's runtime) could register
+    shortcut, freeze = registered
+    assert isinstance(shortcut, _ExitShortcut) and freeze is gc.freeze
+    assert seen_by_user == [2]  # before the user's own init (and the dataset's runtime) could register
+    ((callback, priority),) = finalizers
+    assert callback == shortcut.note_run_ended and priority > 0
+
+
+class _Failing(StreamingDataset):
+    """Its first sample raises ``error`` from inside the loader's ``next()``, as Ctrl-C arrives there."""
+
+    error: type[BaseException] = KeyboardInterrupt
+
+    def get_item(self, sample_id: int) -> dict[str, Any]:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "frozen"), [(KeyboardInterrupt, True), (ValueError, False)])
+def test_ctrl_c_through_the_loader_freezes_the_heap_for_the_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: type[BaseException], frozen: bool
+) -> None:
+    """After Ctrl-C the interpreter's final collections skip the heap (``gc.freeze`` at exit: 1 to 2 s of
+    a loaded machine's exit, ``benchmarks/shutdown.py``); another error leaves the exit as it was."""
+    registered: list[Any] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(dataloader_module, "_freezing", [])
+    root = write_dataset(tmp_path / "ds", NUM_SAMPLES, size_limit=200)
+    ds = _Failing(local=str(root), batch_size=4)
+    ds.error = error
+    try:
+        with pytest.raises(error):
+            for _ in StreamingDataLoader(ds, batch_size=4):
+                pass
+    finally:
+        ds.close()
+    assert registered.count(gc.freeze) == (1 if frozen else 0)
