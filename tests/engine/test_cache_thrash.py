@@ -19,9 +19,13 @@ from .conftest import MakeDataset
 SAMPLES = 400
 
 
-def _limited(remote: Path, local: Path, *, shuffle: bool) -> StreamingDataset:
+def _room_for(remote: Path, shards: int) -> int:
+    """A ``cache_limit`` that holds the index and ``shards`` of the dataset's largest shards."""
     shard_bytes = max(p.stat().st_size for p in remote.glob("shard.*"))
-    index_bytes = (remote / "index.json").stat().st_size
+    return (remote / "index.json").stat().st_size + shards * shard_bytes
+
+
+def _limited(remote: Path, local: Path, *, shuffle: bool) -> StreamingDataset:
     # Five shards: the naive shuffle reads all of the dataset's shards at once, a sweep one at a time.
     return StreamingDataset(
         remote=str(remote),
@@ -30,7 +34,7 @@ def _limited(remote: Path, local: Path, *, shuffle: bool) -> StreamingDataset:
         shuffle=shuffle,
         shuffle_algo="naive",
         predownload=16,
-        cache_limit=index_bytes + 5 * shard_bytes,
+        cache_limit=_room_for(remote, 5),
     )
 
 
@@ -84,15 +88,9 @@ def test_refetches_of_dataloader_workers_reach_stats(
 
 
 def _near_full(remote: Path, local: Path) -> StreamingDataset:
-    shard_bytes = max(p.stat().st_size for p in remote.glob("shard.*"))
-    index_bytes = (remote / "index.json").stat().st_size
     # Five shards, room for four, and the default shuffle mixes all five into every worker's order.
     return StreamingDataset(
-        remote=str(remote),
-        local=str(local),
-        batch_size=4,
-        shuffle=True,
-        cache_limit=index_bytes + 4 * shard_bytes,
+        remote=str(remote), local=str(local), batch_size=4, shuffle=True, cache_limit=_room_for(remote, 4)
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from storage_cases import GCS_BUCKET, S3_BUCKET, StorageCase, gcs_put
 
 from astreaming.storage.registry import backend_for
-from astreaming.testing.servers import FakeGCSServer, MotoS3Server, StaticHTTPServer
+from astreaming.testing.servers import FakeGCSServer, MotoS3Server, StaticHTTPServer, free_port
 
 CASES = ["local", "file", "gs", "s3", "http"]
 
@@ -129,3 +129,13 @@ def remote_case(request: pytest.FixtureRequest, tmp_path: Path) -> StorageCase:
 def writable_case(request: pytest.FixtureRequest, tmp_path: Path) -> StorageCase:
     """The backends that support upload and delete."""
     return make_case(request.param, request, tmp_path)
+
+
+@pytest.fixture
+def no_google_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Google credentials anywhere, no emulator variable, and a metadata server where nothing listens."""
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GCE_METADATA_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")

@@ -20,7 +20,7 @@ from gcs_gate import GCSGate, gcs_backend, service_account_key
 
 from astreaming import MDSWriter, Stream, StreamingDataLoader, StreamingDataset
 from astreaming.errors import PermissionDenied
-from astreaming.testing.servers import FakeGCSServer, free_port
+from astreaming.testing.servers import FakeGCSServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,16 +39,6 @@ def uploaded(gcs_server: FakeGCSServer, tmp_path_factory: pytest.TempPathFactory
     for path in sorted(root.iterdir()):
         gcs_server.put_object(BUCKET, f"ds/{path.name}", path.read_bytes())
     return f"gs://{BUCKET}/ds"
-
-
-@pytest.fixture
-def no_google_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No credentials anywhere, no emulator variable, and a metadata server address where nothing listens."""
-    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GCE_METADATA_ROOT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")
 
 
 @pytest.fixture

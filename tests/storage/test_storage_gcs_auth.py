@@ -15,7 +15,6 @@ from aiohttp import web
 
 from astreaming.errors import ConfigError, PermissionDenied
 from astreaming.storage.gcs import GCSBackend
-from astreaming.testing.servers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 SEEN = web.AppKey("seen", list)
@@ -49,16 +48,6 @@ async def google() -> AsyncIterator[tuple[str, list[str | None]]]:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     yield f"http://127.0.0.1:{runner.addresses[0][1]}", app[SEEN]
     await runner.cleanup()
-
-
-@pytest.fixture
-def no_google_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No credentials anywhere, and a metadata server address where nothing listens."""
-    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GCE_METADATA_ROOT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")
 
 
 @pytest.mark.usefixtures("no_google_env")
