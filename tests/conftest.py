@@ -6,12 +6,22 @@ directory's fixture build on the parent's), so the servers start once for the wh
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from astreaming.testing.servers import FakeGCSServer, MotoS3Server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run started in the background of a shell without job control (``cmd &``, ``nohup``) inherits
+    an ignored SIGINT, and an ignored signal stays ignored across ``exec``: the Ctrl-C tests' children
+    would never see theirs. Handling it here makes every child start with the default disposition
+    (a handled signal is reset at ``exec``), so Python raises KeyboardInterrupt in them as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ reliability section has the measured times.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import multiprocessing.util
@@ -139,18 +140,25 @@ def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
     )
     script_path = tmp_path / "child.py"
     script_path.write_text(script)
+    # Its own process group: should the test fail, the cleanup kills the workers too (an orphaned worker
+    # would hold the pipes open and keep communicate() below waiting forever).
     proc = subprocess.Popen(
-        [sys.executable, str(script_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     try:
         assert proc.stdout.readline().startswith("BATCH")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()  # reaps it and closes the pipes (else a ResourceWarning in a later test)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()  # reaps it and closes the pipes (else a ResourceWarning in a later test)
+        raise
     lines = [line for line in out.splitlines() if line.startswith("EXITCODES")]
     assert lines, err
     assert json.loads(lines[0].split(" ", 1)[1]) == [[0, 0]], err
