@@ -29,18 +29,20 @@ class ReaderCache:
         self.max_open = max_open
         self._open: OrderedDict[int, ShardReader] = OrderedDict()
         self._inodes: dict[int, int] = {}
-        self._weights: dict[int, int] = {}
-        self._sizes: dict[int, int] = {}  # raw bytes of each open shard
-        self._mapped = 0  # their sum
+        self._raw: dict[int, int] = {}  # raw bytes of each shard seen (fixed by the index)
+        self._mapped = 0  # raw bytes of the open shards
 
     def weight(self, shard: int) -> int:
         """The mean size in bytes of a decoded sample of ``shard`` (at least 1): a walk adds it up per
         segment and calls :meth:`release_pages` every ``RELEASE_EVERY`` bytes."""
-        weight = self._weights.get(shard)
-        if weight is None:
-            samples = int(self.table.samples_per_shard[shard])
-            weight = self._weights[shard] = max(1, self.table.raw_bytes(shard) // max(1, samples))
-        return weight
+        return max(1, self._raw_bytes(shard) // max(1, int(self.table.samples_per_shard[shard])))
+
+    def _raw_bytes(self, shard: int) -> int:
+        size = self._raw.get(shard)
+        if size is None:
+            # From the index entry: no cache path is resolved on the way.
+            size = self._raw[shard] = sum(raw.bytes for raw, _ in self.table.entries[shard].file_pairs())
+        return size
 
     def release_pages(self) -> None:
         """Drop the resident pages of every open reader's mapping (they stay in the page cache); nothing
@@ -71,8 +73,7 @@ class ReaderCache:
             stream.stream.local_root, self.table.entries[shard], allow_unsafe_types=self.allow_unsafe_types
         )
         self._open[shard] = reader
-        self._sizes[shard] = size = self.table.raw_bytes(shard)
-        self._mapped += size
+        self._mapped += self._raw_bytes(shard)
         if inode is not None:
             self._inodes[shard] = inode
         if len(self._open) > self.max_open:
@@ -94,14 +95,13 @@ class ReaderCache:
         """Close a shard's reader (before its files are evicted)."""
         reader = self._open.pop(shard, None)
         self._inodes.pop(shard, None)
-        self._mapped -= self._sizes.pop(shard, 0)
         if reader is not None:
+            self._mapped -= self._raw_bytes(shard)
             reader.close()
 
     def close(self) -> None:
         """Close every reader."""
         self._inodes.clear()
-        self._sizes.clear()
         self._mapped = 0
         while self._open:
             _, reader = self._open.popitem()
