@@ -309,6 +309,7 @@ def completion_chance(rate: float, attempts: int, requests: int) -> float:
 
 
 def run_cell(
+    seed: int,
     store: Store,
     kind: str,
     rate: float,
@@ -321,13 +322,14 @@ def run_cell(
     # One seed per kind: the kinds fall on different requests (with one seed, 5xx and 429 would fail
     # the very same requests, as would reset, truncate, stall and short). Within a kind the rates nest:
     # a request faulted at 1% is faulted at 10% and 50% too.
-    plan = FaultPlan(**KINDS[kind][1](rate), seed=cell_seed(args.seed, kind), per_key=True, match=log)
+    plan = FaultPlan(**KINDS[kind][1](rate), seed=cell_seed(seed, kind), per_key=True, match=log)
     with ThreadedFaultProxy(store.upstream, plan) as proxy, environment(store.env(proxy.url)):
         local = Path(tempfile.mkdtemp(dir=work, prefix=f"{store.name}-{kind}-"))
         epoch = run_epoch(store.remote(proxy.url), local, layout, args)
         injected = proxy.stats
     result = classify(epoch, baseline, log, args, plan)
     result.update(
+        seed=seed,
         backend=store.name,
         kind=kind,
         rate=rate,
@@ -388,6 +390,34 @@ def cell_text(cell: dict[str, Any]) -> str:
     return text
 
 
+def cells_text(cells: list[dict[str, Any]]) -> str:
+    """One table cell: the outcomes of a backend x kind x rate over every seed."""
+    if not cells:
+        return ""
+    if len(cells) == 1:
+        return cell_text(cells[0])
+    parts: list[str] = []
+    failed = [c for c in cells if c["problems"]]
+    if failed:
+        parts.append("**FAILED: " + "; ".join(p for c in failed for p in c["problems"]) + "**")
+    done = [c for c in cells if c["outcome"] == "identical"]
+    if done:
+        extra = statistics.median(c["extra_seconds"] for c in done)
+        parts.append(
+            f"identical {len(done)}/{len(cells)} ({'/'.join(str(c['retries']) for c in done)} retries, "
+            f"{'+' if extra >= 0 else '-'}{abs(extra):.1f} s)"
+        )
+    errors = [c for c in cells if c["outcome"] != "identical"]
+    for name in sorted({c["outcome"] for c in errors}):
+        same = [c for c in errors if c["outcome"] == name]
+        took = [c["reported_seconds"] for c in same if "reported_seconds" in c]
+        text = f"`{name}` {len(same)}/{len(cells)}"
+        if took:
+            text += f" after {min(took):.1f}-{max(took):.1f} s (bound {same[0]['bound_seconds']:.1f} s)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     names = [b for b in BACKENDS if b in result["baselines"]]
@@ -397,10 +427,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"| fault (share of shard GETs) | rate | chance an epoch completes | {' | '.join(names)} |",
         "|---|---|---|" + "---|" * len(names),
     ]
-    cells = {(c["backend"], c["kind"], c["rate"]): c for c in result["cells"]}
+    cells: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for c in result["cells"]:
+        cells.setdefault((c["backend"], c["kind"], c["rate"]), []).append(c)
     for kind in cfg["kinds"]:
         for rate in cfg["rates"]:
-            row = [cell_text(cells[(b, kind, rate)]) if (b, kind, rate) in cells else "" for b in names]
+            row = [cells_text(cells.get((b, kind, rate), [])) for b in names]
             chance = completion_chance(rate, attempts, requests) if requests else float("nan")
             lines.append(f"| {KINDS[kind][0]} | {rate:.0%} | {chance:.3g} | {' | '.join(row)} |")
     base = ", ".join(f"{b} {result['baselines'][b]['median_seconds']:.2f} s" for b in names)
@@ -423,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--download-retry", type=int, default=2, help="mosaic's default: 3 attempts")
     parser.add_argument("--download-timeout", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one epoch per seed and cell")
     parser.add_argument("--baseline-runs", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--verbose", action="store_true", help="show astreaming's retry warnings")
@@ -446,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "download_retry": args.download_retry,
             "download_timeout": args.download_timeout,
-            "seed": args.seed,
+            "seeds": args.seeds,
             "baseline_runs": args.baseline_runs,
             "retry_after": RETRY_AFTER,
             "stall_seconds": STALL_SECONDS,
@@ -472,16 +504,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: fault-free epoch {base['seconds']}", flush=True)
                 for kind in args.kinds:
                     for rate in args.rates:
-                        load = os.getloadavg()[0]
-                        cell = run_cell(store, kind, rate, layout, base["ids"], args, work)
-                        cell["extra_seconds"] = round(cell["seconds"] - base["median_seconds"], 3)
-                        cell["load"] = round(load, 1)
-                        result["cells"].append(cell)
-                        print(
-                            f"{name:5} {kind:9} {rate:5.0%}  {cell_text(cell)}  [{cell['faults']} faults, "
-                            f"{time.time() - started:.0f} s]",
-                            flush=True,
-                        )
+                        for seed in args.seeds:
+                            load = os.getloadavg()[0]
+                            cell = run_cell(seed, store, kind, rate, layout, base["ids"], args, work)
+                            cell["extra_seconds"] = round(cell["seconds"] - base["median_seconds"], 3)
+                            cell["load"] = round(load, 1)
+                            result["cells"].append(cell)
+                            print(
+                                f"{name:5} {kind:9} {rate:5.0%} seed {seed}  {cell_text(cell)}  "
+                                f"[{time.time() - started:.0f} s]",
+                                flush=True,
+                            )
     result["minutes"] = round((time.time() - started) / 60, 1)
     result["failed"] = sum(1 for c in result["cells"] if c["problems"])
     out = Path(args.out)
