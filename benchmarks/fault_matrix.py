@@ -413,7 +413,12 @@ def cells_text(cells: list[dict[str, Any]]) -> str:
         took = [c["reported_seconds"] for c in same if "reported_seconds" in c]
         text = f"`{name}` {len(same)}/{len(cells)}"
         if took:
-            text += f" after {min(took):.1f}-{max(took):.1f} s (bound {same[0]['bound_seconds']:.1f} s)"
+            span = (
+                f"{min(took):.1f}"
+                if f"{min(took):.1f}" == f"{max(took):.1f}"
+                else f"{min(took):.1f}-{max(took):.1f}"
+            )
+            text += f" after {span} s (bound {same[0]['bound_seconds']:.1f} s)"
         parts.append(text)
     return "; ".join(parts)
 
@@ -434,7 +439,7 @@ def markdown(result: dict[str, Any]) -> str:
         for rate in cfg["rates"]:
             row = [cells_text(cells.get((b, kind, rate), [])) for b in names]
             chance = completion_chance(rate, attempts, requests) if requests else float("nan")
-            lines.append(f"| {KINDS[kind][0]} | {rate:.0%} | {chance:.3g} | {' | '.join(row)} |")
+            lines.append(f"| {KINDS[kind][0]} | {rate:.0%} | {chance:.4g} | {' | '.join(row)} |")
     base = ", ".join(f"{b} {result['baselines'][b]['median_seconds']:.2f} s" for b in names)
     lines += ["", f"Fault-free epoch (median of {cfg['baseline_runs']}): {base}."]
     return "\n".join(lines) + "\n"
