@@ -26,8 +26,8 @@ from astreaming.format.index import FileInfo
 from astreaming.storage.base import Backend
 from astreaming.storage.partfile import settle
 from astreaming.storage.ranged import RangedDownloader
-from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
-from astreaming.storage.urls import join
+from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
+from astreaming.storage.urls import join, redact
 
 __all__ = ["FetchCounters", "ShardFetcher"]
 
@@ -223,14 +223,22 @@ class ShardFetcher:
             size = await ranged.download(backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats)
         else:
             began = time.monotonic()
-            size = await with_retries(
-                policy, lambda: backend.download(url, tmp), url=url, stats=self.retry_stats, what="download"
-            )
+
+            async def attempt() -> int:
+                got = await backend.download(url, tmp)
+                if got != info.bytes:
+                    # Retried (a hop may cut a body and lower its Content-Length); on the last attempt
+                    # with_retries makes it a FormatError: the object differs from the index.
+                    tmp.unlink(missing_ok=True)
+                    raise WrongLength(
+                        f"{redact(url)}: downloaded {got} bytes but the index says {info.bytes}",
+                        url=redact(url),
+                    )
+                return got
+
+            size = await with_retries(policy, attempt, url=url, stats=self.retry_stats, what="download")
             if size >= ranged.min_part:  # large enough to say what one connection gets
                 ranged.observe(size, time.monotonic() - began)
-        if size != info.bytes:
-            tmp.unlink(missing_ok=True)
-            raise FormatError(f"{url}: downloaded {size} bytes but the index says {info.bytes}")
         self.counters.bytes_downloaded += size
         self.counters.files_downloaded += 1
 

@@ -21,10 +21,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from astreaming.errors import FormatError
 from astreaming.storage.base import Backend, discard
 from astreaming.storage.partfile import settle
-from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
+from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import redact
 
 __all__ = ["BUFFER_BYTES", "MAX_PART", "MIN_PART", "PART_SECONDS", "RangedDownloader"]
@@ -103,8 +102,9 @@ class RangedDownloader:
             The bytes written (``size``).
 
         Raises:
-            FormatError: The object is not ``size`` bytes long (the last part asks for one byte more, so
-                a longer object is noticed too, as a whole download notices it by its length).
+            FormatError: The object is not ``size`` bytes long, on every attempt (the last part asks for
+                one byte more, so a longer object is noticed too, as a whole download notices it by its
+                length).
             TransientStorageError: A part kept failing.
             StorageError: A non-retryable failure of any part; the other parts are cancelled.
         """
@@ -151,12 +151,14 @@ class RangedDownloader:
         began = self._clock()
         asked = end + 1 if end == size else end  # one byte past the end: is the object longer?
         data = await backend.read_range(url, start, asked)
-        # The backends raise TransientStorageError for a body cut short of its announced length, so a
-        # complete answer of another length means the object itself differs from the index.
+        # The backends raise TransientStorageError for a body cut short of its announced length. A
+        # complete answer of another length is retried too (a hop may cut a body and lower its
+        # Content-Length); if it persists, with_retries makes it a FormatError: the object differs.
         if len(data) != end - start:
-            raise FormatError(
+            raise WrongLength(
                 f"{redact(url)}: the object is not the {size} bytes the index lists: bytes "
-                f"[{start}, {asked}) came back as {len(data)} bytes"
+                f"[{start}, {asked}) came back as {len(data)} bytes",
+                url=redact(url),
             )
         self.observe(len(data), self._clock() - began)
         return data

@@ -9,6 +9,11 @@ default ``download_retry=2`` means up to three attempts, the same number of trie
 read timeout): each attempt runs under ``asyncio.timeout(policy.timeout)``, so a download that gives up
 does so within ``timeout * attempts`` plus the backoff sleeps.
 
+A complete-looking answer of the wrong length (:class:`WrongLength`: the index or the range asked for
+says otherwise) is retried too: a hop that cuts a body and lowers its Content-Length to match looks just
+like that. If the last attempt still has the wrong length, the object itself differs from what the index
+lists, and the error is a :class:`~astreaming.errors.FormatError` (the data, not the link, is at fault).
+
 Only :class:`~astreaming.errors.TransientStorageError` (and a timeout) is retried. ``ObjectNotFound``,
 ``PermissionDenied``, ``ConfigError`` and any other exception propagate at once. A transient error that
 carries ``retry_after`` (HTTP 429/503 ``Retry-After``) waits at least that long before the next attempt.
@@ -28,7 +33,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from astreaming.errors import ConfigError, TransientStorageError
+from astreaming.errors import ConfigError, FormatError, TransientStorageError
 from astreaming.storage.urls import redact
 
 T = TypeVar("T")
@@ -54,6 +59,10 @@ class RetryStats:
     timeouts: int = 0
     failures: int = 0
     slept: float = 0.0
+
+
+class WrongLength(TransientStorageError):
+    """An answer that ended cleanly with another length than expected (retried; see the module doc)."""
 
 
 async def _real_sleep(seconds: float) -> None:
@@ -206,11 +215,14 @@ async def with_retries(
     stats.failures += 1
     elapsed = policy.clock() - started
     assert last is not None
-    raise TransientStorageError(
-        f"{shown}: {what} failed after {policy.attempts} attempt(s) in {elapsed:.2f} s: {last}",
-        url=shown,
-        retry_after=last.retry_after,
-    ) from last
+    message = f"{shown}: {what} failed after {policy.attempts} attempt(s) in {elapsed:.2f} s: {last}"
+    if isinstance(last, WrongLength):
+        # Every retry was spent and the last answer was still complete but of the wrong length.
+        raise FormatError(
+            f"{message}; the object differs from what the index lists (rewritten since?): "
+            "write the dataset's index again, or restore the object"
+        ) from last
+    raise TransientStorageError(message, url=shown, retry_after=last.retry_after) from last
 
 
-__all__ = ["RetryPolicy", "RetryStats", "with_retries"]
+__all__ = ["RetryPolicy", "RetryStats", "WrongLength", "with_retries"]

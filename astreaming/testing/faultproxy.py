@@ -5,7 +5,8 @@ upstream HTTP server (fake-gcs-server, moto, Azurite, a static server): method, 
 headers, streamed request body. Responses stream back chunk by chunk, never buffered whole, with their
 status and headers (Content-Length, Content-Range, Content-Encoding, ETag, ...) intact. On the way it
 applies a :class:`~astreaming.testing.faults.FaultPlan`: added latency, a bandwidth cap, error
-statuses with ``Retry-After``, connection resets, truncated bodies and stalls, deterministic by seed.
+statuses with ``Retry-After``, connection resets, truncated bodies, stalls and short bodies (cut with a
+matching Content-Length), deterministic by seed.
 
 Use it as an async context manager on the test's loop, or :class:`ThreadedFaultProxy` from sync code
 (benchmarks, DataLoader workers in other processes reach it by URL)::
@@ -206,6 +207,11 @@ class FaultProxy:
         """The most recent requests and the fault decided for each, oldest first."""
         return list(self._history)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now (a stalled body counts until it ends or the client leaves)."""
+        return len(self._tasks)
+
     def reset_counters(self) -> None:
         """Zero the counters, the history and the request positions (decisions restart)."""
         self._stats = FaultStats()
@@ -301,19 +307,25 @@ class FaultProxy:
         request: web.Request,
         upstream: aiohttp.ClientResponse,
     ) -> web.StreamResponse:
+        length = upstream.content_length
+        has_body = request.method != "HEAD" and upstream.status not in (204, 304) and length != 0
+        cut_at: int | None = None
+        if decision.kind is not FaultKind.NONE and has_body:
+            cut_at = int((length if length is not None else _UNKNOWN_LENGTH_SPAN) * decision.cut)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in upstream.headers.items():
             if name.lower() not in _HOP_BY_HOP:
+                if (
+                    decision.kind is FaultKind.SHORT
+                    and cut_at is not None
+                    and name.lower() == "content-length"
+                ):
+                    value = str(cut_at)  # the lie: a complete-looking body of the wrong length
                 response.headers.add(name, self._rewrite_location(name, value))
         try:
             await response.prepare(request)
         except ConnectionError:
             return response  # the client left before the headers went out
-        length = upstream.content_length
-        has_body = request.method != "HEAD" and upstream.status not in (204, 304) and length != 0
-        cut_at: int | None = None
-        if decision.kind in (FaultKind.RESET, FaultKind.TRUNCATE, FaultKind.STALL) and has_body:
-            cut_at = int((length if length is not None else _UNKNOWN_LENGTH_SPAN) * decision.cut)
         pacers = self._pacers(plan)
         rates = [p.rate for p in pacers]
         chunk_size = max(1024, min(_CHUNK, int(min(rates) / 50))) if rates else _CHUNK
@@ -328,6 +340,9 @@ class FaultProxy:
                         self._stats.stalls += 1
                         await asyncio.sleep(plan.stall_seconds)
                         cut_at = None
+                    elif decision.kind is FaultKind.SHORT:
+                        self._stats.shorts += 1
+                        break  # ends the body cleanly at the announced (lowered) length
                     else:
                         self._break_connection(request, reset=decision.kind is FaultKind.RESET)
                         return response

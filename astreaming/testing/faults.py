@@ -1,8 +1,8 @@
 """The fault plan of :class:`~astreaming.testing.faultproxy.FaultProxy`: what to inject, and how to decide.
 
 A :class:`FaultPlan` describes a link (latency, bandwidth) and the failures to inject at given rates
-(error statuses, connection resets, truncated bodies, stalls). :func:`decide` turns the plan into the
-fate of one request. The decision depends only on the seed and a position:
+(error statuses, connection resets, truncated bodies, stalls, short bodies). :func:`decide` turns the
+plan into the fate of one request. The decision depends only on the seed and a position:
 
 - by default the position is the request's rank among the matched requests the proxy has seen, so
   the same sequence of requests gets the same faults run after run, whatever the objects are called
@@ -41,6 +41,7 @@ class FaultKind(str, Enum):
     RESET = "reset"  # connection reset (RST) part-way through the response body
     TRUNCATE = "truncate"  # body ends early and the connection closes; Content-Length is kept
     STALL = "stall"  # body pauses part-way for ``stall_seconds``, then continues
+    SHORT = "short"  # body ends early but cleanly: Content-Length is lowered to match (a lying server)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class FaultPlan:
     """What the proxy injects. Every field is optional; the default plan forwards untouched.
 
     ``latency`` and ``bandwidth`` model the link and apply to every request. ``match``, when given,
-    restricts the injected failures (error, reset, truncate, stall) to the requests it accepts, e.g.
+    restricts the injected failures (error, reset, truncate, stall, short) to the requests it accepts, e.g.
     ``lambda r: r.method == "GET" and "shard" in r.path``.
 
     Attributes:
@@ -65,6 +66,9 @@ class FaultPlan:
         truncate_rate: Fraction of matched responses whose body ends early (Content-Length kept).
         stall_rate: Fraction of matched responses whose body stalls mid-way.
         stall_seconds: How long a stall lasts before the body continues.
+        short_rate: Fraction of matched responses whose body is cut short with a Content-Length that
+            matches the cut: a complete-looking answer of the wrong length, which only a client that
+            knows the object's size can notice.
         seed: Seed of every random decision.
         per_key: Decide by request key and its occurrence count instead of by arrival rank (stable
             under concurrent interleavings, but dependent on object names).
@@ -81,18 +85,21 @@ class FaultPlan:
     truncate_rate: float = 0.0
     stall_rate: float = 0.0
     stall_seconds: float = 30.0
+    short_rate: float = 0.0
     seed: int = 0
     per_key: bool = False
     match: Callable[[Request], bool] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "reset_rate", "truncate_rate", "stall_rate"):
+        for name in ("error_rate", "reset_rate", "truncate_rate", "stall_rate", "short_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
                 raise ConfigError(f"FaultPlan.{name} must be in [0, 1], got {rate!r}")
-        body = self.reset_rate + self.truncate_rate + self.stall_rate
+        body = self.reset_rate + self.truncate_rate + self.stall_rate + self.short_rate
         if body > 1.0 + 1e-9:
-            raise ConfigError(f"FaultPlan.reset_rate + truncate_rate + stall_rate must be <= 1, got {body!r}")
+            raise ConfigError(
+                f"FaultPlan.reset_rate + truncate_rate + stall_rate + short_rate must be <= 1, got {body!r}"
+            )
         for name in ("latency", "stall_seconds"):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
@@ -151,6 +158,9 @@ def decide(plan: FaultPlan, key: str, occurrence: int) -> FaultDecision:
     edge += plan.stall_rate
     if u_body < edge:
         return FaultDecision(FaultKind.STALL, cut=cut)
+    edge += plan.short_rate  # last, so adding it moves no other decision
+    if u_body < edge:
+        return FaultDecision(FaultKind.SHORT, cut=cut)
     return FaultDecision()
 
 
@@ -166,6 +176,7 @@ class FaultStats:
         resets: Connections reset mid-body.
         truncations: Bodies ended early.
         stalls: Bodies stalled.
+        shorts: Bodies ended early with a matching (lowered) Content-Length.
         upstream_failures: Requests the upstream could not answer (answered 502 or aborted).
         bytes_sent: Response-body bytes sent to clients.
     """
@@ -176,13 +187,14 @@ class FaultStats:
     resets: int = 0
     truncations: int = 0
     stalls: int = 0
+    shorts: int = 0
     upstream_failures: int = 0
     bytes_sent: int = 0
 
     @property
     def faults(self) -> int:
-        """All injected failures: errors, resets, truncations and stalls."""
-        return self.errors + self.resets + self.truncations + self.stalls
+        """All injected failures: errors, resets, truncations, stalls and short bodies."""
+        return self.errors + self.resets + self.truncations + self.stalls + self.shorts
 
     def copy(self) -> FaultStats:
         """A snapshot of the counters."""

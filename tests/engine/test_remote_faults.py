@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset, TransientStorageError
+from astreaming import FormatError, MDSWriter, StreamingDataLoader, StreamingDataset, TransientStorageError
 from astreaming.testing.faults import FaultPlan
 from astreaming.testing.servers import StaticHTTPServer
 from astreaming.testing.threadedproxy import ThreadedFaultProxy
@@ -63,6 +63,7 @@ def test_every_fault_is_survived_with_identical_samples(
         truncate_rate=0.1,
         stall_rate=0.05,
         stall_seconds=5.0,
+        short_rate=0.1,
         seed=7,
         match=lambda r: "shard." in r.path,
     )
@@ -75,9 +76,34 @@ def test_every_fault_is_survived_with_identical_samples(
             download_timeout=1.0,
         )
         got = [(s["id"], s["blob"]) for s in ds]
+        shorts = proxy.stats.shorts
     clean = StreamingDataset(remote=f"{server.url}/data", local=str(tmp_path / "g"), batch_size=10)
     assert got == [(s["id"], s["blob"]) for s in clean]
     assert ds.stats()["retries"] > 0
+    assert shorts > 0  # complete-looking bodies of the wrong length were retried too
+
+
+def test_an_object_shorter_than_its_index_says_is_a_format_error_after_the_retries(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, _ = served
+    # Every answer for shard 3 is cut and announced at its cut length, as an object rewritten since
+    # the index was written would be: retried, then a FormatError naming the shard and both sizes.
+    plan = FaultPlan(short_rate=1.0, match=lambda r: "shard.00003" in r.path)
+    with ThreadedFaultProxy(server.url, plan) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data", local=str(tmp_path / "s"), batch_size=10, download_retry=2
+        )
+        seen = []
+        with pytest.raises(
+            FormatError, match=r"shard\.00003\.mds.* 3 attempt\(s\).*but the index says"
+        ) as info:
+            for sample in ds:
+                seen.append(sample["id"])
+        assert proxy.stats.shorts == 3
+    assert "object differs from what the index lists" in str(info.value)
+    assert seen == list(range(3 * SAMPLES_PER_SHARD))
+    assert not list((tmp_path / "s").rglob("shard.00003*"))  # nothing of it kept in the cache
 
 
 def test_exhausted_retries_raise_in_the_consumer(

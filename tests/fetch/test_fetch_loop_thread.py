@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,8 +76,10 @@ def test_call_from_the_loop_thread_refuses_instead_of_deadlocking(lt: LoopThread
 
 def test_stop_cancels_pending_work_and_joins(lt: LoopThread) -> None:
     cancelled = threading.Event()
+    running = threading.Event()
 
     async def forever() -> None:
+        running.set()
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -86,7 +87,7 @@ def test_stop_cancels_pending_work_and_joins(lt: LoopThread) -> None:
             raise
 
     future = lt.run(forever())
-    time.sleep(0.02)
+    assert running.wait(30)  # it is inside its sleep (a task cancelled before it ran would not notice)
     lt.stop()
     lt.stop()  # idempotent
     assert cancelled.is_set()
@@ -166,11 +167,9 @@ def test_process_exits_promptly_and_cancels_pending_work(tmp_path: Path) -> None
         print(lt.call(asyncio.sleep(0, result="ready")))
         """
     )
-    start = time.monotonic()
+    # A hang at exit raises TimeoutExpired (how fast the exit is, is not this test's business).
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - start
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ready"
     assert out.stderr == ""
     assert marker.read_text() == "yes"  # the atexit hook stopped the loop (not just a killed daemon)
-    assert elapsed < 10

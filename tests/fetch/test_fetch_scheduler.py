@@ -6,6 +6,7 @@ import asyncio
 import gc
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -49,9 +50,17 @@ class FakeFetch:
             self.running -= 1
 
 
-async def settle(n: int = 5) -> None:
+async def settle(n: int = 20) -> None:
+    """Let the loop turn ``n`` times: the scheduler decides synchronously on each event, and a task it
+    starts runs its first step one turn later, so a wrong start would show by then (no real time)."""
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait for a condition (pytest-timeout bounds one that never comes), not for an amount of time."""
+    while not predicate():
+        await asyncio.sleep(0.001)
 
 
 async def test_downloads_start_in_priority_order() -> None:
@@ -84,11 +93,11 @@ async def test_look_ahead_bound() -> None:
     async with FetchScheduler(fetch, max_in_flight=8, predownload=10) as sched:
         futures = {s: sched.want(s, prio) for s, prio in {0: 0, 1: 5, 2: 10, 3: 15, 4: 30}.items()}
         await asyncio.gather(futures[0], futures[1], futures[2])
-        await asyncio.sleep(0.02)
+        await settle()
         assert sorted(fetch.started) == [0, 1, 2]
         sched.advance(5)
         await futures[3]
-        await asyncio.sleep(0.02)
+        await settle()
         assert sorted(fetch.started) == [0, 1, 2, 3]
         sched.advance(3)  # going backwards changes nothing
         sched.advance(20)
@@ -107,7 +116,7 @@ async def test_random_access_jumps_the_queue_and_the_look_ahead() -> None:
         await settle()
         fetch.gate(0).set()
         await asyncio.gather(first, urgent, *queued)
-        await asyncio.sleep(0.02)
+        await settle()
         assert not far.done()
         assert fetch.started == [0, 77, 1, 2, 3]
         sched.cancel(50)
@@ -187,8 +196,8 @@ async def test_failed_look_ahead_shard_nobody_awaits_logs_nothing(caplog: pytest
     async with FetchScheduler(fetch, max_in_flight=2) as sched:
         sched.want(1, 1)  # the future is dropped: nobody will ever look at its exception
         await sched.want(0, 0)
-        await asyncio.sleep(0.02)
-        assert sched.statistics().failures == 1
+        while sched.statistics().failures != 1:  # a condition, not an amount of time
+            await asyncio.sleep(0.001)
     del sched
     gc.collect()
     await asyncio.sleep(0)
@@ -308,13 +317,13 @@ async def test_a_new_plan_is_bounded_by_the_look_ahead_again() -> None:
         sched.cancel_all()  # that iteration stopped: positions start over
         near, far = sched.want(1, 5), sched.want(2, 100)
         await near
-        await asyncio.sleep(0.02)
+        await settle()
         assert not far.done()
         sched.advance(95)
         await far
         sched.rewind(0)  # explicit rewind, without cancelling
         farther = sched.want(3, 50)
-        await asyncio.sleep(0.02)
+        await settle()
         assert not farther.done()
         sched.rewind(45)
         await farther
@@ -348,7 +357,7 @@ async def test_want_many_queues_a_plan_lazily_in_priority_order() -> None:
         sched.want_many([5, 3, 9, 1], [30, 10, 20, 0])
         await sched.wait(3, 10)
         assert fetch.started[:2] == [1, 3]
-        await asyncio.sleep(0.03)
+        await settle()
         assert fetch.started == [1, 3, 9]  # 5 (position 30) is beyond the look-ahead
         sched.advance(10)
         await sched.wait(5, 30)
@@ -361,8 +370,7 @@ async def test_look_ahead_failure_is_reported_once_then_retried() -> None:
     async with FetchScheduler(fetch, max_in_flight=4) as sched:
         sched.want_many([1, 2], [0, 1])
         await sched.wait(1, 0)
-        await asyncio.sleep(0.03)  # shard 2 failed while nobody held its future
-        assert sched.statistics().failures == 1
+        await until(lambda: sched.statistics().failures == 1)  # shard 2 failed; nobody held its future
         with pytest.raises(ObjectNotFound, match="no such object"):
             await sched.wait(2, 1)
         assert fetch.started.count(2) == 1  # the error was handed over, not re-fetched
@@ -375,7 +383,7 @@ async def test_stopping_an_iteration_drops_unreported_failures() -> None:
     fetch = FakeFetch(fail={2: OSError("flaky")})
     async with FetchScheduler(fetch, max_in_flight=4) as sched:
         sched.want_many([2], [0])
-        await asyncio.sleep(0.03)
+        await until(lambda: sched.statistics().failures == 1)
         sched.cancel_all()
         del fetch.fail[2]
         await sched.wait(2, 0)  # a fresh iteration starts clean

@@ -7,7 +7,6 @@ import concurrent.futures
 import math
 import multiprocessing as mp
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,12 +96,17 @@ def test_fetch_error_is_raised_in_the_consumer_thread(lt: LoopThread) -> None:
     waiter.wait_ready(3, 2)  # later shards still work
 
 
+async def _turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 def test_advance_releases_the_look_ahead(lt: LoopThread) -> None:
     fetch = Fetch(delay=0.001)
     waiter = make(lt, fetch, max_in_flight=4, predownload=10)
     ahead = waiter.want(5, 50)
     waiter.wait_ready(0, 0)
-    time.sleep(0.05)
+    lt.call(_turns())  # the loop thread had every chance to start it: a wrong start would show now
     assert not ahead.done()
     assert fetch.started == [0]
     waiter.advance(45)
@@ -111,13 +115,28 @@ def test_advance_releases_the_look_ahead(lt: LoopThread) -> None:
 
 
 def test_random_access_from_the_consumer_jumps_the_queue(lt: LoopThread) -> None:
-    fetch = Fetch(delay=0.02)
-    waiter = make(lt, fetch, max_in_flight=1)
-    pending = [waiter.want(s, s) for s in range(1, 5)]
-    waiter.wait_ready(99, -math.inf)
-    assert fetch.started.index(99) <= 1  # at most the one already running went first
+    release = threading.Event()
+    started: list[int] = []
+
+    async def fetch(shard: int) -> int:
+        started.append(shard)
+        if shard != 99:  # the plan's downloads hold the only slot until the test lets them go
+            await asyncio.to_thread(release.wait)
+        return 10
+
+    async def build() -> FetchScheduler:
+        return FetchScheduler(fetch, max_in_flight=1)
+
+    waiter = ShardWaiter(lt.call(build()), lt)
+    try:
+        pending = [waiter.want(s, s) for s in range(1, 5)]
+        waiter.wait_ready(99, -math.inf)  # returns while shard 1 still holds the slot
+        assert sorted(started) == [1, 99]  # only the one already running went first
+    finally:
+        release.set()
     for f in pending:
         f.result(5)
+    assert started == [1, 99, 2, 3, 4] or started == [99, 1, 2, 3, 4]
 
 
 def test_timeout_raises_without_hanging(lt: LoopThread) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from astreaming import StreamingDataset
 from astreaming.errors import ObjectNotFound, PermissionDenied, StorageError, TransientStorageError
-from astreaming.testing.servers import MotoS3Server, StaticHTTPServer
+from astreaming.testing.servers import FakeGCSServer, MotoS3Server, StaticHTTPServer
 
 from .conftest import MakeDataset
 
@@ -83,6 +83,50 @@ def test_nonexistent_bucket(
     with pytest.raises(ObjectNotFound, match="NoSuchBucket") as info:
         StreamingDataset(remote="s3://astreaming-no-such-bucket/ds", local=str(cache), batch_size=1)
     assert "s3://astreaming-no-such-bucket/ds/index.json" in str(info.value)
+    assert _trusted_leftovers(cache) == []
+
+
+def test_nonexistent_gcs_bucket(
+    gcs_server: FakeGCSServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
+    cache = tmp_path / "cache"
+    with pytest.raises(ObjectNotFound) as info:
+        StreamingDataset(remote="gs://astreaming-no-such-bucket/ds", local=str(cache), batch_size=1)
+    assert "gs://astreaming-no-such-bucket/ds/index.json" in str(info.value)
+    assert _trusted_leftovers(cache) == []
+
+
+def test_wrong_s3_credentials_are_permission_denied_at_once(
+    s3_server: MotoS3Server,
+    aws_env: None,
+    make_dataset: MakeDataset,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import moto.settings
+
+    root = make_dataset()
+    prefix = f"wrong-key-{tmp_path.name}"
+    s3_server.create_bucket("astreaming-env")
+    for path in sorted(root.iterdir()):
+        s3_server.put_object("astreaming-env", f"{prefix}/{path.name}", path.read_bytes())
+    monkeypatch.setenv("S3_ENDPOINT_URL", s3_server.url)
+    remote = f"s3://astreaming-env/{prefix}"
+    assert _epoch(remote, tmp_path / "ok") == list(range(60))  # the store answers the usual keys
+    # moto checks signatures against the access keys it issued once auth is on (its in-process setting,
+    # restored after the test): this key was never issued, as a revoked or mistyped key would not be.
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    secret = "wJalrXUtnFEMI-astreaming-not-a-real-secret"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAASTREAMINGWRONG01")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    cache = tmp_path / "cache"
+    with pytest.raises(PermissionDenied) as info:
+        StreamingDataset(remote=remote, local=str(cache), batch_size=1, download_retry=5)
+    message = str(info.value)
+    assert f"{remote}/index.json" in message and "InvalidAccessKeyId" in message
+    assert "attempt" not in message  # refused at once, not retried download_retry times
+    assert secret not in message and secret not in repr(info.value)
     assert _trusted_leftovers(cache) == []
 
 

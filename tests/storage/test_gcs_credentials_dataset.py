@@ -11,12 +11,14 @@ a Private Service Connect address for instance), so the backend authenticates as
 from __future__ import annotations
 
 import functools
+import json
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gcs_gate import GCSGate, gcs_backend, service_account_key
+from gcs_gate import TOKEN, GCSGate, gcs_backend, service_account_key
 
 from astreaming import MDSWriter, Stream, StreamingDataLoader, StreamingDataset
 from astreaming.errors import PermissionDenied
@@ -67,6 +69,11 @@ def test_service_account_key_from_the_environment(
             ids = sorted(np.concatenate([b["id"].numpy() for b in loader]).tolist())
         else:
             ids = sorted(int(s["id"]) for s in ds)
+        # With a token in hand, neither it nor the key leaves the process in a repr or a pickle (spawned
+        # workers read the key file themselves).
+        private = json.loads(key.read_text())["private_key"].splitlines()[1]
+        for text in (repr(ds), str(pickle.dumps(ds)), repr(ds.streams)):
+            assert TOKEN not in text and private not in text
     finally:
         ds.close()
     assert ids == list(range(SAMPLES))

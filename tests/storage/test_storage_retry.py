@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import pytest
 
@@ -127,11 +126,11 @@ async def test_every_attempt_is_bounded_by_the_timeout() -> None:
         return "never"
 
     stats = RetryStats()
-    started = time.monotonic()
+    # The attempts never end by themselves: only the per-attempt timeout can end them (a hang is caught
+    # by the timeout mark above, not by a wall-clock assertion).
     with pytest.raises(TransientStorageError, match=r"timed out after 0\.05 s"):
         await with_retries(policy(t, attempts=3, timeout=0.05), stalls, url=URL, stats=stats)
     assert calls == [3] and stats.timeouts == 3
-    assert time.monotonic() - started < 5.0  # 3 x 0.05 s plus overhead; the backoff sleeps are fake
 
 
 @pytest.mark.timeout(10)

@@ -228,6 +228,33 @@ async def test_truncated_body_keeps_content_length(upstream: Any) -> None:
         assert proxy.stats.truncations == 3
 
 
+async def test_short_body_looks_complete_with_a_lowered_content_length(upstream: Any) -> None:
+    async with (
+        FaultProxy(upstream.url, FaultPlan(short_rate=1.0)) as proxy,
+        aiohttp.ClientSession() as client,
+    ):
+        for path, headers in (("/files/blob.bin", {}), ("/files/blob.bin", {"Range": "bytes=10-1009"})):
+            async with client.get(proxy.url + path, headers=headers) as r:
+                got, error = await read_until_error(r)
+                announced = int(r.headers["Content-Length"])
+            # A clean end: no client error, and the body is exactly as long as announced.
+            assert error is None
+            assert announced == len(got)
+            start = 10 if headers else 0
+            assert 0 < len(got) < (1000 if headers else len(upstream.blob))
+            assert got == upstream.blob[start : start + len(got)]
+        async with client.get(proxy.url + "/chunked") as r:
+            got, error = await read_until_error(r)
+        assert error is None
+        assert 0 < len(got) < len(upstream.blob)
+        assert got == upstream.blob[: len(got)]
+        assert proxy.stats.shorts == 3 and proxy.stats.faults == 3
+        # The connection stays usable: the next request on the same session is served whole.
+        proxy.plan = FaultPlan()
+        async with client.get(proxy.url + "/files/blob.bin") as r:
+            assert await r.read() == upstream.blob
+
+
 async def test_stall_triggers_client_timeout_and_later_completes(upstream: Any) -> None:
     # An hour-long stall: the client's own timeout must end the request (pytest-timeout would fail the
     # test long before the stall ended), and closing the proxy must cancel it rather than wait.
@@ -268,7 +295,8 @@ async def test_client_leaving_mid_body_is_not_an_upstream_failure(upstream: Any)
         async with client.get(proxy.url + "/files/blob.bin") as r:
             await r.content.readexactly(10_000)
             r.close()  # drop the connection with most of the body unsent
-        await asyncio.sleep(0.3)  # let the proxy notice while writing
+        while proxy.in_flight:  # until the proxy's handler has noticed and ended
+            await asyncio.sleep(0.01)
         assert proxy.stats.upstream_failures == 0
         assert proxy.stats.bytes_sent < len(upstream.blob)
         async with client.get(proxy.url + "/files/small.txt") as r:
