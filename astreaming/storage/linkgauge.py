@@ -10,9 +10,10 @@ records its rate and how many requests were in flight on average while it ran.
 - A request that got clearly less than its share was held back by its own connection: its rate is what
   one connection gets.
 
-With no request of the second kind the link is filled by one connection (splitting a download gains
-nothing there); otherwise it takes ``best total ÷ one connection's rate`` connections. Concurrency varies
-by itself as the parts of a download finish one after another, so no probing traffic is needed.
+With requests of the second kind the link takes ``best total ÷ one connection's rate`` connections. With
+none, and a request that ran alone and got the best total, one connection fills the link (splitting a
+download gains nothing there). With neither, every request got its share of a full link: the gauge cannot
+tell (:meth:`LinkGauge.connections` is ``None``) and keeps the concurrency that filled it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ from dataclasses import dataclass
 
 __all__ = ["LinkGauge", "Request"]
 
-#: Requests smaller than this are mostly round trip: their rate says little about the link.
-MIN_MEASURED = 1 << 20
+#: Requests smaller than this are much round trip (an object's short last part): their rate says little
+#: about the link.
+MIN_MEASURED = 2 << 20
 #: A request whose ``rate x in flight`` is under this share of the best total was held back by its
 #: own connection, not by the link (round trips and noise cost the others up to ~10%).
 SHARE = 0.8
+#: A request with at most this many in flight on average (itself included) ran alone.
+SOLO = 1.25
 #: Measured requests remembered (the link may change: the estimate follows the newest ones).
 HISTORY = 32
 
@@ -96,24 +100,36 @@ class LinkGauge:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def connections(self) -> float | None:
-        """Connections that fill the link (1.0: one does), or ``None`` before anything was measured."""
+        """Connections that fill the link (1.0: one does), or ``None`` while the requests cannot tell.
+
+        ``None`` before anything was measured, and while every request got its share of the link with
+        others in flight: then the link was full, but whether one connection could fill it alone is
+        not known (a request that ran alone and got the link's best total shows that).
+        """
         if not self._points:
             return None
         link = max(n * rate for n, rate in self._points)
         held = [rate for n, rate in self._points if n * rate < SHARE * link]
-        if not held:
-            return 1.0  # every request got its share of the link: the link, not a connection, limits
-        return max(1.0, link / statistics.median(held))
+        if held:
+            return max(1.0, link / statistics.median(held))
+        if any(n <= SOLO for n, _ in self._points):
+            return 1.0  # a request alone got (nearly) the best total: one connection fills the link
+        return None
 
-    def per_connection(self) -> float | None:
-        """Bytes per second one connection gets (the best total when one fills the link), or ``None``."""
-        needed = self.connections()
-        if needed is None:
-            return None
-        return max(n * rate for n, rate in self._points) / needed
+    def unmeasured(self) -> bool:
+        """Whether no request was measured yet."""
+        return not self._points
 
     def spare(self) -> bool:
-        """Whether another request would add to the link: fewer in flight than fill it, plus one whose
-        start (a round trip) overlaps the others' ends. Before any measurement: one, plus that one."""
+        """Whether another request would add to the link.
+
+        Decided: fewer in flight than fill it, plus one whose start (a round trip) overlaps the others'
+        ends. Nothing measured yet: only an idle link (the first request runs alone, so its rate is
+        what one connection gets). Undecided: fewer than the most that were seen filling it, plus one.
+        """
         needed = self.connections()
-        return self.in_flight < math.ceil(needed if needed is not None else 1.0) + 1
+        if needed is None:
+            if not self._points:
+                return self.in_flight == 0
+            needed = max(n for n, _ in self._points)
+        return self.in_flight < math.ceil(needed) + 1

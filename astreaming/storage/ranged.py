@@ -88,12 +88,16 @@ class RangedDownloader:
         """Whether an object of ``size`` bytes is downloaded in parts (at least two of them).
 
         Not where the gauge measured that one connection fills the link: parts would only add requests.
-        Before anything is measured, large objects are split (the parts' varying concurrency is what
-        the gauge measures from).
+        Where it cannot tell, they are split (the link is full either way). The first object, before
+        anything was measured, is split only if it is at least two of the largest parts.
         """
         if size < 2 * self.part_size():
             return False
         needed = self.gauge.connections()
+        if needed is None and self.gauge.unmeasured():
+            # The first download: one alone tells what a connection gets, unless the object is so
+            # large that a capped connection would take long over it.
+            return size >= 2 * self.max_part
         return needed is None or needed >= SPLIT_CONNECTIONS
 
     def observe(self, nbytes: int, seconds: float) -> None:
