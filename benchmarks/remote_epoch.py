@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         configs = [("astreaming http", "http", run_astreaming), ("astreaming s3", "s3", run_astreaming)]
         if args.whole_shards_too:
+            configs.insert(1, ("astreaming http whole shards", "http", run_astreaming_whole))
             configs.append(("astreaming s3 whole shards", "s3", run_astreaming_whole))
         if not args.skip_mosaic:
             configs.append(("mosaic s3", "s3", run_mosaic))

@@ -28,6 +28,9 @@ from astreaming.errors import ConfigError
 
 __all__ = ["URGENT", "FetchDeferred", "FetchScheduler", "FetchStatistics"]
 
+#: Shards ``stretch`` may start beyond the look-ahead window at once.
+STRETCH_SHARDS = 2
+
 #: Priority of a random-access request: ahead of every plan position, and exempt from the look-ahead.
 URGENT = -math.inf
 
@@ -98,7 +101,8 @@ class FetchScheduler:
             :meth:`LinkGauge.spare`). When it says so, ``head_first`` no longer holds look-ahead back
             (the needed shard already has the connections it can use), and with ``stretch`` one shard
             beyond the look-ahead may start. Call :meth:`pump` when its answer may have changed.
-        stretch: Let one shard beyond ``predownload`` start while :attr:`spare` says the link has room
+        stretch: Let shards beyond ``predownload`` start while :attr:`spare` says the link has room, at
+            most :data:`STRETCH_SHARDS` at once
             (for a look-ahead nobody chose: shards larger than the window would otherwise leave the
             link idle between them).
         clock: Seconds for the consumer-wait statistics (``time.perf_counter``; tests inject a fake).
@@ -402,9 +406,10 @@ class FetchScheduler:
         for shard, priority in list(self._beyond.items()):
             if priority <= limit:
                 del self._beyond[shard]  # the window reached it: it no longer counts as beyond
-        # One at a time: the next one only once the window reached it, so a consumer slower than the
-        # link keeps at most one shard more than the look-ahead it asked for.
-        return not self._beyond and self.spare is not None and self.spare()
+        # At most STRETCH_SHARDS beyond the window at once: a consumer slower than the link keeps at most
+        # that many shards more than the look-ahead, and a busy consumer that lags a little behind a
+        # download-bound link does not leave the link idle.
+        return len(self._beyond) < STRETCH_SHARDS and self.spare is not None and self.spare()
 
     def pump(self) -> None:
         """Start what may start now (e.g. after :attr:`spare`'s answer changed)."""

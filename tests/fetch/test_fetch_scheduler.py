@@ -546,31 +546,31 @@ async def test_head_first_lets_lookahead_use_a_link_with_room() -> None:
         await asyncio.gather(*futures)
 
 
-async def test_stretch_starts_one_shard_beyond_the_lookahead_while_the_link_has_room() -> None:
+async def test_stretch_starts_shards_beyond_the_lookahead_while_the_link_has_room() -> None:
     fetch = FakeFetch()
     room = [False]
     async with FetchScheduler(
-        fetch, max_in_flight=4, predownload=5, head_first=True, spare=lambda: room[0], stretch=True
+        fetch, max_in_flight=8, predownload=5, head_first=True, spare=lambda: room[0], stretch=True
     ) as sched:
-        for shard in range(4):
+        for shard in range(5):
             fetch.gate(shard)
-        futures = [sched.want(s, s * 100) for s in range(4)]  # shards far longer than the look-ahead
+        futures = [sched.want(s, s * 100) for s in range(5)]  # shards far longer than the look-ahead
         await settle()
         assert fetch.started == [0]
         room[0] = True
         sched.pump()
         await settle()
-        assert fetch.started == [0, 1]  # one beyond the window, not all of them
-        fetch.gate(0).set()
-        fetch.gate(1).set()
-        await asyncio.gather(futures[0], futures[1])
+        assert fetch.started == [0, 1, 2]  # STRETCH_SHARDS beyond the window, not all of them
+        for shard in (0, 1, 2):
+            fetch.gate(shard).set()
+        await asyncio.gather(*futures[:3])
         await settle()
-        assert fetch.started == [0, 1]  # shard 1 is ready but still beyond: nothing more yet
-        sched.advance(96)  # the window reaches shard 1: the next one may stretch
+        assert fetch.started == [0, 1, 2]  # ready but still beyond the window: nothing more yet
+        sched.advance(96)  # the window reaches shard 1: one more may stretch
         await settle()
-        assert fetch.started == [0, 1, 2]
-        sched.advance(200)
-        for shard in (2, 3):
+        assert fetch.started == [0, 1, 2, 3]
+        sched.advance(500)
+        for shard in (3, 4):
             fetch.gate(shard).set()
         await asyncio.gather(*futures)
 
