@@ -124,12 +124,13 @@ class LinkGauge:
         """Whether another request would add to the link.
 
         Decided: fewer in flight than fill it, plus one whose start (a round trip) overlaps the others'
-        ends. Nothing measured yet: only an idle link (the first request runs alone, so its rate is
-        what one connection gets). Undecided: fewer than the most that were seen filling it, plus one.
+        ends. Nothing measured yet: no (the first downloads run as they were started, so their rates
+        say what the link gives them). Undecided: fewer than the most that were seen filling it, plus
+        one.
         """
         needed = self.connections()
         if needed is None:
             if not self._points:
-                return self.in_flight == 0
+                return False
             needed = max(n for n, _ in self._points)
         return self.in_flight < math.ceil(needed) + 1

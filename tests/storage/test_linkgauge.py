@@ -56,7 +56,7 @@ def download_object_in_parts(sim: SimulatedLink, size: int, part: int) -> None:
 def test_a_per_connection_cap_shows_and_is_split_for() -> None:
     sim = SimulatedLink(link=100 * MB, per_connection=10 * MB)
     downloader = RangedDownloader(clock=lambda: sim.now, gauge=sim.gauge)
-    assert sim.gauge.connections() is None and sim.gauge.spare()  # nothing measured, link idle
+    assert sim.gauge.connections() is None and not sim.gauge.spare()  # nothing measured: no room known
     assert downloader.splits(64 << 20)  # a first object this large is split at once
     download_object_in_parts(sim, 64 * MB, 6 * MB)  # 11 parts: each got its share of a full link
     assert sim.gauge.connections() is None  # a full link, but whether one connection could fill it?
