@@ -416,6 +416,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             self._table,
             max_in_flight=self.args.max_concurrent_downloads,
             predownload=self.args.predownload,
+            stretch=self.args.predownload_default,
             cache_limit=self.args.cache_limit,
             readers=World.detect().workers_per_node,
         )

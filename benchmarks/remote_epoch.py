@@ -49,6 +49,10 @@ def child(args: argparse.Namespace) -> None:
     importlib.import_module(
         "astreaming.storage.s3" if args.remote.startswith("s3://") else "astreaming.storage.http"
     )
+    if os.environ.get("ASTREAMING_BENCH_LINK_TRACE"):
+        import _linktrace
+
+        _linktrace.install(os.environ["ASTREAMING_BENCH_LINK_TRACE"])
     if os.environ.get("BENCH_WHOLE_SHARDS"):
         from astreaming.storage import ranged
 
@@ -57,6 +61,7 @@ def child(args: argparse.Namespace) -> None:
     result: dict[str, Any] = {}
     try:
         began = time.perf_counter()
+        result["began_monotonic"] = time.monotonic()
         ds = StreamingDataset(
             remote=args.remote,
             local=str(local),
@@ -123,17 +128,34 @@ def run_mosaic(
     return _common.run_peer("mosaic_remote.py", args, env=env)
 
 
-def measured(served: serve_proxy.Served, run: Any, samples: int, **kwargs: Any) -> dict[str, Any]:
+def measured(
+    served: serve_proxy.Served, run: Any, samples: int, env: dict[str, str] | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """One run with the proxy's byte and request counts for it; checks every sample arrived."""
     before = served.stats()
-    out: dict[str, Any] = run(served.root, served.env, **kwargs)
+    out: dict[str, Any] = run(served.root, served.env if env is None else env, **kwargs)
     after = served.stats()
+    # CPU of the serving process (server and proxy), and of the proxy's thread alone.
+    out["server_cpu_s"] = after["cpu_s"] - before["cpu_s"]
+    out["proxy_cpu_s"] = after["proxy_cpu_s"] - before["proxy_cpu_s"]
     for epoch in out["epochs"]:
         if epoch["samples"] != samples or epoch["id_sum"] != samples * (samples - 1) // 2:
             raise RuntimeError(f"{run.__name__}: an epoch yielded {epoch['samples']} samples, not {samples}")
     out["link_bytes"] = after["bytes_sent"] - before["bytes_sent"]
     out["requests"] = after["requests"] - before["requests"]
     return out
+
+
+def link_summary(trace: Path, out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`_linktrace.summary` of one run's trace, with times from the dataset's construction."""
+    import _linktrace
+
+    records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    for record in records:
+        record["t0"] -= out["began_monotonic"]
+        record["t1"] -= out["began_monotonic"]
+    need = args.bandwidth / args.connection_bandwidth if args.connection_bandwidth else None
+    return _linktrace.summary(records, need)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -156,6 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--data-dir", help="keep and reuse the dataset here (default: a temporary directory)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--trace", help="log every request of the astreaming runs into this directory and summarise it"
+    )
     # The child mode: one astreaming run (used by run_astreaming).
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--remote", help=argparse.SUPPRESS)
@@ -188,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         configs = [("astreaming http", "http", run_astreaming), ("astreaming s3", "s3", run_astreaming)]
         if args.whole_shards_too:
+            configs.insert(1, ("astreaming http whole shards", "http", run_astreaming_whole))
             configs.append(("astreaming s3 whole shards", "s3", run_astreaming_whole))
         if not args.skip_mosaic:
             configs.append(("mosaic s3", "s3", run_mosaic))
@@ -196,8 +222,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 data, kind, args.latency, args.bandwidth, connection_bandwidth=args.connection_bandwidth
             ) as served:
                 best: dict[str, Any] | None = None
-                for _ in range(args.repeat):
-                    out = measured(served, run, n)
+                for attempt in range(args.repeat):
+                    env = served.env
+                    trace = None
+                    if args.trace and run is not run_mosaic:
+                        trace = Path(args.trace) / f"{name.replace(' ', '-')}-{attempt}.jsonl"
+                        trace.parent.mkdir(parents=True, exist_ok=True)
+                        trace.unlink(missing_ok=True)
+                        env = dict(env, ASTREAMING_BENCH_LINK_TRACE=str(trace))
+                    out = measured(served, run, n, env=env)
+                    if trace is not None:
+                        out["trace"] = link_summary(trace, out, args)
                     if best is None or out["epochs"][0]["seconds"] < best["epochs"][0]["seconds"]:
                         best = out
             assert best is not None
@@ -216,6 +251,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "link_MB": best["link_bytes"] / 1e6,
                     "requests": best["requests"],
                     "MB/s": best["link_bytes"] / epoch["seconds"] / 1e6,
+                    "server_cpu_s": best["server_cpu_s"],
+                    "proxy_cpu_s": best["proxy_cpu_s"],
+                    **({"trace": best["trace"]} if "trace" in best else {}),
                 }
             )
     finally:

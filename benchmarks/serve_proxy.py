@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -99,7 +100,21 @@ def serve(
 def _answer(stdin: IO[str], proxy: Any) -> None:
     for line in stdin:
         if line.strip() == "stats":
-            print(json.dumps(dataclasses.asdict(proxy.statistics())), flush=True)
+            stats = dataclasses.asdict(proxy.statistics())
+            times = os.times()
+            stats["cpu_s"] = times.user + times.system  # server and proxy together
+            threads = [t for t in threading.enumerate() if t.name == "astreaming-faultproxy"]
+            stats["proxy_cpu_s"] = _thread_cpu(threads[0].native_id) if threads else 0.0
+            print(json.dumps(stats), flush=True)
+
+
+def _thread_cpu(tid: int | None) -> float:
+    """CPU seconds of one thread of this process (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def main() -> None:

@@ -67,6 +67,9 @@ class DatasetArgs:
     keep_zip: bool
     epoch_size: int | None
     predownload: int
+    #: Whether ``predownload`` is the default (nobody chose the look-ahead: it may stretch to keep the
+    #: link busy).
+    predownload_default: bool
     cache_limit: int | None
     sampling_method: str
     sampling_granularity: int
@@ -134,6 +137,7 @@ def parse_args(
     if cache_limit is not None:
         cache_limit = bytes_to_int(cache_limit, name="cache_limit")
     batch_size = _positive("batch_size", batch_size)
+    predownload_default = predownload is None
     if predownload is None:
         predownload = 8 * batch_size if batch_size is not None else 64
     predownload = _positive("predownload", predownload, minimum=0)
@@ -150,6 +154,7 @@ def parse_args(
         keep_zip=bool(keep_zip),
         epoch_size=epoch_size,
         predownload=predownload,
+        predownload_default=predownload_default,
         cache_limit=cache_limit,
         sampling_method=_choice("sampling_method", sampling_method, SAMPLING_METHODS),
         sampling_granularity=_positive("sampling_granularity", sampling_granularity, allow_none=False),

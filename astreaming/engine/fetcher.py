@@ -24,6 +24,7 @@ from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
 from astreaming.storage.base import Backend
+from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.partfile import settle
 from astreaming.storage.ranged import RangedDownloader
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
@@ -65,6 +66,7 @@ class ShardFetcher:
         retry_stats: Shared retry counters.
         budget: The node-wide ``cache_limit`` budget, if any.
         distance: Plan positions until the consumer needs a shard (0: now), from the scheduler.
+        gauge: Counts the link's requests in flight (shared with whoever schedules downloads).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class ShardFetcher:
         *,
         budget: NodeBudget | None = None,
         distance: Callable[[int], float] = lambda shard: 0.0,
+        gauge: LinkGauge | None = None,
     ) -> None:
         self.budget = budget
         self.distance = distance
@@ -85,7 +88,7 @@ class ShardFetcher:
         self.retry_stats = retry_stats
         self.counters = FetchCounters()
         #: Large shards are downloaded as parallel byte ranges (sized from the throughput measured).
-        self.ranged = RangedDownloader()
+        self.ranged = RangedDownloader(gauge=gauge)
         # Shards this process had in the cache (downloaded or found) since its plan started: one
         # downloaded again meanwhile is a refetch.
         self._seen: set[int] = set()
@@ -222,25 +225,39 @@ class ShardFetcher:
         if not backend.is_local_filesystem and ranged.splits(info.bytes):
             size = await ranged.download(backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats)
         else:
-            began = time.monotonic()
-
-            async def attempt() -> int:
-                got = await backend.download(url, tmp)
-                if got != info.bytes:
-                    # Retried (a hop may cut a body and lower its Content-Length); on the last attempt
-                    # with_retries makes it a FormatError: the object differs from the index.
-                    tmp.unlink(missing_ok=True)
-                    raise WrongLength(
-                        f"{redact(url)}: downloaded {got} bytes but the index says {info.bytes}",
-                        url=redact(url),
-                    )
-                return got
-
-            size = await with_retries(policy, attempt, url=url, stats=self.retry_stats, what="download")
-            if size >= ranged.min_part:  # large enough to say what one connection gets
-                ranged.observe(size, time.monotonic() - began)
+            size = await with_retries(
+                policy,
+                lambda: self._whole(backend, url, tmp, info.bytes),
+                url=url,
+                stats=self.retry_stats,
+                what="download",
+            )
         self.counters.bytes_downloaded += size
         self.counters.files_downloaded += 1
+
+    async def _whole(self, backend: Backend, url: str, tmp: Path, expected: int) -> int:
+        """One attempt at a whole download of ``expected`` bytes, counted by the link gauge (it holds a
+        connection too)."""
+        ranged = self.ranged
+        local = backend.is_local_filesystem  # a copy: not the link
+        began = time.monotonic()
+        request = None if local else ranged.gauge.begin()
+        size = 0
+        try:
+            size = await backend.download(url, tmp)
+        finally:
+            if request is not None:
+                ranged.gauge.end(request, size)
+        if size != expected:
+            # Retried (a hop may cut a body and lower its Content-Length); on the last attempt
+            # with_retries makes it a FormatError: the object differs from the index.
+            tmp.unlink(missing_ok=True)
+            raise WrongLength(
+                f"{redact(url)}: downloaded {size} bytes but the index says {expected}", url=redact(url)
+            )
+        if not local and size >= ranged.min_part:  # large enough to say what one connection gets
+            ranged.observe(size, time.monotonic() - began)
+        return size
 
     @staticmethod
     def _verify(algo: str | None, info: FileInfo, path: Path) -> None:

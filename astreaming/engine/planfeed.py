@@ -119,6 +119,10 @@ class Chunk:
         return self.start + len(self.ids)
 
 
+#: Most samples :meth:`PlanFeed.next` joins into one chunk (the plan's own chunk size).
+JOIN_LIMIT = 1 << 16
+
+
 class PlanFeed:
     """The chunks of a plan in order, each with its shard facts; ``wanted`` collects every shard seen."""
 
@@ -129,17 +133,33 @@ class PlanFeed:
         self.wanted: set[int] = set()
 
     def next(self) -> Chunk | None:
-        """The next non-empty chunk, or None at the end of the plan."""
+        """The next non-empty chunk, or None at the end of the plan.
+
+        Chunks of the source that all fall in one shard are joined (up to :data:`JOIN_LIMIT` samples):
+        the scheduler knows the shards of two chunks, and two chunks inside one large shard would give
+        it nothing to download next while that shard comes in.
+        """
+        pieces: list[npt.NDArray[np.int64]] = []
+        count, single = 0, -1
         for ids in self._source:
             ids = np.asarray(ids, np.int64)
             if not len(ids):
                 continue
-            shards, order, first = first_needs(self.table, ids)
-            chunk = Chunk(self._next_start, ids, shards, order, first + self._next_start)
-            self._next_start = chunk.stop
-            self.wanted.update(order.tolist())
-            return chunk
-        return None
+            pieces.append(ids)
+            count += len(ids)
+            where = shards_of(self.table, ids[[0, -1]]) if len(pieces) == 1 else None
+            if where is not None and where[0] == where[1]:
+                single = int(where[0])
+            if single < 0 or count >= JOIN_LIMIT or not bool((shards_of(self.table, ids) == single).all()):
+                break
+        if not pieces:
+            return None
+        ids = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        shards, order, first = first_needs(self.table, ids)
+        chunk = Chunk(self._next_start, ids, shards, order, first + self._next_start)
+        self._next_start = chunk.stop
+        self.wanted.update(order.tolist())
+        return chunk
 
 
 def window_shards(*chunks: Chunk | None) -> npt.NDArray[np.int64]:

@@ -31,6 +31,7 @@ from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
 from astreaming.fetch.scheduler import FetchScheduler
 from astreaming.fetch.waiter import ShardWaiter
 from astreaming.storage.base import Backend
+from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.retry import RetryPolicy, RetryStats
 
 __all__ = ["Runtime", "SyncRuntime", "retry_policy"]
@@ -72,10 +73,13 @@ class Runtime:
         *,
         max_in_flight: int,
         predownload: int | None,
+        stretch: bool = False,
         cache_limit: int | None = None,
         readers: int = 1,
     ) -> None:
         self.table = table
+        #: Whether the look-ahead may stretch by a shard while the link has room (it was not chosen).
+        self.stretch = stretch
         self.max_in_flight = max_in_flight
         self.predownload = predownload
         self.retry_stats = RetryStats()
@@ -156,11 +160,26 @@ class Runtime:
                 for backend in backends.values():
                     await backend.aclose()
                 raise
+        # One gauge of the link for the whole download path: whole downloads and parts hold connections,
+        # and the scheduler starts look-ahead while they leave the link room.
+        gauge = LinkGauge()
         scheduler = FetchScheduler(
-            self._fetch, max_in_flight=self.max_in_flight, predownload=self.predownload, head_first=True
+            self._fetch,
+            max_in_flight=self.max_in_flight,
+            predownload=self.predownload,
+            head_first=True,
+            spare=gauge.spare,
+            stretch=self.stretch,
         )
+        gauge.on_end(scheduler.pump)
         fetcher = ShardFetcher(
-            self.table, backends, policies, self.retry_stats, budget=self.budget, distance=scheduler.distance
+            self.table,
+            backends,
+            policies,
+            self.retry_stats,
+            budget=self.budget,
+            distance=scheduler.distance,
+            gauge=gauge,
         )
         self._open = _Open(backends, fetcher, scheduler, asyncio.get_running_loop())
 

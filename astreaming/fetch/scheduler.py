@@ -28,6 +28,9 @@ from astreaming.errors import ConfigError
 
 __all__ = ["URGENT", "FetchDeferred", "FetchScheduler", "FetchStatistics"]
 
+#: Shards ``stretch`` may start beyond the look-ahead window at once.
+STRETCH_SHARDS = 2
+
 #: Priority of a random-access request: ahead of every plan position, and exempt from the look-ahead.
 URGENT = -math.inf
 
@@ -94,6 +97,14 @@ class FetchScheduler:
         head_first: While a shard the consumer needs now (priority <= position) is downloading, start
             no look-ahead fetch: on a bandwidth-bound link the needed shard gets the whole link, so the
             first sample costs one shard transfer instead of a window's.
+        spare: Whether the running downloads leave the link room for another (e.g.
+            :meth:`LinkGauge.spare`). When it says so, ``head_first`` no longer holds look-ahead back
+            (the needed shard already has the connections it can use), and with ``stretch`` one shard
+            beyond the look-ahead may start. Call :meth:`pump` when its answer may have changed.
+        stretch: Let shards beyond ``predownload`` start while :attr:`spare` says the link has room, at
+            most :data:`STRETCH_SHARDS` at once
+            (for a look-ahead nobody chose: shards larger than the window would otherwise leave the
+            link idle between them).
         clock: Seconds for the consumer-wait statistics (``time.perf_counter``; tests inject a fake).
 
     Use as ``async with FetchScheduler(...) as sched:``; leaving the block cancels everything still running.
@@ -110,6 +121,8 @@ class FetchScheduler:
         head_first: bool = False,
         defer_retry: float = 0.05,
         clock: Callable[[], float] = time.perf_counter,
+        spare: Callable[[], bool] | None = None,
+        stretch: bool = False,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -127,6 +140,10 @@ class FetchScheduler:
         self.max_in_flight = max_in_flight
         self.urgent_slots = urgent_slots
         self.head_first = head_first
+        self.spare = spare
+        self.stretch = stretch and spare is not None
+        # Shards started beyond the look-ahead by `stretch` (priority), until the window reaches them.
+        self._beyond: dict[int, float] = {}
         self.predownload = math.inf if predownload is None else float(predownload)
         self._position: float = 0
         self._entries: dict[int, _Entry] = {}  # wanted and not ready: queued or running
@@ -238,6 +255,7 @@ class FetchScheduler:
     def rewind(self, position: float = 0) -> None:
         """Start a new plan: set the consumer position, even backwards (e.g. the next epoch)."""
         self._position = position
+        self._beyond.clear()
         self._pump()
 
     def distance(self, shard: int) -> float:
@@ -259,6 +277,7 @@ class FetchScheduler:
     def cancel(self, shard: int) -> None:
         """Stop wanting ``shard``: dequeue it or cancel its running fetch. Its future is cancelled."""
         self._failed.pop(shard, None)
+        self._beyond.pop(shard, None)
         entry = self._entries.get(shard)
         if entry is None:
             return
@@ -284,6 +303,7 @@ class FetchScheduler:
             self.cancel(shard)
         self._heap.clear()
         self._failed.clear()
+        self._beyond.clear()
         self._position = 0
 
     def note_wait(self, seconds: float, *, hit: bool = False) -> None:
@@ -349,20 +369,28 @@ class FetchScheduler:
             if entry is None or entry.state is not _State.QUEUED or entry.priority != priority:
                 heapq.heappop(self._heap)  # stale: cancelled, started, or re-prioritised
                 continue
-            if priority > limit:
+            beyond = priority > limit
+            if beyond and not self._may_stretch(limit):
                 break
             if self._lookahead_paused and priority > self._position:
                 break
-            if self.head_first and priority > self._position and self._consumer_blocked():
-                # Head-of-line first: while a shard the consumer needs now is downloading, start no
-                # look-ahead fetch that would share the link with it. The first sample then costs one
-                # shard transfer, not the whole window's.
+            if (
+                self.head_first
+                and priority > self._position
+                and self._consumer_blocked()
+                and not (self.spare is not None and self.spare())
+            ):
+                # Head-of-line first: while a shard the consumer needs now is downloading and keeps the
+                # link busy, start no look-ahead fetch that would share the link with it. The first
+                # sample then costs one shard transfer, not the whole window's.
                 break
             # The heap's top is the most urgent request, so if it may not start, nothing may.
             slots = self.max_in_flight + (self.urgent_slots if priority == URGENT else 0)
             if self._running >= slots:
                 break
             heapq.heappop(self._heap)
+            if beyond:
+                self._beyond[shard] = priority
             entry.state = _State.RUNNING
             self._running += 1
             self._running_priority[shard] = priority
@@ -370,6 +398,23 @@ class FetchScheduler:
             entry.task = task
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._on_task_done, shard, entry))
+
+    def _may_stretch(self, limit: float) -> bool:
+        """Whether one shard beyond the look-ahead may start now (``stretch``, and the link has room)."""
+        if not self.stretch:
+            return False
+        for shard, priority in list(self._beyond.items()):
+            if priority <= limit:
+                del self._beyond[shard]  # the window reached it: it no longer counts as beyond
+        # At most STRETCH_SHARDS beyond the window at once: a consumer slower than the link keeps at most
+        # that many shards more than the look-ahead, and a busy consumer that lags a little behind a
+        # download-bound link does not leave the link idle.
+        return len(self._beyond) < STRETCH_SHARDS and self.spare is not None and self.spare()
+
+    def pump(self) -> None:
+        """Start what may start now (e.g. after :attr:`spare`'s answer changed)."""
+        if not self._closed:
+            self._pump()
 
     def _consumer_blocked(self) -> bool:
         position = self._position

@@ -6,7 +6,8 @@ the link idles, and a handful of shards in flight cannot fill it. Splitting each
 parts fetched concurrently keeps enough connections busy without a knob: the part size follows the
 throughput one request was measured to get (a part should take about :data:`PART_SECONDS`, so the
 request's round trip is a small share of it), and the bytes held in memory are bounded by
-:data:`BUFFER_BYTES` whatever the part size.
+:data:`BUFFER_BYTES` whatever the part size. Where one connection already fills the link (as a
+:class:`~astreaming.storage.linkgauge.LinkGauge` measures it), objects are not split.
 
 The parts are written at their offsets into the caller's temp file; the caller verifies and publishes it
 as it would a whole download. Each part is retried on its own under the stream's retry policy.
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from astreaming.storage.base import Backend, discard
+from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import redact
@@ -39,6 +41,8 @@ BUFFER_BYTES = 96 << 20
 MAX_PARALLEL = 16
 #: Weight of the newest measurement in the running estimate of one request's throughput.
 _SMOOTHING = 0.3
+#: Split only where the link takes at least this many connections to fill.
+SPLIT_CONNECTIONS = 1.5
 
 
 class RangedDownloader:
@@ -49,6 +53,8 @@ class RangedDownloader:
         min_part: Smallest part, in bytes (also the part size before anything was measured); default
             :data:`MIN_PART`.
         max_part: Largest part, in bytes; default :data:`MAX_PART`.
+        gauge: Counts the requests in flight and tells whether the link takes more than one
+            connection (a new one on ``clock`` by default; the fetcher shares it with whole downloads).
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class RangedDownloader:
         clock: Callable[[], float] = time.monotonic,
         min_part: int | None = None,
         max_part: int | None = None,
+        gauge: LinkGauge | None = None,
     ) -> None:
         self._clock = clock
+        self.gauge = gauge if gauge is not None else LinkGauge(clock=clock)
         self.min_part = min_part if min_part is not None else MIN_PART
         self.max_part = max(max_part if max_part is not None else MAX_PART, self.min_part)
         #: Bytes per second one request got (running estimate), None until a part was measured.
@@ -76,8 +84,20 @@ class RangedDownloader:
         return int(min(self.max_part, max(self.min_part, self.rate * PART_SECONDS)))
 
     def splits(self, size: int) -> bool:
-        """Whether an object of ``size`` bytes is downloaded in parts (at least two of them)."""
-        return size >= 2 * self.part_size()
+        """Whether an object of ``size`` bytes is downloaded in parts (at least two of them).
+
+        Not where the gauge measured that one connection fills the link: parts would only add requests.
+        Where it cannot tell, they are split (the link is full either way). The first object, before
+        anything was measured, is split only if it is at least two of the largest parts.
+        """
+        if size < 2 * self.part_size():
+            return False
+        needed = self.gauge.connections()
+        if needed is None and self.gauge.unmeasured():
+            # The first download: one alone tells what a connection gets, unless the object is so
+            # large that a capped connection would take long over it.
+            return size >= 2 * self.max_part
+        return needed is None or needed >= SPLIT_CONNECTIONS
 
     def observe(self, nbytes: int, seconds: float) -> None:
         """Fold one request's throughput into the estimate."""
@@ -150,7 +170,13 @@ class RangedDownloader:
     async def _read(self, backend: Backend, url: str, start: int, end: int, size: int) -> bytes:
         began = self._clock()
         asked = end + 1 if end == size else end  # one byte past the end: is the object longer?
-        data = await backend.read_range(url, start, asked)
+        request = self.gauge.begin()
+        received = 0
+        try:
+            data = await backend.read_range(url, start, asked)
+            received = len(data)
+        finally:
+            self.gauge.end(request, received)  # a failed attempt frees its connection, unmeasured
         # The backends raise TransientStorageError for a body cut short of its announced length. A
         # complete answer of another length is retried too (a hop may cut a body and lower its
         # Content-Length); if it persists, with_retries makes it a FormatError: the object differs.

@@ -142,7 +142,9 @@ def test_part_size_follows_measured_throughput() -> None:
     now = [0.0]
     downloader = RangedDownloader(clock=lambda: now[0], min_part=4 << 20, max_part=16 << 20)
     assert downloader.part_size() == 4 << 20  # nothing measured yet: the smallest part
-    assert not downloader.splits(7 << 20) and downloader.splits(8 << 20)
+    # Before anything is measured, only an object of two of the largest parts is split: a smaller
+    # first one runs whole and alone, so the link gauge learns what one connection gets.
+    assert not downloader.splits(31 << 20) and downloader.splits(32 << 20)
     downloader.observe(20_000_000, 1.0)  # one connection got 20 MB/s: parts of half a second
     assert downloader.part_size() == 10_000_000
     for _ in range(20):
@@ -214,8 +216,8 @@ async def test_failed_parts_retry_fail_typed_and_leave_nothing(tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def big_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five shards of ~35 MB: more than two of the largest parts, so every download is split, whatever
-    throughput was measured, with nothing patched (spawned workers see the defaults)."""
+    """Five shards of ~35 MB: more than two of the largest parts, so even a process's first download is
+    split, with nothing patched (spawned workers see the defaults)."""
     root = tmp_path_factory.mktemp("big") / "data"
     with MDSWriter(out=str(root), columns={"id": "int", "blob": "bytes"}, size_limit=34 << 20) as w:
         for i in range(BIG_SAMPLES):
@@ -231,7 +233,10 @@ def test_default_parts_with_spawned_workers_under_a_cache_limit(big_shards: Path
     assert len(sizes) == 5 and min(sizes) >= 2 * ranged.MAX_PART
     index = (big_shards / "index.json").stat().st_size
     limit = index + 4 * max(sizes)  # the least allowed for 2 readers: 4 of the 5 shards, so evictions
-    with StaticHTTPServer(big_shards.parent) as server, ThreadedFaultProxy(server.url, FaultPlan()) as proxy:
+    # Each connection capped (as an object store does), so the link gauge never finds one connection
+    # filling the link: every download stays split.
+    plan = FaultPlan(connection_bandwidth=40e6)
+    with StaticHTTPServer(big_shards.parent) as server, ThreadedFaultProxy(server.url, plan) as proxy:
         ds = StreamingDataset(
             remote=f"{proxy.url}/data", local=str(tmp_path / "c"), batch_size=4, cache_limit=limit
         )

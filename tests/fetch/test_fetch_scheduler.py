@@ -531,3 +531,72 @@ async def test_a_running_lookahead_needed_now_is_not_deferred_forever() -> None:
         gate.set()
         await waiting
         assert distances == [50, 0]
+
+
+async def test_head_first_lets_lookahead_use_a_link_with_room() -> None:
+    """Once the running downloads leave the link room (``spare``), look-ahead starts beside the head."""
+    fetch = FakeFetch()
+    room = [False]
+    async with FetchScheduler(
+        fetch, max_in_flight=4, predownload=100, head_first=True, spare=lambda: room[0]
+    ) as sched:
+        for shard in range(3):
+            fetch.gate(shard)
+        futures = [sched.want(s, s * 10) for s in range(3)]
+        await settle()
+        assert fetch.started == [0]  # the head keeps the link busy: it downloads alone
+        room[0] = True  # e.g. its last parts are in flight and connections idle
+        sched.pump()
+        await settle()
+        assert fetch.started == [0, 1, 2]
+        for shard in range(3):
+            fetch.gate(shard).set()
+        await asyncio.gather(*futures)
+
+
+async def test_stretch_starts_shards_beyond_the_lookahead_while_the_link_has_room() -> None:
+    fetch = FakeFetch()
+    room = [False]
+    async with FetchScheduler(
+        fetch, max_in_flight=8, predownload=5, head_first=True, spare=lambda: room[0], stretch=True
+    ) as sched:
+        for shard in range(5):
+            fetch.gate(shard)
+        futures = [sched.want(s, s * 100) for s in range(5)]  # shards far longer than the look-ahead
+        await settle()
+        assert fetch.started == [0]
+        room[0] = True
+        sched.pump()
+        await settle()
+        assert fetch.started == [0, 1, 2]  # STRETCH_SHARDS beyond the window, not all of them
+        for shard in (0, 1, 2):
+            fetch.gate(shard).set()
+        await asyncio.gather(*futures[:3])
+        await settle()
+        assert fetch.started == [0, 1, 2]  # ready but still beyond the window: nothing more yet
+        sched.advance(96)  # the window reaches shard 1: one more may stretch
+        await settle()
+        assert fetch.started == [0, 1, 2, 3]
+        sched.advance(500)
+        for shard in (3, 4):
+            fetch.gate(shard).set()
+        await asyncio.gather(*futures)
+
+
+async def test_no_stretch_without_room_or_when_not_asked() -> None:
+    fetch = FakeFetch()
+    async with FetchScheduler(fetch, max_in_flight=4, predownload=5, spare=lambda: False, stretch=True) as s1:
+        futures = [s1.want(s, s * 100) for s in range(3)]
+        await asyncio.gather(futures[0])
+        await settle()
+        assert fetch.started == [0]  # the link is busy: the window holds
+        s1.advance(300)
+        await asyncio.gather(*futures)
+    fetch = FakeFetch()
+    async with FetchScheduler(fetch, max_in_flight=4, predownload=5, spare=lambda: True) as s2:
+        futures = [s2.want(s, s * 100) for s in range(3)]
+        await asyncio.gather(futures[0])
+        await settle()
+        assert fetch.started == [0]  # stretch not asked for (predownload was chosen): the window holds
+        s2.advance(300)
+        await asyncio.gather(*futures)
