@@ -412,13 +412,18 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         self._control.complete(epoch, world.worker_of_rank, world.workers_per_rank)
 
     def _new_runtime(self) -> Runtime:
+        world = World.detect()
+        slot = f"{self._control.path.stem}-w{world.worker_of_rank}" if in_dataloader_worker() else None
         return Runtime(
             self._table,
             max_in_flight=self.args.max_concurrent_downloads,
             predownload=self.args.predownload,
             stretch=self.args.predownload_default,
             cache_limit=self.args.cache_limit,
-            readers=World.detect().workers_per_node,
+            readers=world.workers_per_node,
+            # A DataLoader worker's successor (the next epoch's worker of the same index, started by the
+            # same parent) is known to the ledger by this slot: it finds the hints this one leaves.
+            hint_slot=slot,
         )
 
     def _new_readers(self) -> ReaderCache:

@@ -16,7 +16,9 @@ same resident bytes, reservations and needs, so ``cache_limit`` holds for the di
   look-ahead shard is needed and free its room, where evicting a live one costs a second download. It
   also leaves room for this process's sooner shards not cached yet and for the next shards of the node's
   other readers (``lookahead_headroom``); if that does not make room it is refused (the caller retries
-  later) rather than thrash. The shard the consumer is waiting for may evict anything unpinned, and
+  later) rather than thrash. Nor does it displace the next epoch's first shards (``LATER`` needs, kept
+  over shards nobody needs): they would be the only shards it may take, and it would take them all
+  before the epoch ends. The shard the consumer is waiting for may evict anything unpinned, and
   waits for pins to go if it must.
 * A waiting consumer leaves a shard another process needs within ``yield_within`` to that process
   for up to ``yield_for`` seconds, as long as that process is not itself waiting for room: evicting
@@ -26,6 +28,15 @@ same resident bytes, reservations and needs, so ``cache_limit`` holds for the di
   that stopped consuming (a DataLoader worker whose queue is full while the loader waits for its
   sibling's batch) stalls the others only that long. Five shards, room for four, the default shuffle and
   2 DataLoader workers: 42-47 downloads an epoch, about what one process makes, against 59-78 without.
+* A waiting consumer also leaves a shard to a process that lags behind it (less ``progress``: epochs
+  plus the share of the current one) and needs that shard in its current epoch, as long as that process
+  moved within ``stall_after`` seconds, for up to ``couple_for`` seconds per shard. Only ever to a
+  process behind, so these waits cannot form a cycle (a lagging process waiting for room is waited for:
+  it waits for nobody ahead of it). Two jobs on one cache then stay within what the cache holds of each
+  other: the lagging one reads what the leading one brought in, instead of both downloading everything
+  (a leading job that evicts the lagging one's next shards makes it download them again, and the gap
+  never closes). A paused job stops moving and is not waited for after ``stall_after``; a slow one
+  costs the fast one at most ``couple_for`` per shard.
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from astreaming.cache.ledger import FileRow, Ledger, LedgerKey
+from astreaming.cache.nextuse import LATER
 from astreaming.cache.pins import exclusive
+from astreaming.cache.procid import process_tag
 from astreaming.cache.publish import FileLock, remove_stale_temps
 from astreaming.errors import CacheError, ConfigError
 
@@ -116,6 +129,7 @@ class BudgetStatistics:
         evicted_bytes: Their bytes.
         deferrals: Look-ahead downloads refused because only sooner-needed shards could have made room.
         yields: Times this process's waiting consumer left a shard to a reader needing it sooner.
+        couplings: Times it left a shard to a process lagging behind it (see the module's notes).
     """
 
     limit: int
@@ -124,6 +138,7 @@ class BudgetStatistics:
     evicted_bytes: int
     deferrals: int
     yields: int = 0
+    couplings: int = 0
 
 
 class NodeBudget:
@@ -178,6 +193,11 @@ class NodeBudget:
         protect_within: float = 0.0,
         yield_for: float = 0.3,
         yield_within: float | None = None,
+        progress: Callable[[], float | None] = lambda: None,
+        couple_for: float = 5.0,
+        stall_after: float = 2.0,
+        hint_slot: str | None = None,
+        hint_ttl: float = 600.0,
     ) -> None:
         if limit <= 0:
             raise ConfigError(f"cache_limit must be positive, got {limit}")
@@ -201,6 +221,15 @@ class NodeBudget:
         # Shard the consumer waits for -> when it first left a victim to another reader.
         self._yielding: dict[int, float] = {}
         self._yields = 0
+        self._progress = progress
+        self.couple_for = couple_for
+        self.stall_after = stall_after
+        # Shard the consumer waits for -> when it first left a victim to a lagging process.
+        self._coupling: dict[int, float] = {}
+        self._couplings = 0
+        self.hint_slot = hint_slot
+        self.hint_ttl = hint_ttl
+        self._slot_claimed = False
         self._own = {(k.root, k.key): shard for shard, k in enumerate(keys) if k is not None}
         self._last_sweep = -math.inf
         self._evictions = 0
@@ -248,12 +277,25 @@ class NodeBudget:
                 elif known and not present:
                     self.ledger.forget(conns, key.root, key.key)
 
-    def close(self) -> None:
-        """Leave the ledger (drops this process's reservations and needs) and stop the ledger thread."""
+    def close(self, hints: Sequence[tuple[int, float]] = ()) -> None:
+        """Leave the ledger (drops this process's reservations and needs) and stop the ledger thread.
+
+        Args:
+            hints: ``(shard, distance)`` the successor of this process's slot will need (a DataLoader
+                worker ending its epoch: the next epoch's first shards). Left in the ledger, in the
+                withdrawing transaction, for as long as this process's parent lives (it starts the
+                successor), at most ``hint_ttl`` seconds, and only with a ``hint_slot``.
+        """
         if self._executor is not None and self._executor_pid == os.getpid():
             self._executor.shutdown(wait=True)
         self._executor = None
-        self.ledger.close()
+        rows = [(k, at) for shard, at in hints if (k := self.keys[shard]) is not None]
+        slot = self.hint_slot
+        if slot is None or not rows:
+            self.ledger.close()
+            return
+        anchor = process_tag(os.getppid())
+        self.ledger.close(lambda conns: self.ledger.leave_hints(conns, slot, anchor, rows, ttl=self.hint_ttl))
 
     # -- accounting ----------------------------------------------------------------------------------
     def note_present(self, shard: int) -> None:
@@ -310,6 +352,7 @@ class NodeBudget:
                     exclude=key,
                     room=room,
                     may_yield=self._may_yield(shard, distance),
+                    may_couple=self._may_couple(shard, distance),
                 )
             if usage + nbytes > room:
                 if distance > 0:
@@ -319,6 +362,7 @@ class NodeBudget:
                 return None
             if distance <= 0:
                 self._yielding.pop(shard, None)
+                self._coupling.pop(shard, None)
                 ledger.set_waiting(conns, False)
             ledger.reserve(conns, key, nbytes)
             return nbytes
@@ -329,6 +373,13 @@ class NodeBudget:
             return False
         since = self._yielding.setdefault(shard, self._clock())
         return self._clock() - since < self.yield_for
+
+    def _may_couple(self, shard: int, distance: float) -> bool:
+        """Whether the consumer's reservation of ``shard`` may still leave victims to lagging processes."""
+        if distance > 0 or self.couple_for <= 0:
+            return False
+        since = self._coupling.setdefault(shard, self._clock())
+        return self._clock() - since < self.couple_for
 
     def _missing_sooner(self, conns: Sequence[sqlite3.Connection], shard: int, distance: float) -> int:
         """Bytes of the shards this process needs before ``distance`` that nobody has brought in yet."""
@@ -389,6 +440,7 @@ class NodeBudget:
         if key is None:
             return
         self._yielding.pop(shard, None)
+        self._coupling.pop(shard, None)
         with self.ledger.transaction() as conns:
             self.ledger.unreserve(conns, key)
             self.ledger.set_waiting(conns, False)
@@ -409,7 +461,11 @@ class NodeBudget:
         """Tell the node this process is at ``position`` and needs these shards at these positions."""
         rows = [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]
         with self.ledger.transaction() as conns:
-            self.ledger.publish(conns, position, rows)
+            if not self._slot_claimed and self.hint_slot is not None:
+                # This process now speaks for its slot: the hints its predecessor left are superseded.
+                self.ledger.drop_hints(conns, self.hint_slot)
+                self._slot_claimed = True
+            self.ledger.publish(conns, position, rows, progress=self._progress())
             self.ledger.touch(conns, [k for k, _ in rows])
 
     def usage(self) -> int:
@@ -420,7 +476,13 @@ class NodeBudget:
     def statistics(self) -> BudgetStatistics:
         """Current figures."""
         return BudgetStatistics(
-            self.limit, self.usage(), self._evictions, self._evicted_bytes, self._deferrals, self._yields
+            self.limit,
+            self.usage(),
+            self._evictions,
+            self._evicted_bytes,
+            self._deferrals,
+            self._yields,
+            self._couplings,
         )
 
     # -- eviction ------------------------------------------------------------------------------------
@@ -434,11 +496,13 @@ class NodeBudget:
         exclude: LedgerKey,
         room: int,
         may_yield: bool = False,
+        may_couple: bool = False,
     ) -> int:
         """Evict until ``nbytes`` more fit in ``room`` or no allowed victim is left; returns the usage.
 
         With ``may_yield``, stop at a victim another process needs within ``yield_within`` unless that
-        process waits for room itself (the caller then waits for that reader to be done with it).
+        process waits for room itself (the caller then waits for that reader to be done with it). With
+        ``may_couple``, also stop at a victim a lagging, moving process needs in its current epoch.
         """
         fixed = self.fixed + sum(b for _, b in self.indexes)
         if fixed + nbytes > self.limit:
@@ -453,12 +517,16 @@ class NodeBudget:
         ranked = self._rank(conns, exclude)
         needers: dict[tuple[int, str], tuple[str, float]] | None = None
         waiting: set[str] = set()
+        laggards: set[tuple[int, str]] | None = None
+        progress = self._progress() if may_couple else None
         for score, row in ranked:
             if usage + nbytes <= room:
                 break
             # A look-ahead shard only displaces shards needed later than itself and later than the
-            # protected horizon; the shard the consumer waits for displaces anything not being read.
-            if distance > 0 and score <= max(distance, self.protect_within):
+            # protected horizon, and never the next epoch's first shards (kept over what nobody needs,
+            # they would go first to look-ahead: the cache is full of them); the shard the consumer
+            # waits for displaces anything not being read (then the next epoch keeps its soonest).
+            if distance > 0 and (score <= max(distance, self.protect_within) or LATER <= score < math.inf):
                 break
             if may_yield and score <= self.yield_within and needers is None:
                 needers, waiting = self.ledger.needers(conns), self.ledger.waiting(conns)
@@ -466,6 +534,13 @@ class NodeBudget:
             if soon <= self.yield_within and needer not in waiting:
                 self._yields += 1
                 break
+            if progress is not None and math.isfinite(score):
+                if laggards is None:
+                    since = self.ledger.now() - self.stall_after
+                    laggards = self.ledger.laggards(conns, progress, moved_since=since, horizon=LATER)
+                if (row.root, row.key) in laggards:
+                    self._couplings += 1
+                    break
             if self._evict(conns, row):
                 usage -= row.bytes
         return usage

@@ -15,6 +15,14 @@ Tables:
 * ``needs``: the shards each process needs soon, at a position of its plan (for "furthest next use").
 * ``waits``: the processes whose consumer waits for room now (nobody leaves a shard to them: see
   :meth:`~astreaming.cache.budget.NodeBudget.try_reserve`).
+* ``progress``: how far each process is through its epochs (``epoch + position / plan length``) and when its
+  position last moved: who lags behind whom, and who stalled (see :meth:`Ledger.laggards`).
+* ``hints``: the next epoch's first needs of DataLoader workers that exited at the end of their epoch
+  (non-persistent workers end with each epoch; their successors start moments later and read those
+  shards first). Owned by no live process: a hint lives while the worker's parent, which starts the next
+  workers, lives (:mod:`astreaming.cache.procid`), at most until its expiry, and until a process of the
+  same slot (dataset instance and worker) publishes its own needs. Hints only order eviction: they never
+  keep a shard from being evicted when nothing else can go.
 
 A process is alive while it holds an exclusive ``flock`` on ``owners/<token>.lock``; the kernel releases it
 when the process dies, so :meth:`Ledger.sweep` can drop the reservations and needs of dead processes at
@@ -29,16 +37,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import secrets
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from astreaming.cache.procid import process_alive
 from astreaming.crashpoints import crash_point
 from astreaming.errors import CacheError
 
@@ -64,12 +74,16 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, pid INTEGER NOT NULL, position REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS needs (owner TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS waits (owner TEXT PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS progress (owner TEXT PRIMARY KEY, progress REAL NOT NULL, moved REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS hints (
+    slot TEXT NOT NULL, anchor TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hints_slot ON hints (slot);
 CREATE INDEX IF NOT EXISTS needs_key ON needs (key);
 CREATE INDEX IF NOT EXISTS reservations_key ON reservations (key);
 """
 
 #: Tables whose rows belong to one process (dropped when it leaves or dies).
-_OWNED = ("reservations", "needs", "owners", "waits")
+_OWNED = ("reservations", "needs", "owners", "waits", "progress")
 
 
 def ledger_dir(root: Path) -> Path:
@@ -352,6 +366,12 @@ class Ledger:
                 (self.owner,),
             ):
                 out[(i, key)] = max(0.0, float(distance))
+            # Hints are distances already (the next epoch's position plus LATER): nobody's position to
+            # subtract.
+            for key, distance in conn.execute(
+                "SELECT key, MIN(at) FROM hints WHERE expires > ? GROUP BY key", (self.now(),)
+            ):
+                out[(i, key)] = min(out.get((i, key), math.inf), float(distance))
         return out
 
     def needers(self, conns: Sequence[sqlite3.Connection]) -> dict[tuple[int, str], tuple[str, float]]:
@@ -382,19 +402,94 @@ class Ledger:
         return {str(o) for conn in conns for (o,) in conn.execute("SELECT owner FROM waits")}
 
     def publish(
-        self, conns: Sequence[sqlite3.Connection], position: float, needs: Sequence[tuple[LedgerKey, float]]
+        self,
+        conns: Sequence[sqlite3.Connection],
+        position: float,
+        needs: Sequence[tuple[LedgerKey, float]],
+        *,
+        progress: float | None = None,
     ) -> None:
-        """Replace this process's position and upcoming needs (key, plan position) in every directory."""
+        """Replace this process's position and upcoming needs (key, plan position) in every directory.
+
+        ``progress`` (epochs done plus the share of the current one, None: unknown) is recorded with the
+        time the position last changed.
+        """
+        now = self.now()
         for conn in conns:
+            row = conn.execute("SELECT position FROM owners WHERE owner = ?", (self.owner,)).fetchone()
             conn.execute(
                 "INSERT OR REPLACE INTO owners (owner, pid, position) VALUES (?, ?, ?)",
                 (self.owner, os.getpid(), position),
             )
             conn.execute("DELETE FROM needs WHERE owner = ?", (self.owner,))
+            if progress is None:
+                conn.execute("DELETE FROM progress WHERE owner = ?", (self.owner,))
+            elif row is None or float(row[0]) != position:
+                conn.execute(
+                    "INSERT OR REPLACE INTO progress (owner, progress, moved) VALUES (?, ?, ?)",
+                    (self.owner, progress, now),
+                )
+            else:  # the same position: keep when it last moved (a stalled process stays stalled)
+                conn.execute(
+                    "INSERT OR IGNORE INTO progress (owner, progress, moved) VALUES (?, ?, ?)",
+                    (self.owner, progress, now),
+                )
         for key, at in needs:
             conns[key.root].execute(
                 "INSERT INTO needs (owner, key, at) VALUES (?, ?, ?)", (self.owner, key.key, at)
             )
+
+    def laggards(
+        self, conns: Sequence[sqlite3.Connection], progress: float, *, moved_since: float, horizon: float
+    ) -> set[tuple[int, str]]:
+        """Entries needed by a process behind ``progress`` that moved since ``moved_since``, within
+        ``horizon`` positions of its current position.
+
+        A lagging process waiting for room is still waited for while it moves: it never waits for a
+        process ahead of it (only for one behind, which is a strict order, so no cycle), and what it
+        waits for is room the leading process's evictions would take.
+        """
+        out: set[tuple[int, str]] = set()
+        for i, conn in enumerate(conns):
+            for (key,) in conn.execute(
+                "SELECT DISTINCT n.key FROM needs n JOIN owners o ON n.owner = o.owner "
+                "JOIN progress p ON n.owner = p.owner "
+                "WHERE n.owner != ? AND p.progress < ? AND p.moved > ? AND n.at - o.position < ?",
+                (self.owner, progress, moved_since, horizon),
+            ):
+                out.add((i, str(key)))
+        return out
+
+    def leave_hints(
+        self,
+        conns: Sequence[sqlite3.Connection],
+        slot: str,
+        anchor: str,
+        hints: Sequence[tuple[LedgerKey, float]],
+        *,
+        ttl: float,
+    ) -> None:
+        """Replace the hints of ``slot``: shards needed at these distances by a successor that
+        ``anchor`` (a :func:`~astreaming.cache.procid.process_tag`) will start, for at most ``ttl`` s."""
+        self.drop_hints(conns, slot)
+        expires = self.now() + ttl
+        for key, at in hints:
+            conns[key.root].execute(
+                "INSERT INTO hints (slot, anchor, key, at, expires) VALUES (?, ?, ?, ?, ?)",
+                (slot, anchor, key.key, at, expires),
+            )
+
+    def drop_hints(self, conns: Sequence[sqlite3.Connection], slot: str) -> None:
+        """Drop the hints of ``slot`` (its successor publishes its own needs)."""
+        for conn in conns:
+            conn.execute("DELETE FROM hints WHERE slot = ?", (slot,))
+
+    def _sweep_hints(self, conn: sqlite3.Connection) -> None:
+        """Drop expired hints, and those whose anchor process is gone (no successor will come)."""
+        conn.execute("DELETE FROM hints WHERE expires <= ?", (self.now(),))
+        for (anchor,) in conn.execute("SELECT DISTINCT anchor FROM hints").fetchall():
+            if not process_alive(str(anchor)):
+                conn.execute("DELETE FROM hints WHERE anchor = ?", (anchor,))
 
     def withdraw(self, conns: Sequence[sqlite3.Connection]) -> None:
         """Remove this process's reservations, needs and owner row (it stops using the cache)."""
@@ -406,10 +501,12 @@ class Ledger:
         """Drop the rows of dead processes (their liveness lock is free). Returns their reserved keys."""
         orphans: list[tuple[int, str]] = []
         for i, (d, conn) in enumerate(zip(self._dirs, conns, strict=True)):
+            self._sweep_hints(conn)
             owners = {o for (o,) in conn.execute("SELECT owner FROM reservations")}
             owners |= {o for (o,) in conn.execute("SELECT owner FROM owners")}
             owners |= {o for (o,) in conn.execute("SELECT owner FROM needs")}
             owners |= {o for (o,) in conn.execute("SELECT owner FROM waits")}
+            owners |= {o for (o,) in conn.execute("SELECT owner FROM progress")}
             with contextlib.suppress(FileNotFoundError):
                 owners |= {p.stem for p in d.owners_dir.iterdir() if p.suffix == ".lock"}
             for owner in owners:
@@ -428,13 +525,18 @@ class Ledger:
         """Every key recorded resident in one directory."""
         return {k for (k,) in conns[root].execute("SELECT key FROM files")}
 
-    def close(self) -> None:
-        """Withdraw this process and close its handles (idempotent; a no-op after fork)."""
+    def close(self, leaving: Callable[[list[sqlite3.Connection]], None] | None = None) -> None:
+        """Withdraw this process and close its handles (idempotent; a no-op after fork).
+
+        ``leaving``, if given, runs in the same transaction as the withdrawal (e.g. to leave hints).
+        """
         opened = [d for d in self._dirs if d.conn is not None and d.pid == os.getpid()]
         if not opened:
             return
         with contextlib.suppress(sqlite3.Error, OSError), self.transaction() as conns:
             self.withdraw(conns)
+            if leaving is not None:
+                leaving(conns)
         for d in opened:
             assert d.conn is not None
             d.conn.close()

@@ -30,6 +30,7 @@ from astreaming.engine.planfeed import (
     WindowNextUse,
     first_needs,
     next_plan_shards,
+    plan_extent,
     shards_of,
     window_shards,
 )
@@ -209,14 +210,16 @@ def _local(table: ShardTable, chunk: Chunk) -> list[int]:
     return local
 
 
-def _start(runtime: Runtime, first: Chunk | None, ahead: Chunk | None) -> None:
+def _start(
+    runtime: Runtime, first: Chunk | None, ahead: Chunk | None, extent: tuple[int, int] | None = None
+) -> None:
     """On the loop: a new plan wants the shards of its first two chunks (positions restart at 0)."""
     parts = [c for c in (first, ahead) if c is not None]
     order = np.concatenate([c.order for c in parts]) if parts else np.empty(0, np.int64)
     positions = np.concatenate([c.first for c in parts]) if parts else np.empty(0, np.int64)
     # The plan's shards per position only feed cache_limit eviction ("furthest next use").
     shards = window_shards(first, ahead) if runtime.budget is not None else np.empty(0, np.int64)
-    runtime.enqueue(shards, order, positions)
+    runtime.enqueue(shards, order, positions, extent)
 
 
 def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None) -> None:
@@ -312,7 +315,7 @@ def _decoded_segments(
     core, call = runtime.runtime, runtime.loop_thread.call
     chunk = feed.next()
     ahead = feed.next() if chunk is not None else None
-    call(_on_loop(_start, core, chunk, ahead))
+    call(_on_loop(_start, core, chunk, ahead, plan_extent(plan)))
     waiter = runtime.waiter
     forget = functools.partial(runtime.loop_thread.call_soon, core.scheduler.forget)
     walk = _Walk(core, readers)
@@ -369,6 +372,7 @@ def _decoded_segments(
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead))
             report = _add_triggers(report, ahead, predownload)
+        call(_on_loop(core.end_plan))
     finally:
         walk.leave()
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
@@ -445,7 +449,7 @@ async def aiter_plan(
     feed = PlanFeed(table, plan)
     chunk = feed.next()
     ahead = feed.next() if chunk is not None else None
-    _start(runtime, chunk, ahead)
+    _start(runtime, chunk, ahead, plan_extent(plan))
     scheduler = runtime.scheduler
     walk = _Walk(runtime, readers)
     current, decode = -1, _not_open(batch_decoder)
@@ -483,6 +487,7 @@ async def aiter_plan(
                 runtime.expect_next(later)
             chunk, ahead = ahead, feed.next()
             _slide(runtime, chunk, ahead)
+        runtime.end_plan()
     finally:
         walk.leave()
         scheduler.cancel_many(sorted(feed.wanted))

@@ -27,6 +27,7 @@ __all__ = [
     "WindowNextUse",
     "first_needs",
     "next_plan_shards",
+    "plan_extent",
     "shards_of",
     "window_shards",
 ]
@@ -187,3 +188,13 @@ def next_plan_shards(
         following = LazyWorkerPlan(plan.spec, plan.world, plan.epoch + 1, 0, plan.store)
         flat = following.batches(0, -(-positions // plan.spec.batch_size)).reshape(-1)
     return shards_of(table, np.ascontiguousarray(flat[flat >= 0], np.int64))
+
+
+def plan_extent(plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]) -> tuple[int, int] | None:
+    """A plan's epoch and number of positions (padding included), if known: how far a process is
+    through its epochs is ``epoch + position / positions`` (published for the node's other processes)."""
+    if isinstance(plan, LazyWorkerPlan):
+        return plan.epoch, plan.num_batches * plan.spec.batch_size
+    if isinstance(plan, np.ndarray):
+        return 0, len(plan)
+    return None

@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from astreaming.cache.budget import NodeBudget
-from astreaming.cache.nextuse import LaterUse, NextUse
+from astreaming.cache.nextuse import LATER, LaterUse, NextUse
 from astreaming.cache.pins import Pins
 from astreaming.engine.fetcher import ShardFetcher
 from astreaming.engine.ledgerkeys import ledger_layout
@@ -76,6 +77,7 @@ class Runtime:
         stretch: bool = False,
         cache_limit: int | None = None,
         readers: int = 1,
+        hint_slot: str | None = None,
     ) -> None:
         self.table = table
         #: Whether the look-ahead may stretch by a shard while the link has room (it was not chosen).
@@ -104,6 +106,10 @@ class Runtime:
         self.later: LaterUse | None = None
         #: Positions of the next epoch whose shards are looked up: about what the budget holds.
         self.later_positions = self.needs_horizon
+        # The current plan's epoch and length (positions): this process's progress, for the node.
+        self.extent: tuple[int, int] | None = None
+        # The current plan ran to its end: its hint about the next one is what a successor will read.
+        self.plan_ended = False
         if cache_limit is not None:
             layout = ledger_layout(table, cache_limit, readers=readers)
             self.budget = NodeBudget(
@@ -122,12 +128,29 @@ class Runtime:
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
                 on_evict=self._on_evict,
+                progress=self.progress,
+                hint_slot=hint_slot,
             )
             self.pins = Pins(layout.targets)
             # Twice the positions of the shards the limit holds: enough to rank every shard it can keep.
             raw = sum(table.raw_bytes(s) for s in range(table.num_shards))
             fits = cache_limit / raw * int(table.bounds[-1]) if raw else 0.0
             self.later_positions = int(min(_LATER_MAX, max(self.needs_horizon, 2 * fits)))
+
+    def progress(self) -> float | None:
+        """Epochs done plus the share of the current plan consumed (None: no plan, or its length unknown)."""
+        if self.extent is None or self.extent[1] <= 0:
+            return None
+        epoch, length = self.extent
+        return epoch + min(1.0, float(self.next_use.global_position) / length)
+
+    def hints(self) -> list[tuple[int, float]]:
+        """What a successor in this process's slot needs first: the next plan's first shards, each at
+        ``LATER`` plus its position there (only once the current plan ran to its end)."""
+        if not self.plan_ended or self.later is None:
+            return []
+        pairs = zip(self.later.shards, self.later.positions, strict=True)
+        return [(shard, LATER + at) for shard, at in itertools.islice(pairs, _NEEDS_MAX)]
 
     def _on_evict(self, shard: int) -> None:
         # Called on the budget's thread: hand the shard to the loop (the scheduler is not thread-safe).
@@ -231,6 +254,7 @@ class Runtime:
         plan_shards: npt.NDArray[np.int64],
         shards: npt.NDArray[np.int64],
         first_need: npt.NDArray[np.int64],
+        extent: tuple[int, int] | None = None,
     ) -> None:
         """Start a plan: want every shard at the position it is first needed (on the loop).
 
@@ -238,8 +262,11 @@ class Runtime:
             plan_shards: The shard of every plan position (drives "furthest next use" eviction).
             shards: The plan's distinct shards in first-need order.
             first_need: The position first needing each of ``shards``.
+            extent: The plan's epoch and number of positions, if known (this process's progress).
         """
         self.next_use = NextUse(plan_shards)
+        self.extent = extent
+        self.plan_ended = False
         self.later = None  # the hint of the plan that ended was about this one
         self._published = -1.0
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
@@ -255,6 +282,10 @@ class Runtime:
         self.later = LaterUse(shards)
         self.next_use.later = self.later
         self._published = -1.0  # announce them
+
+    def end_plan(self) -> None:
+        """The current plan ran to its end (its next-plan hint may be left for a successor)."""
+        self.plan_ended = True
 
     def window(self, next_use: NextUse) -> None:
         """Eviction now looks at ``next_use`` (the walk's window of the current plan)."""
@@ -291,7 +322,7 @@ class Runtime:
         await opened.scheduler.aclose()
         if self.budget is not None:
             # Not on the budget's own thread: close() joins it after the queued ledger work.
-            await asyncio.to_thread(self.budget.close)
+            await asyncio.to_thread(self.budget.close, self.hints())
         if self.pins is not None:
             self.pins.close()
         for backend in opened.backends.values():
@@ -333,11 +364,12 @@ class SyncRuntime:
         plan_shards: npt.NDArray[np.int64],
         shards: npt.NDArray[np.int64],
         first_need: npt.NDArray[np.int64],
+        extent: tuple[int, int] | None = None,
     ) -> None:
         """Want the plan's shards (blocks only for the hand-over to the loop)."""
 
         async def run() -> None:
-            self.runtime.enqueue(plan_shards, shards, first_need)
+            self.runtime.enqueue(plan_shards, shards, first_need, extent)
 
         self.loop_thread.call(run())
 
