@@ -189,8 +189,10 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             context = self.multiprocessing_context or torch.multiprocessing
             self._stop_event = context.Event()
             runner.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn)
-        iterator = iter(inner) if inner is not None else super().__iter__()
+        iterator: Any = None
         try:
+            # Inside the try: a Ctrl-C that lands just after torch started the workers still stops them.
+            iterator = iter(inner) if inner is not None else super().__iter__()
             for batch in iterator:
                 self.num_samples_yielded += _batch_len(batch)
                 yield batch
@@ -200,7 +202,8 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             # An error (a failed download, Ctrl-C) keeps the iterator alive in the traceback until the
             # garbage collector frees it, when its workers can no longer be told to stop and each costs
             # torch's 5 s join timeout. Stop them now, while they still listen.
-            self._stop_workers(runner, iterator)
+            if iterator is not None:
+                self._stop_workers(runner, iterator)
             if isinstance(error, KeyboardInterrupt):
                 _freeze_at_exit()
             raise
