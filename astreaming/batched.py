@@ -36,8 +36,9 @@ from astreaming.dataset import StreamingDataset
 from astreaming.engine.iterate import batch_decoder, iter_plan_batches
 from astreaming.format.mds.columns import STACKED_KINDS, Columns
 from astreaming.format.reader import ShardReader
+from astreaming.order.world import World
 
-__all__ = ["BatchedDataset", "assemble", "batched"]
+__all__ = ["BatchedDataset", "assemble", "batched", "lead_batch", "led_world"]
 
 #: A stacked column up to this size travels inside the pickle of its batch; a larger one goes through
 #: a shared-memory segment (one file descriptor per tensor, which costs ~0.5 ms to hand over).
@@ -53,18 +54,23 @@ class BatchedDataset:
     ``isinstance(info.dataset, TheirSubclass)``; only its ``__iter__`` (batches) is of its own.
     """
 
-    __slots__ = ("_batching", "_source")
+    __slots__ = ("_batching", "_lead", "_source")
 
     _source: StreamingDataset
     _batching: tuple[int, bool, Callable[[list[Any]], Any] | None]
+    #: The loader's main process yields worker 0's first batch itself (see :func:`lead_batch`).
+    _lead: bool
 
     def __iter__(self) -> Iterator[Any]:
         batch_size, drop_last, collate_fn = self._batching
         in_worker = get_worker_info() is not None
-        decoder = _samples_decoder if collate_fn is not None else _columns_decoder
-        walker = functools.partial(iter_plan_batches, batch_size=batch_size, decoder=decoder)
-        walk: Callable[[int, Any], Iterator[Any]] = self._walk  # type: ignore[attr-defined]
-        for pieces in walk(0, walker):
+        world, skip = None, 0
+        if self._lead and in_worker:
+            world = led_world(World.detect())
+            skip = batch_size if world.worker_of_rank == 0 else 0  # the main process yielded it
+        walker = functools.partial(iter_plan_batches, batch_size=batch_size, decoder=_decoder(collate_fn))
+        walk: Callable[..., Iterator[Any]] = self._walk  # type: ignore[attr-defined]
+        for pieces in walk(skip, walker, world):
             if drop_last and sum(map(len, pieces)) < batch_size:
                 continue  # the worker's last batch; the walk still ends (and completes the epoch)
             yield assemble(pieces, collate_fn, in_worker=in_worker)
@@ -72,7 +78,45 @@ class BatchedDataset:
     def __reduce_ex__(self, protocol: Any) -> Any:
         # A spawned worker gets the user's dataset as it pickles itself, and the view is made again
         # there (its class is made at run time: it cannot be pickled by name).
-        return batched, (self._source, *self._batching)
+        return batched, (self._source, *self._batching, self._lead)
+
+
+def led_world(world: World) -> World:
+    """The worker whose plan a DataLoader worker walks when the main process leads (:func:`lead_batch`).
+
+    torch hands out batches round-robin over its workers 0, 1, ..., W-1, skipping those that ran out. Its
+    worker k walks worker k + 1's plan and its last worker walks worker 0's without the first batch, which
+    the main process yielded before: the round-robin then continues exactly where the main process's batch
+    left it (worker 1's first batch, ..., worker W-1's, worker 0's second, ...), down to the end of the
+    epoch, where the workers with fewer batches drop out of the rounds as before.
+    """
+    return world.with_worker((world.worker_of_rank + 1) % world.workers_per_rank)
+
+
+def lead_batch(view: object, num_workers: int) -> Any | None:
+    """Worker 0's first batch of the epoch, computed in the calling (the loader's main) process.
+
+    It arrives before torch has started any worker: the workers take the rest (see :func:`led_world`).
+    None when worker 0 yields no batch (an empty part, or its only batch short under ``drop_last``).
+
+    Args:
+        view: The loader's :func:`batched` view, with its workers' ``_lead`` set.
+        num_workers: The loader's workers per rank.
+    """
+    assert isinstance(view, BatchedDataset)
+    batch_size, drop_last, collate_fn = view._batching
+    here = World.detect()
+    world = World.from_rank(here.num_nodes, here.ranks_per_node, num_workers, here.rank, 0)
+    walker = functools.partial(iter_plan_batches, batch_size=batch_size, decoder=_decoder(collate_fn))
+    walk: Iterator[Any] = view._walk(0, walker, world)  # type: ignore[attr-defined]
+    try:
+        pieces = next(walk, None)
+        if pieces is None or (drop_last and sum(map(len, pieces)) < batch_size):
+            return None
+        return assemble(pieces, collate_fn, in_worker=False)
+    finally:
+        close: Callable[[], None] = walk.close  # type: ignore[attr-defined]
+        close()  # stopped early: the epoch is not completed by this walk
 
 
 def batched(
@@ -80,6 +124,7 @@ def batched(
     batch_size: int,
     drop_last: bool,
     collate_fn: Callable[[list[Any]], Any] | None,
+    lead: bool = False,
 ) -> IterableDataset[Any]:
     """The :class:`BatchedDataset` view of ``dataset`` (an instance of both).
 
@@ -89,11 +134,13 @@ def batched(
         drop_last: Drop each worker's last batch when it is short.
         collate_fn: Collates a list of samples; None: :func:`~astreaming.collate.collate`, column
             by column where the encodings allow.
+        lead: The loader's main process yields worker 0's first batch (:func:`lead_batch`).
     """
     view: Any = object.__new__(_view_class(type(dataset)))
     view.__dict__ = dataset.__dict__  # one set of attributes: what either sets, both see
     view._source = dataset
     view._batching = (batch_size, drop_last, collate_fn)
+    view._lead = lead
     made: IterableDataset[Any] = view
     return made
 
@@ -103,6 +150,10 @@ def _view_class(cls: type[StreamingDataset]) -> type[BatchedDataset]:
     name = f"Batched{cls.__name__}"
     made: type[BatchedDataset] = type(name, (BatchedDataset, cls), {"__slots__": (), "__module__": __name__})
     return made
+
+
+def _decoder(collate_fn: Callable[[list[Any]], Any] | None) -> Callable[[ShardReader], Any]:
+    return _samples_decoder if collate_fn is not None else _columns_decoder
 
 
 def _samples_decoder(reader: ShardReader) -> Callable[[list[int]], list[Any]]:

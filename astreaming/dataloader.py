@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from astreaming.batched import batched
+from astreaming.batched import batched, lead_batch
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
@@ -175,13 +175,24 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         inner = self._batched_loader()
         runner: DataLoader[Any] = inner if inner is not None else self
         fresh = not self.persistent_workers or getattr(runner, "_iterator", None) is None
+        if inner is not None:
+            lead = fresh and self._can_lead()
+            inner.dataset._lead = lead  # type: ignore[attr-defined]  # before the workers start
+            if lead:
+                # The first batch without waiting for torch to start the workers (see batched.lead_batch).
+                first = lead_batch(inner.dataset, self.num_workers)
+                if first is not None:
+                    self.num_samples_yielded += _batch_len(first)
+                    yield first
         if self.num_workers > 0 and fresh:
             # New workers start with this iterator: give them a fresh event to stop them by.
             context = self.multiprocessing_context or torch.multiprocessing
             self._stop_event = context.Event()
             runner.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn)
-        iterator = iter(inner) if inner is not None else super().__iter__()
+        iterator: Any = None
         try:
+            # Inside the try: a Ctrl-C that lands just after torch started the workers still stops them.
+            iterator = iter(inner) if inner is not None else super().__iter__()
             for batch in iterator:
                 self.num_samples_yielded += _batch_len(batch)
                 yield batch
@@ -191,10 +202,33 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             # An error (a failed download, Ctrl-C) keeps the iterator alive in the traceback until the
             # garbage collector frees it, when its workers can no longer be told to stop and each costs
             # torch's 5 s join timeout. Stop them now, while they still listen.
-            self._stop_workers(runner, iterator)
+            if iterator is not None:
+                self._stop_workers(runner, iterator)
             if isinstance(error, KeyboardInterrupt):
                 _freeze_at_exit()
             raise
+
+    def _can_lead(self) -> bool:
+        """Whether the main process may yield worker 0's first batch itself (:func:`lead_batch`).
+
+        Only where that batch is exactly what worker 0 would have sent and nothing else changes: batches in
+        torch's round-robin order (``in_order``), fresh workers at each iteration (persistent ones keep
+        the previous iteration's split of the work), astreaming's own decoding and collation (no hook of
+        a subclass, no ``collate_fn``: those could draw from the main process's random state or depend on
+        a ``worker_init_fn``), no ``cache_limit`` (the main process would be one more reader of the node's
+        budget), and no memory pinning to do (torch pins in its own thread).
+        """
+        dataset = self.dataset
+        assert isinstance(dataset, StreamingDataset)
+        return (
+            self.num_workers > 0
+            and not self.persistent_workers
+            and self.in_order
+            and self.collate_fn is collate
+            and dataset.args.cache_limit is None
+            and not dataset._has_hooks()
+            and not (self.pin_memory and torch.accelerator.is_available())
+        )
 
     def _stop_workers(self, runner: DataLoader[Any], iterator: Any) -> None:
         if self._stop_event is not None:

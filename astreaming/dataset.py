@@ -398,10 +398,11 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def _plan(self) -> tuple[int, World, LazyWorkerPlan]:
+    def _plan(self, world: World | None = None) -> tuple[int, World, LazyWorkerPlan]:
+        # ``world``: the worker whose plan to walk (default: the calling process's, World.detect()).
         if self.args.batch_size is None:
             raise ConfigError("batch_size must be given to iterate a StreamingDataset")
-        world = World.detect()
+        world = World.detect() if world is None else world
         start = self._control.start()
         spec = self._order_spec(start.resume, world)
         # Computed as consumed; what the node's processes share is computed once, in the cache directory.
@@ -439,22 +440,24 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         assert self._readers is not None
         return self._sync, self._readers
 
-    def _hooked(self, readers: ReaderCache) -> ReaderCache:
+    def _has_hooks(self) -> bool:
         # mosaic yields ``self[sample_id]``, so a subclass overriding ``get_item`` or ``__getitem__``
         # (tokenising, augmenting) sees iteration too; the walk then calls the hook instead of decoding.
         cls = type(self)
-        if cls.get_item is StreamingDataset.get_item and cls.__getitem__ is Array.__getitem__:
-            return readers
-        return HookedReaders(readers, self, self.__getitem__)
+        return cls.get_item is not StreamingDataset.get_item or cls.__getitem__ is not Array.__getitem__
+
+    def _hooked(self, readers: ReaderCache) -> ReaderCache:
+        return HookedReaders(readers, self, self.__getitem__) if self._has_hooks() else readers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # In a DataLoader worker the iterator also reports and restores its position (torchdata's
         # StatefulDataLoader); elsewhere the bare walk, with no Python code per sample.
         return ResumableIterator(self._walk) if in_dataloader_worker() else self._walk(0)
 
-    def _walk(self, skip: int, walker: Walker = iter_plan) -> Iterator[Any]:
+    def _walk(self, skip: int, walker: Walker = iter_plan, world: World | None = None) -> Iterator[Any]:
         # ``walker``: iter_plan yields samples; StreamingDataLoader's workers pass one yielding batches.
-        epoch, world, plan = self._plan()
+        # ``world``: whose plan (StreamingDataLoader's main process walks its worker 0's first batch).
+        epoch, world, plan = self._plan(world)
         runtime, readers = self._sync_parts()
         chunks = _skipping(plan, skip) if skip else plan
         hooked = self._hooked(readers)

@@ -13,6 +13,9 @@ astreaming is measured with its plan files (``<tmp>/astreaming-plans``) in two s
 - **warm**: as left by a run that started this epoch on this node and was killed (the usual preemption:
   the same machines come back). Here a fresh-epoch run (also timed: "fresh epoch") leaves them.
 
+With workers, astreaming's main process computes and yields worker 0's first batch before torch starts
+the workers; the time to the second batch (the first a worker sends) is recorded too (``second_batch_s``).
+
 "Shuffle off" resumes the same checkpoint without shuffling, which plans nothing: what the loader's
 start-up (processes, index, first shard) costs without any plan work.
 
@@ -61,9 +64,14 @@ def child(
     began = time.perf_counter()
     if state is not None:
         loader.load_state_dict(state)
-    batch = next(iter(loader))
+    batches = iter(loader)
+    batch = next(batches)
     result["first_batch_s"] = time.perf_counter() - began
     result["first_ids"] = [int(x) for x in batch["id"][:4]]
+    # With workers the main process yields the first batch itself, before torch starts them (see
+    # batched.lead_batch): the second is the first a worker sends.
+    next(batches)
+    result["second_batch_s"] = time.perf_counter() - began
     # A preempted job dies here: no clean-up of what the node planned (os._exit skips finalizers).
     print(json.dumps(result), flush=True)
     os._exit(0)
@@ -205,7 +213,7 @@ def _dataset(root: Path, n: int) -> Path:
 
 def _print_row(row: dict[str, Any]) -> None:
     brief = {
-        k: {m: v[m] for m in ("first_batch_s", "peak_tree_rss_mb", "init_s") if m in v}
+        k: {m: v[m] for m in ("first_batch_s", "second_batch_s", "peak_tree_rss_mb", "init_s") if m in v}
         for k, v in row.items()
         if isinstance(v, dict)
     }
@@ -225,6 +233,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "samples, workers",
         "astreaming: first batch after load (plans warm / cold)",
         "fresh epoch",
+        "second batch (warm / cold)",
         "same resume, shuffle off",
         "mosaicml-streaming",
         "ratio (warm / cold)",
@@ -251,6 +260,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{_size(r['samples'])}, {r['workers']}",
             f"{warm:.2f} s / {cold:.2f} s",
             f"{fresh:.2f} s",
+            f"{r['warm'].get('second_batch_s', 0):.2f} s / {r['cold'].get('second_batch_s', 0):.2f} s",
             floor,
         )
         load = f"{r['load']:.1f}" if "load" in r else "—"

@@ -128,6 +128,14 @@ def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
                 exitcodes.append([w.exitcode for w in iterator._workers])
         torch_dataloader._MultiProcessingDataLoaderIter._shutdown_workers = spy
 
+        # The first batch comes from the main process, before torch starts the workers (see
+        # astreaming.batched.lead_batch): say when the main process waits for the workers' first batch.
+        next_data = torch_dataloader._MultiProcessingDataLoaderIter._next_data
+        def announce(iterator):
+            print("WAITING", flush=True)
+            return next_data(iterator)
+        torch_dataloader._MultiProcessingDataLoaderIter._next_data = announce
+
         if __name__ == "__main__":
             ds = StreamingDataset(remote={remote!r}, local={str(tmp_path / "cache")!r}, batch_size=4)
             loader = StreamingDataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork")
@@ -152,6 +160,7 @@ def test_ctrl_c_in_the_main_process_stops_workers_waiting_for_shards(
     assert proc.stdout is not None
     try:
         assert proc.stdout.readline().startswith("BATCH")
+        assert proc.stdout.readline().startswith("WAITING")  # for the workers, which wait for stalled shards
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     except BaseException:
