@@ -14,8 +14,11 @@ opens it on the loop the call runs on and closes it before returning, so give ea
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 from astreaming.errors import ConfigError, ObjectNotFound
 from astreaming.fetch.loop_thread import get_loop_thread
@@ -30,6 +33,22 @@ __all__ = [
     "upload",
     "upload_async",
 ]
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The blocking form of the async helper ``fn``: same arguments, run on the process's loop thread."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return get_loop_thread().call(fn(*args, **kwargs))
+
+    call.__name__ = call.__qualname__ = fn.__name__.removesuffix("_async")
+    call.__doc__ = f"Blocking :func:`{fn.__name__}` (runs on the process's astreaming loop thread)."
+    return call
 
 
 def _policy(retry: int, timeout: float | None) -> RetryPolicy:
@@ -89,18 +108,6 @@ async def upload_async(
     return [redact(dest) for _, dest in pairs]
 
 
-def upload(
-    src: str | os.PathLike[str],
-    url: str,
-    *,
-    timeout: float = 60.0,
-    retry: int = 2,
-    backend: Backend | None = None,
-) -> list[str]:
-    """Blocking :func:`upload_async` (runs on the process's astreaming loop thread)."""
-    return get_loop_thread().call(upload_async(src, url, timeout=timeout, retry=retry, backend=backend))
-
-
 async def download_file_async(
     remote: str,
     local: str | os.PathLike[str],
@@ -137,18 +144,6 @@ async def download_file_async(
     return dest
 
 
-def download_file(
-    remote: str,
-    local: str | os.PathLike[str],
-    timeout: float = 60.0,
-    *,
-    retry: int = 2,
-    backend: Backend | None = None,
-) -> Path:
-    """Blocking :func:`download_file_async` (mosaic's ``download_file(remote, local, timeout)``)."""
-    return get_loop_thread().call(download_file_async(remote, local, timeout, retry=retry, backend=backend))
-
-
 async def list_objects_async(
     url_prefix: str, *, timeout: float = 60.0, backend: Backend | None = None
 ) -> list[str]:
@@ -168,6 +163,9 @@ async def list_objects_async(
         return sorted([info.url async for info in opened.list(url_prefix)])
 
 
-def list_objects(url_prefix: str, *, timeout: float = 60.0, backend: Backend | None = None) -> list[str]:
-    """Blocking :func:`list_objects_async`."""
-    return get_loop_thread().call(list_objects_async(url_prefix, timeout=timeout, backend=backend))
+#: Blocking :func:`upload_async`.
+upload = _blocking(upload_async)
+#: Blocking :func:`download_file_async` (mosaic's ``download_file(remote, local, timeout)``).
+download_file = _blocking(download_file_async)
+#: Blocking :func:`list_objects_async`.
+list_objects = _blocking(list_objects_async)
