@@ -30,7 +30,8 @@ from astreaming.engine.shards import ShardTable, StreamShards
 from astreaming.engine.stats import DatasetStatistics, StatsTally, runtime_statistics
 from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError
-from astreaming.fetch.loop_thread import get_loop_thread, run_blocking
+from astreaming.fetch.blocking import run_blocking
+from astreaming.fetch.loop_thread import get_loop_thread
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights

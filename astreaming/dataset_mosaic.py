@@ -54,7 +54,7 @@ class ShardStreamAPI:
         """
         shard = self._check_shard(shard_id, "prepare_shard")
         runtime, _ = self._sync_parts()
-        if runtime.runtime.scheduler.is_ready(shard):
+        if runtime.runtime.readiness.is_ready(shard):
             return
         if blocking:
             runtime.waiter.wait_ready(shard, -math.inf)  # ahead of any plan, like random access

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from astreaming.engine.iterate import drop_evicted
+from astreaming.engine.iterate import drop_forgotten, forget_shard
 from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
-from astreaming.engine.runtime import Runtime, SyncRuntime
+from astreaming.engine.runtime import SyncRuntime
 from astreaming.engine.shards import ShardTable
 from astreaming.errors import FormatError
 
@@ -35,13 +35,14 @@ def read_sample(
         StorageError: the shard could not be downloaded.
     """
     core = runtime.runtime
-    drop_evicted(core, readers)
-    if not core.scheduler.is_ready(shard) and ranges.eligible(shard) and not table.is_local(shard):
+    is_ready = core.readiness.is_ready
+    drop_forgotten(core, readers)
+    if not is_ready(shard) and ranges.eligible(shard) and not table.is_local(shard):
         return runtime.loop_thread.call(ranges.sample(core, shard, index))
     pins = core.pins
     while True:
         if pins is None or not core.evictable[shard]:
-            if not core.scheduler.is_ready(shard) and not table.is_local(shard):
+            if not is_ready(shard) and not table.is_local(shard):
                 runtime.waiter.wait_ready(shard, -math.inf)  # jumps the queue
             try:
                 return readers.get(shard)[index]
@@ -57,11 +58,5 @@ def read_sample(
                     return readers.get(shard, inode=inode)[index]
                 finally:
                     pins.unpin(shard)
-        # Evicted in between. The scheduler may still count it as ready: make it forget the shard, on
-        # the loop and before the next wait is submitted, or the wait would return at once forever.
-        readers.drop(shard)
-        runtime.loop_thread.call(_forget(core, shard))
-
-
-async def _forget(runtime: Runtime, shard: int) -> None:
-    runtime.scheduler.forget(shard)
+        # Evicted in between: the next wait fetches it again.
+        forget_shard(core, readers, shard)

@@ -7,8 +7,8 @@ What eviction must guarantee, whatever owns the cache accounting:
 2. Never delete a shard that is being read by any process on the node: a shard pinned (a plan walk or
    a random access holds its shared ``flock``) is refused with :class:`~astreaming.errors.CacheError`.
 3. Delete the raw and compressed files, stop counting their bytes, and make every reader of this process
-   forget the shard: the scheduler no longer reports it ready (the next read fetches it again) and
-   walks drop their open reader at their next shard switch (``Runtime.evicted``).
+   forget the shard (``Runtime.readiness``): it is no longer ready (the next read fetches it again) and
+   walks drop their open reader at their next shard switch.
 
 Under a ``cache_limit`` the node ledger decides (:meth:`NodeBudget.evict`), so every process stops
 counting the shard's bytes at once.
@@ -65,7 +65,7 @@ async def evict_shard(runtime: Runtime, table: ShardTable, shard: int) -> int:
         if evicted is None:
             raise CacheError(f"evict_shard({shard}): the shard is being read; not evicted")
         freed = evicted
-    runtime._on_evict(shard)  # the budget's own eviction notice: forget readiness, drop readers
+    runtime.readiness.forget(shard)  # as the budget's own evictions do: fetched again, readers dropped
     return freed
 
 

@@ -44,8 +44,9 @@ from astreaming.format.reader import ShardReader
 __all__ = [
     "aiter_plan",
     "batch_decoder",
-    "drop_evicted",
+    "drop_forgotten",
     "first_needs",
+    "forget_shard",
     "iter_plan",
     "iter_plan_batches",
     "segments",
@@ -119,38 +120,41 @@ def segments(
     return begins, [*begins[1:], n], shards[bounds].tolist()
 
 
-def drop_evicted(runtime: Runtime, readers: ReaderCache) -> list[int]:
-    """Close the readers of the shards this process evicted since the last call; returns those shards.
+def drop_forgotten(runtime: Runtime, readers: ReaderCache) -> None:
+    """Close the readers of the shards ``runtime.readiness`` forgot since the last call.
 
-    The one consumer of ``runtime.evicted`` (walks at each shard switch, random access at each read).
-    A shard drained by one of them is still safe for another that believes it ready: under a cache
-    limit (the only way a process evicts) every read first pins its shard, which fails for a shard
-    that is gone, and the shard is fetched again.
+    Walks call it at each shard switch, random access at each read. Whichever takes a shard, the others
+    stay safe: a forgotten shard is no longer ready, so every consumer waits for it (a new fetch) before
+    reading it again, and a read pins its shard or catches its missing file (see :func:`forget_shard`).
     """
-    evicted = runtime.evicted
-    shards: list[int] = []
-    while evicted:
-        shard = evicted.popleft()
+    for shard in runtime.readiness.take_forgotten():
         readers.drop(shard)
-        shards.append(shard)
-    return shards
+
+
+def forget_shard(runtime: Runtime, readers: ReaderCache, shard: int) -> None:
+    """A consumer found ``shard``'s files gone (evicted by any process after it was ready): close its
+    reader and forget it, so that the next wait fetches it again instead of returning at once."""
+    readers.drop(shard)
+    runtime.readiness.forget(shard)
 
 
 class _Walk:
-    """Consumer-side bookkeeping shared by the sync and async walks (no I/O, no waiting)."""
+    """Consumer-side bookkeeping shared by the sync and async walks (no I/O, no waiting).
+
+    Whether a shard is ready is asked of ``runtime.readiness`` (its one owner); the walk keeps only what
+    it holds: the pinned shard and its file's inode.
+    """
 
     def __init__(self, runtime: Runtime, readers: ReaderCache) -> None:
         self.runtime = runtime
         self.readers = readers
-        self.ready: set[int] = set()  # shards this walk saw ready: no cross-thread check again
+        self.is_ready = runtime.readiness.is_ready
         self.pinned = -1
         self.inode: int | None = None  # of the pinned shard's file
         self.switches = 0
-        # Set when a shard the scheduler reported ready turned out evicted (see enter and open).
-        self.stale = False
 
     def leave(self) -> None:
-        """Unpin the shard being left and forget shards this process evicted meanwhile."""
+        """Unpin the shard being left and close the readers of shards forgotten meanwhile."""
         pins = self.runtime.pins
         if pins is not None and self.pinned >= 0:
             pins.unpin(self.pinned)
@@ -159,11 +163,11 @@ class _Walk:
                 self.readers.prune_replaced()
                 pins.prune()
         self.pinned, self.inode = -1, None
-        self.ready.difference_update(drop_evicted(self.runtime, self.readers))
+        drop_forgotten(self.runtime, self.readers)
 
     def enter(self, shard: int) -> bool:
         """Whether ``shard`` can be read now; pins it when a cache limit could evict it."""
-        if shard not in self.ready:
+        if not self.is_ready(shard):
             return False
         pins = self.runtime.pins
         if pins is None or not self.runtime.evictable[shard]:
@@ -172,10 +176,8 @@ class _Walk:
         if inode is not None:
             self.pinned, self.inode = shard, inode
             return True
-        # Evicted (by any process on the node) between "ready" and the pin: fetch it again. The
-        # scheduler may still count it as ready, so the caller makes it forget the shard first, or
-        # waiting would return at once, forever.
-        self._evicted(shard)
+        # Evicted (by any process on the node) between "ready" and the pin: fetch it again.
+        forget_shard(self.runtime, self.readers, shard)
         return False
 
     def open(self, shard: int) -> ShardReader | None:
@@ -192,13 +194,8 @@ class _Walk:
                 raise
         if self.pinned == shard:
             self.leave()
-        self._evicted(shard)
+        forget_shard(self.runtime, self.readers, shard)
         return None
-
-    def _evicted(self, shard: int) -> None:
-        self.ready.discard(shard)
-        self.readers.drop(shard)
-        self.stale = True
 
     def at(self, position: int) -> None:
         self.runtime.next_use.advance(position)
@@ -317,7 +314,6 @@ def _decoded_segments(
     ahead = feed.next() if chunk is not None else None
     call(_on_loop(_start, core, chunk, ahead, plan_extent(plan)))
     waiter = runtime.waiter
-    forget = functools.partial(runtime.loop_thread.call_soon, core.scheduler.forget)
     walk = _Walk(core, readers)
     predownload = core.predownload
     report: list[int] = []  # pending trigger positions, the next one last
@@ -342,9 +338,6 @@ def _decoded_segments(
                         if walk.enter(shard):
                             reader = walk.open(shard)
                             continue
-                        if walk.stale:
-                            walk.stale = False
-                            forget(shard)  # runs on the loop before the wait below is submitted
                         # Report the position first: the scheduler only starts shards within the
                         # look-ahead of the last reported position.
                         waiter.advance(position)
@@ -354,7 +347,6 @@ def _decoded_segments(
                                 yield [sample]
                                 begin += 1
                         waiter.wait_ready(shard, position)
-                        walk.ready.add(shard)
                     decode, current, weight = decoder(reader), shard, readers.weight(shard)
                 if report and position >= report[-1]:
                     while report and position >= report[-1]:
@@ -408,7 +400,7 @@ class _EarlySample:
             or core.backend(stream_id)[0].is_local_filesystem  # a local copy takes no round trips
             or not self.ranges.eligible(shard)
             or self.table.entries[shard].raw_data.bytes < EARLY_MIN_BYTES
-            or core.scheduler.is_ready(shard)
+            or core.readiness.is_ready(shard)
             or self.table.is_local(shard)
         ):
             return None
@@ -468,12 +460,8 @@ async def aiter_plan(
                         if walk.enter(shard):
                             reader = walk.open(shard)
                             continue
-                        if walk.stale:
-                            walk.stale = False
-                            scheduler.forget(shard)
                         scheduler.advance(position)
                         await scheduler.wait(shard, position)
-                        walk.ready.add(shard)
                     decode, current, weight = batch_decoder(reader), shard, readers.weight(shard)
                 scheduler.advance(position)
                 walk.at(position)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import contextlib
 import itertools
 import logging
@@ -29,6 +28,7 @@ from astreaming.engine.fetcher import ShardFetcher
 from astreaming.engine.ledgerkeys import ledger_layout
 from astreaming.engine.shards import ShardTable
 from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
+from astreaming.fetch.readiness import Readiness
 from astreaming.fetch.scheduler import FetchScheduler
 from astreaming.fetch.waiter import ShardWaiter
 from astreaming.storage.base import Backend
@@ -62,7 +62,6 @@ class _Open:
     backends: dict[int, Backend]
     fetcher: ShardFetcher
     scheduler: FetchScheduler
-    loop: asyncio.AbstractEventLoop
 
 
 class Runtime:
@@ -92,8 +91,9 @@ class Runtime:
         self._plan_shards = 0
         self._refetches_before = 0
         self._thrash_warned = False
-        # Shards evicted by this process; the consumer drops their readers at its next shard switch.
-        self.evicted: collections.deque[int] = collections.deque()
+        #: Which shards are ready in this process: the scheduler marks them, the budget's evictions and
+        #: the consumers that find a shard gone forget them (see :mod:`astreaming.fetch.readiness`).
+        self.readiness = Readiness()
         self.budget: NodeBudget | None = None
         self.pins: Pins | None = None
         # Only shards of streams with a remote can be fetched again, so only they may be evicted.
@@ -127,7 +127,7 @@ class Runtime:
                 yield_within=self.needs_horizon if predownload is None else max(1.0, predownload / 4),
                 next_use=lambda shard: self.next_use(shard),
                 position=lambda: float(self.next_use.global_position),
-                on_evict=self._on_evict,
+                on_evict=self.readiness.forget,  # on the budget's thread: Readiness is thread-safe
                 progress=self.progress,
                 hint_slot=hint_slot,
             )
@@ -151,14 +151,6 @@ class Runtime:
             return []
         pairs = zip(self.later.shards, self.later.positions, strict=True)
         return [(shard, LATER + at) for shard, at in itertools.islice(pairs, _NEEDS_MAX)]
-
-    def _on_evict(self, shard: int) -> None:
-        # Called on the budget's thread: hand the shard to the loop (the scheduler is not thread-safe).
-        opened = self._open
-        if opened is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                opened.loop.call_soon_threadsafe(opened.scheduler.forget, shard)
-        self.evicted.append(shard)
 
     async def open(self) -> None:
         """Create the backends and the scheduler on the running loop."""
@@ -193,6 +185,7 @@ class Runtime:
             head_first=True,
             spare=gauge.spare,
             stretch=self.stretch,
+            readiness=self.readiness,
         )
         gauge.on_end(scheduler.pump)
         fetcher = ShardFetcher(
@@ -204,7 +197,7 @@ class Runtime:
             distance=scheduler.distance,
             gauge=gauge,
         )
-        self._open = _Open(backends, fetcher, scheduler, asyncio.get_running_loop())
+        self._open = _Open(backends, fetcher, scheduler)
 
     async def _fetch(self, shard: int) -> int:
         downloaded = await self.fetcher.fetch(shard)

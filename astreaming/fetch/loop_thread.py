@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "get_loop_thread", "run_blocking"]
+__all__ = ["LoopThread", "get_loop_thread"]
 
 T = TypeVar("T")
 
@@ -247,33 +247,3 @@ os.register_at_fork(
     after_in_parent=_resume_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )
-
-
-def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion from sync code, even when called inside a running event loop.
-
-    A short-lived thread with its own loop: nothing (loop, thread, session, socket) outlives the call, so
-    the caller stays safe to fork and pickle afterwards.
-    """
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="astreaming-init") as pool:
-        return pool.submit(asyncio.run, _closing_transports(coro)).result()
-
-
-async def _closing_transports(coro: Coroutine[Any, Any, T]) -> T:
-    """Await ``coro``, then close every connection still open on this (about to be closed) loop.
-
-    A TLS connection closed gracefully waits for the peer's ``close_notify`` before its socket is closed;
-    when the loop ends first, that socket is left open until the garbage collector finds it (an "unclosed
-    transport" ResourceWarning at a random later moment, also in forked children that inherited it).
-    Nothing on this loop can be used after the call, so whatever is still open is aborted now.
-    """
-    try:
-        return await coro
-    finally:
-        # Selector loops keep their transports by file descriptor (private, hence the getattr: another
-        # loop implementation simply skips this step).
-        transports = getattr(asyncio.get_running_loop(), "_transports", None)
-        if transports:
-            for transport in list(transports.values()):
-                transport.abort()
-            await asyncio.sleep(0)  # abort() closes the socket in a callback of the next iteration

@@ -25,6 +25,7 @@ from enum import Enum
 from types import TracebackType
 
 from astreaming.errors import ConfigError
+from astreaming.fetch.readiness import Readiness
 
 __all__ = ["URGENT", "FetchDeferred", "FetchScheduler", "FetchStatistics"]
 
@@ -106,6 +107,8 @@ class FetchScheduler:
             (for a look-ahead nobody chose: shards larger than the window would otherwise leave the
             link idle between them).
         clock: Seconds for the consumer-wait statistics (``time.perf_counter``; tests inject a fake).
+        readiness: Where ready shards are recorded and looked up (shared with the consumers and the
+            cache budget of the same runtime); a new one if not given.
 
     Use as ``async with FetchScheduler(...) as sched:``; leaving the block cancels everything still running.
     All methods except :meth:`aclose` and :meth:`wait` are synchronous and must run on the scheduler's loop.
@@ -123,6 +126,7 @@ class FetchScheduler:
         clock: Callable[[], float] = time.perf_counter,
         spare: Callable[[], bool] | None = None,
         stretch: bool = False,
+        readiness: Readiness | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -147,7 +151,8 @@ class FetchScheduler:
         self.predownload = math.inf if predownload is None else float(predownload)
         self._position: float = 0
         self._entries: dict[int, _Entry] = {}  # wanted and not ready: queued or running
-        self._ready: set[int] = set()
+        #: The one record of which shards are ready (the scheduler marks them; anyone may forget them).
+        self.readiness = readiness if readiness is not None else Readiness()
         self._failed: dict[int, BaseException] = {}  # failed before anyone held a future for them
         self._done_future: asyncio.Future[None] | None = None
         self._heap: list[tuple[float, int, int]] = []
@@ -177,7 +182,7 @@ class FetchScheduler:
         """
         if self._closed:
             raise RuntimeError("FetchScheduler is closed")
-        if shard in self._ready:
+        if self.readiness.is_ready(shard):
             with self._stats_lock:
                 self._hits += 1
             return self._ready_future()
@@ -200,8 +205,9 @@ class FetchScheduler:
         """
         if self._closed:
             raise RuntimeError("FetchScheduler is closed")
+        ready = self.readiness.is_ready
         for shard, priority in zip(shards, priorities, strict=True):
-            if shard not in self._ready:
+            if not ready(shard):
                 self._add(shard, priority)
         self._pump()
 
@@ -266,13 +272,8 @@ class FetchScheduler:
         return max(0.0, entry.priority - self._position)
 
     def is_ready(self, shard: int) -> bool:
-        """Whether ``shard`` was fetched successfully and not forgotten since."""
-        # A set lookup: atomic under the GIL, so ShardWaiter may call this from the consumer thread.
-        return shard in self._ready
-
-    def forget(self, shard: int) -> None:
-        """Drop a finished shard's readiness (it was evicted): the next :meth:`want` fetches it again."""
-        self._ready.discard(shard)
+        """Whether ``shard`` was fetched and not forgotten since (asks :attr:`readiness`; any thread)."""
+        return self.readiness.is_ready(shard)
 
     def cancel(self, shard: int) -> None:
         """Stop wanting ``shard``: dequeue it or cancel its running fetch. Its future is cancelled."""
@@ -468,7 +469,7 @@ class FetchScheduler:
                 if current:
                     # Ready shards keep no entry or future: a set entry per shard, not ~300 bytes.
                     del self._entries[shard]
-                    self._ready.add(shard)
+                    self.readiness.mark_ready(shard)
                 if entry.future is not None and not entry.future.done():
                     entry.future.set_result(None)
         if not self._closed:

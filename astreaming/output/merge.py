@@ -23,7 +23,7 @@ from astreaming.fetch.loop_thread import get_loop_thread
 from astreaming.format.index import parse_index, write_text_atomic
 from astreaming.format.merge import merge_index as merge_local
 from astreaming.format.paths import check_basename
-from astreaming.output.target import OutputTarget, is_local, parse_out
+from astreaming.output.target import OutputTarget, check_backend, is_local, parse_out
 from astreaming.storage import Backend, RetryPolicy, backend_class, backend_for, join, redact, with_retries
 from astreaming.storage.urls import local_path
 
@@ -41,7 +41,7 @@ class _Partition:
     prefix: str  # partition directory relative to out ("3", "a/b")
 
 
-def merge_index(*args: Any, **kwargs: Any) -> None:
+def merge_index(*args: Any, backend: Backend | None = None, **kwargs: Any) -> None:
     """Merge partition indexes into ``out/index.json``, locally and/or remotely.
 
     Two call forms, as in mosaic:
@@ -59,9 +59,15 @@ def merge_index(*args: Any, **kwargs: Any) -> None:
             remote ``out`` leaves nothing behind locally.
         download_timeout: Seconds per attempt when downloading a partition index or uploading the
             merged one (each is tried up to three times).
+        backend: An :class:`astreaming.storage.Backend` instance, not yet opened, that serves the remote
+            side instead of the backends the URL schemes select, as httpx takes a ``transport``:
+            ``out``'s remote and every partition given by URL (local paths and ``file://`` partitions
+            are still read from disk). The call owns it: it is opened on astreaming's loop thread and
+            closed before ``merge_index`` returns, so give each call its own.
 
     Raises:
-        ConfigError: Bad arguments, no partitions, a partition outside ``out``.
+        ConfigError: Bad arguments, no partitions, a partition outside ``out``, or a ``backend`` given
+            when nothing is remote.
         FormatError: A partition index is missing or invalid (naming its path or URL).
         StorageError: A download or the upload failed (naming the URL).
     """
@@ -69,12 +75,16 @@ def merge_index(*args: Any, **kwargs: Any) -> None:
     target = parse_out(out, name="out_root" if items is None else "out")
     partitions = None if items is None else [_split_item(item) for item in items]
     remote_parts = partitions is not None and any(not is_local(src) for src, _ in partitions)
+    given = check_backend(backend)
     if target.remote is None and not remote_parts:
+        if given is not None:
+            raise ConfigError("merge_index: backend given, but out and every partition are local")
         # Nothing remote: the format implementation does it all (same messages, same bytes).
         merge_local(*args, **kwargs)
         return
     policy = RetryPolicy.from_download_retry(download_retry=2, download_timeout=timeout)
-    get_loop_thread().call(_merge(partitions, target, keep_local=keep_local, policy=policy))
+    backends = _Backends(policy, given, target.remote)
+    get_loop_thread().call(_merge(partitions, target, backends, keep_local=keep_local))
 
 
 def _parse_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[list[Any] | None, object, bool, float]:
@@ -174,10 +184,10 @@ def _prefix(names: Sequence[str | None], target: OutputTarget) -> str:
 
 
 async def _merge(
-    items: list[tuple[str, str | None]] | None, target: OutputTarget, *, keep_local: bool, policy: RetryPolicy
+    items: list[tuple[str, str | None]] | None, target: OutputTarget, backends: _Backends, *, keep_local: bool
 ) -> None:
     remote = target.remote
-    async with _Backends(policy) as backends:
+    async with backends:
         if items is None:
             items = await _list_partitions(backends, target)
         partitions = [_Partition(src, _prefix((src, other), target)) for src, other in items]
@@ -227,24 +237,39 @@ async def _list_partitions(backends: _Backends, target: OutputTarget) -> list[tu
 
 
 class _Backends:
-    """One opened backend per scheme, closed together; reads and uploads with retries."""
+    """One opened backend per scheme, closed together; reads and uploads with retries.
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    An injected backend (``given``) serves ``remote`` and every URL that is not local; it is closed
+    with the others, whether or not it was used.
+    """
+
+    def __init__(self, policy: RetryPolicy, given: Backend | None = None, remote: str | None = None) -> None:
         self.policy = policy
+        self._given = given
+        self._remote = None if remote is None else (remote.rstrip("/") or remote)
         self._open: dict[type[Backend], Backend] = {}
 
     def get(self, url: str) -> Backend:
         """The backend serving ``url`` (one per backend class; each serves every bucket of its scheme)."""
+        if self._given is not None and (not is_local(url) or self._under_remote(url)):
+            return self._given
         cls = backend_class(url)
         if cls not in self._open:
             self._open[cls] = backend_for(url, timeout=self.policy.timeout or 60.0)
         return self._open[cls]
 
+    def _under_remote(self, url: str) -> bool:
+        root = self._remote
+        return root is not None and (url == root or url.startswith(root + "/"))
+
     async def __aenter__(self) -> _Backends:
+        if self._given is not None:
+            await self._given.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for backend in self._open.values():
+        owned = [*self._open.values(), *([self._given] if self._given is not None else [])]
+        for backend in owned:
             await backend.aclose()
 
     async def read(self, url: str) -> bytes:

@@ -1,4 +1,5 @@
-"""The ``out`` argument of the writers and ``merge_index``: local, remote, or both (reference §7.1)."""
+"""The ``out`` argument of the writers and ``merge_index`` (local, remote, or both: reference §7.1), and the
+backend that serves its remote side (``backend=``, injected the way httpx takes a ``transport``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 from dataclasses import dataclass
 
 from astreaming.errors import ConfigError
+from astreaming.storage import Backend, backend_for
 from astreaming.storage.urls import local_path, redact, scheme_of
 
-__all__ = ["OutputTarget", "is_local", "parse_out"]
+__all__ = ["OutputTarget", "check_backend", "is_local", "parse_out", "remote_backend"]
 
 
 def is_local(url: str) -> bool:
@@ -56,3 +58,21 @@ def parse_out(out: object, *, name: str = "out") -> OutputTarget:
             return OutputTarget(local_path(text), None)
         return OutputTarget(None, text)
     raise ConfigError(f"{name}: expected a directory, a URL or a (local, remote) tuple, got {out!r}")
+
+
+def check_backend(backend: object, *, name: str = "backend") -> Backend | None:
+    """Validate a ``backend=`` argument: ``None`` or a :class:`~astreaming.storage.Backend` instance.
+
+    Raises:
+        ConfigError: ``backend`` is something else (a class or a factory: this argument takes an instance).
+    """
+    if backend is None or isinstance(backend, Backend):
+        return backend
+    raise ConfigError(
+        f"{name}: expected an astreaming.storage.Backend instance (not yet opened), got {backend!r}"
+    )
+
+
+def remote_backend(url: str, *, timeout: float, backend: Backend | None) -> Backend:
+    """The backend that serves ``url``: the injected one if given, else the one its scheme selects."""
+    return backend if backend is not None else backend_for(url, timeout=timeout)

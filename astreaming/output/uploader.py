@@ -31,7 +31,8 @@ from tqdm import tqdm
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
 from astreaming.format.writer import OutputExistsError
-from astreaming.storage import Backend, RetryPolicy, RetryStats, backend_for, join, redact, with_retries
+from astreaming.output.target import check_backend, remote_backend
+from astreaming.storage import Backend, RetryPolicy, RetryStats, join, redact, with_retries
 
 __all__ = ["RemoteUploader", "UploadStats"]
 
@@ -71,10 +72,13 @@ class RemoteUploader:
         progress_bar: Show a tqdm bar of the bytes uploaded.
         timeout: Socket timeout of the storage client, and bound of each metadata request.
         policy: Retry policy override (tests inject a fake sleep); its ``attempts`` wins over ``retry``.
-        backend: A ready (not yet opened) backend to use instead of ``backend_for(remote)``.
+        backend: A backend instance, not yet opened, to use instead of ``backend_for(remote)`` (as httpx
+            takes a ``transport``). The uploader owns it: it opens it on the loop thread and closes it in
+            :meth:`finish` or :meth:`abort`.
 
     Raises:
-        ConfigError: ``retry`` or ``max_workers`` below 1, or an unsupported URL scheme.
+        ConfigError: ``retry`` or ``max_workers`` below 1, an unsupported URL scheme, or a ``backend``
+            that is not a Backend instance.
     """
 
     def __init__(
@@ -102,7 +106,7 @@ class RemoteUploader:
         # large shard over a slow link may legitimately take longer than any fixed bound.
         self.policy = policy or RetryPolicy(attempts=retry, timeout=None)
         self._meta_policy = replace(self.policy, timeout=timeout)
-        self._backend = backend if backend is not None else backend_for(self.remote, timeout=timeout)
+        self._backend = remote_backend(self.remote, timeout=timeout, backend=check_backend(backend))
         self.stats = UploadStats()
         self.retry_stats = RetryStats()
         self.error: StorageError | None = None  # the first failure; set on the loop thread

@@ -11,7 +11,9 @@ here add what remote output needs on top of it, through the format writer's two 
 - ``index.json`` is uploaded last, only after every other upload succeeded; an upload failure raises
   the typed :class:`~astreaming.errors.StorageError` at the next ``write()`` or at ``finish()``, and a
   ``with`` body that raises publishes no index, locally or remotely;
-- ``exist_ok=False`` refuses a non-empty remote directory as well as a non-empty local one.
+- ``exist_ok=False`` refuses a non-empty remote directory as well as a non-empty local one;
+- ``backend=`` (an :class:`~astreaming.storage.Backend` instance, as httpx takes a ``transport``) serves
+  the remote side instead of the backend the URL's scheme selects; the writer owns it from then on.
 
 A plain local ``out`` behaves exactly like the format writers.
 """
@@ -30,8 +32,9 @@ from astreaming.errors import ConfigError
 from astreaming.format import jsonl, xsv
 from astreaming.format.mds import writer as mds
 from astreaming.format.writer import ShardWriter, is_remote_out, prepare_local_out
-from astreaming.output.target import is_local, parse_out
+from astreaming.output.target import check_backend, is_local, parse_out
 from astreaming.output.uploader import RemoteUploader
+from astreaming.storage import Backend
 from astreaming.storage.urls import local_path
 
 __all__ = ["CSVWriter", "JSONWriter", "MDSWriter", "RemoteOutput", "TSVWriter", "XSVWriter"]
@@ -41,6 +44,10 @@ log = logging.getLogger(__name__)
 
 class RemoteOutput(ShardWriter):
     """Mixin that gives a format writer remote output; list it before the format writer class.
+
+    Args:
+        backend: Serves the remote side of ``out`` instead of the backend its scheme selects (keyword
+            only; see :class:`MDSWriter`). The rest go to the format writer.
 
     Attributes:
         remote: The remote directory URL, or ``None`` for local-only output.
@@ -52,8 +59,18 @@ class RemoteOutput(ShardWriter):
     _failure: BaseException | None = None
     _remote_uploader: RemoteUploader | None = None
 
+    def __init__(self, *args: Any, backend: Backend | None = None, **kwargs: Any) -> None:
+        # Set before the format writer's __init__, which calls _open_output.
+        self._given_backend = check_backend(backend)
+        super().__init__(*args, **kwargs)
+
     def _open_output(self, out: object) -> Path:
         if not is_remote_out(out):
+            if self._given_backend is not None:
+                raise ConfigError(
+                    f"backend: given, but out={out!r} is local; it serves a remote URL or the remote "
+                    "of a (local, remote) tuple"
+                )
             return super()._open_output(out)
         target = parse_out(out)
         assert target.remote is not None
@@ -76,6 +93,7 @@ class RemoteOutput(ShardWriter):
                 max_workers=self.max_workers,
                 retry=self.retry,
                 progress_bar=self.progress_bar,
+                backend=self._given_backend,
             )
         except BaseException:
             self._remove_staging(local)
@@ -152,6 +170,11 @@ class MDSWriter(RemoteOutput, mds.MDSWriter):
             ``(local, remote)`` tuple.
         keep_local: keep the local files after their upload.
         compression, hashes, size_limit: see :class:`astreaming.format.writer.ShardWriter`.
+        backend: An :class:`astreaming.storage.Backend` instance, not yet opened, that serves the remote
+            side of ``out`` instead of the backend its URL scheme selects, the way httpx takes a
+            ``transport``: for tests (a scripted backend), custom protocols and client options. The
+            writer owns it: it opens it on astreaming's loop thread and closes it when it finishes or
+            is abandoned, so give each writer its own. Refused (ConfigError) with a local-only ``out``.
         **kwargs: ``progress_bar``, ``max_workers`` (uploads in flight), ``retry`` (upload attempts) and
             ``exist_ok``, as in mosaic.
 

@@ -240,7 +240,7 @@ async def test_forget_makes_the_next_want_fetch_again() -> None:
     fetch = FakeFetch()
     async with FetchScheduler(fetch) as sched:
         await sched.want(4, 0)
-        sched.forget(4)
+        sched.readiness.forget(4)  # an eviction, reported to the one owner of readiness
         assert not sched.is_ready(4)
         await sched.want(4, 0)
     assert fetch.started == [4, 4]

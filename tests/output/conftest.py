@@ -33,9 +33,8 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
 
 @pytest.fixture(params=["scripted", "gs", "s3"])
 def bare(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    """Destinations whose bare URL is remote (staged in a temporary directory): scripted://, gs, s3."""
-    if request.param == "scripted":
-        output_fakes.install()
+    """Destinations whose bare URL is remote (staged in a temporary directory): scripted:// (served by an
+    injected backend: pass ``backend=bare.backend()``), gs, s3."""
     return make_remote(request.param, request, tmp_path)
 
 
@@ -47,5 +46,5 @@ def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
 
 @pytest.fixture
 def script() -> output_fakes.Script:
-    """The scripted backend (``scripted:///path`` URLs), reset for this test."""
-    return output_fakes.install()
+    """A fresh script; ``script.backend()`` makes a backend following it, to pass as ``backend=``."""
+    return output_fakes.Script()

@@ -1,8 +1,9 @@
 """A scriptable storage backend for the uploader tests: a local directory behind a ``scripted://`` URL.
 
 It stores objects like the local backend, but each upload can be delayed, made to fail (once or always)
-and is logged, so tests can observe concurrency and ordering without timing the network. The script is
-module state because :func:`astreaming.storage.backend_for` builds backends from a URL alone.
+and is logged, so tests can observe concurrency and ordering without timing the network. No registry
+knows the ``scripted`` scheme: tests inject the backend (``backend=script.backend()``), as httpx tests
+inject a transport, so the script belongs to the test that made it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from astreaming.storage.base import ObjectInfo
 from astreaming.storage.local import LocalBackend
-from astreaming.storage.registry import register_backend
 
 SCHEME = "scripted"
 
@@ -32,12 +32,17 @@ class Script:
     events: list[tuple[str, str, float]] = field(default_factory=list)  # (start|end|fail, basename, time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    backends: list[ScriptedBackend] = field(default_factory=list)  # every backend made, to check closing
+
     def log(self, what: str, name: str) -> None:
         with self.lock:
             self.events.append((what, name, time.monotonic()))
 
-
-SCRIPT = Script()
+    def backend(self) -> ScriptedBackend:
+        """A new backend following this script (each writer or call owns, opens and closes its own)."""
+        made = ScriptedBackend(self)
+        self.backends.append(made)
+        return made
 
 
 def to_file(url: str) -> str:
@@ -48,22 +53,36 @@ def to_file(url: str) -> str:
 class ScriptedBackend(LocalBackend):
     scheme = (SCHEME,)
 
+    def __init__(self, script: Script, *, timeout: float = 60.0) -> None:
+        super().__init__(timeout=timeout)
+        self.script = script
+        self.opened = 0  # __aenter__ calls: the owner opens it once
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> ScriptedBackend:
+        self.opened += 1
+        return self
+
     async def upload(self, src: Path, url: str) -> None:
+        script = self.script
         name = url.rsplit("/", 1)[-1]
-        SCRIPT.log("start", name)
-        if SCRIPT.delay:
-            await asyncio.sleep(SCRIPT.delay)
-        gate = SCRIPT.gate
+        script.log("start", name)
+        if script.delay:
+            await asyncio.sleep(script.delay)
+        gate = script.gate
         if gate is not None:
             while not gate.is_set():  # the event is set from the test's thread
                 await asyncio.sleep(0.005)
-        once = SCRIPT.fail_once.pop(name, None)
-        error = once or SCRIPT.fail.get(name)
+        once = script.fail_once.pop(name, None)
+        error = once or script.fail.get(name)
         if error is not None:
-            SCRIPT.log("fail", name)
+            script.log("fail", name)
             raise error(url)
         await super().upload(src, to_file(url))
-        SCRIPT.log("end", name)
+        script.log("end", name)
 
     async def list(self, url_prefix: str) -> AsyncIterator[ObjectInfo]:
         async for info in super().list(to_file(url_prefix)):
@@ -79,10 +98,6 @@ class ScriptedBackend(LocalBackend):
     async def read_bytes(self, url: str) -> bytes:
         return await super().read_bytes(to_file(url))
 
-
-def install() -> Script:
-    """Register the backend (idempotent) and reset the script."""
-    global SCRIPT
-    register_backend(SCHEME, ScriptedBackend)
-    SCRIPT = Script()
-    return SCRIPT
+    async def download(self, url: str, dest: Path) -> int:
+        # LocalBackend.upload copies through download() with a plain source path: only map our URLs.
+        return await super().download(to_file(url) if url.startswith(f"{SCHEME}://") else url, dest)

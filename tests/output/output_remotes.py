@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from output_fakes import Script
 
+from astreaming.storage import Backend
 from astreaming.testing.servers import FakeGCSServer, MotoS3Server
 
 GCS_BUCKET = "astreaming-output-gcs"
@@ -32,6 +34,8 @@ class Remote:
         listing: Sorted object keys below ``url`` (relative, ``/``-separated).
         get: The bytes of one object (relative key).
         put: Store an object (relative key), out of band.
+        backend: What to pass as ``backend=``: a new injected backend for ``scripted``, else None (the
+            backend the URL's scheme selects).
     """
 
     name: str
@@ -39,6 +43,7 @@ class Remote:
     listing: Callable[[], list[str]]
     get: Callable[[str], bytes]
     put: Callable[[str, bytes], None]
+    backend: Callable[[], Backend | None] = lambda: None
 
     def download(self, dest: Path) -> Path:
         """Copy every object below ``url`` into ``dest``; return ``dest``."""
@@ -59,7 +64,8 @@ def _local_remote(name: str, root: Path) -> Remote:
         path.write_bytes(data)
 
     url = {"local": str(root), "file": f"file://{root}", "scripted": f"scripted://{root}"}[name]
-    return Remote(name, url, keys, lambda key: (root / key).read_bytes(), put)
+    backend: Callable[[], Backend | None] = Script().backend if name == "scripted" else lambda: None
+    return Remote(name, url, keys, lambda key: (root / key).read_bytes(), put, backend)
 
 
 def _gcs_remote(server: FakeGCSServer, prefix: str) -> Remote:

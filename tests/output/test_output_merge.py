@@ -45,7 +45,7 @@ def check_readable(remote: Remote, tmp_path: Path) -> None:
 
 def test_list_form_reproduces_golden_bytes(bare: Remote, tmp_path: Path) -> None:
     upload_partitions(bare)
-    merge_index([f"{bare.url}/0/index.json", f"{bare.url}/1/index.json"], bare.url)
+    merge_index([f"{bare.url}/0/index.json", f"{bare.url}/1/index.json"], bare.url, backend=bare.backend())
     assert bare.get("index.json") == golden_index()
     assert bare.get("0/index.json") == (DATA / "0" / "index.json").read_bytes()  # partitions stay
     check_readable(bare, tmp_path)
@@ -54,14 +54,16 @@ def test_list_form_reproduces_golden_bytes(bare: Remote, tmp_path: Path) -> None
 def test_root_form_lists_the_remote(bare: Remote, tmp_path: Path) -> None:
     upload_partitions(bare)
     bare.put("index.json", b"stale: the root's own index is not a partition")
-    merge_index(bare.url, keep_local=False, download_timeout=30)
+    merge_index(bare.url, keep_local=False, download_timeout=30, backend=bare.backend())
     assert bare.get("index.json") == golden_index()
     check_readable(bare, tmp_path)
 
 
 def test_partition_directories_and_keyword_form(bare: Remote) -> None:
     upload_partitions(bare)
-    merge_index(index_file_urls=[f"{bare.url}/0", f"{bare.url}/1/"], out=bare.url + "/")
+    merge_index(
+        index_file_urls=[f"{bare.url}/0", f"{bare.url}/1/"], out=bare.url + "/", backend=bare.backend()
+    )
     assert bare.get("index.json") == golden_index()
 
 
@@ -69,7 +71,12 @@ def test_partition_directories_and_keyword_form(bare: Remote) -> None:
 def test_tuple_out(bare: Remote, tmp_path: Path, keep_local: bool) -> None:
     upload_partitions(bare)
     local = tmp_path / "local"
-    merge_index([f"{bare.url}/0/index.json", f"{bare.url}/1/index.json"], (str(local), bare.url), keep_local)
+    merge_index(
+        [f"{bare.url}/0/index.json", f"{bare.url}/1/index.json"],
+        (str(local), bare.url),
+        keep_local,
+        backend=bare.backend(),
+    )
     assert bare.get("index.json") == golden_index()
     assert (local / "index.json").exists() == keep_local
     if keep_local:
@@ -84,45 +91,47 @@ def test_local_partitions_remote_out(bare: Remote, tmp_path: Path) -> None:
     upload_partitions(bare)
     bare_url = bare.url
     pairs = [(str(local / p / "index.json"), f"{bare_url}/{p}/index.json") for p in ("0", "1")]
-    merge_index(pairs, (str(local), bare_url))
+    merge_index(pairs, (str(local), bare_url), backend=bare.backend())
     assert bare.get("index.json") == golden_index()
     assert (local / "index.json").read_bytes() == golden_index()
     # The tuple root form prefers the local twins as well.
     (local / "1" / "index.json").write_text("corrupt local copy")
     with pytest.raises(FormatError, match=r"local/1/index\.json"):
-        merge_index((str(local), bare_url))
+        merge_index((str(local), bare_url), backend=bare.backend())
 
 
 def test_remote_pairs_when_local_copies_are_missing(bare: Remote, tmp_path: Path) -> None:
     upload_partitions(bare)
     missing = tmp_path / "nowhere"
     pairs = [(str(missing / p / "index.json"), f"{bare.url}/{p}/index.json") for p in ("0", "1")]
-    merge_index(pairs, bare.url)
+    merge_index(pairs, bare.url, backend=bare.backend())
     assert bare.get("index.json") == golden_index()
 
 
 def test_errors_name_the_url(bare: Remote) -> None:
     upload_partitions(bare)
     with pytest.raises(FormatError, match=r"2/index\.json: partition index not found"):
-        merge_index([f"{bare.url}/0/index.json", f"{bare.url}/2/index.json"], bare.url)
+        merge_index(
+            [f"{bare.url}/0/index.json", f"{bare.url}/2/index.json"], bare.url, backend=bare.backend()
+        )
     bare.put("3/index.json", b'{"version": 3, "shards": []}')
     with pytest.raises(FormatError, match=r"3/index\.json"):
-        merge_index([f"{bare.url}/3/index.json"], bare.url)
+        merge_index([f"{bare.url}/3/index.json"], bare.url, backend=bare.backend())
     with pytest.raises(ConfigError, match="not inside out"):
-        merge_index([f"{bare.url}/0/index.json"], bare.url + "/elsewhere")
+        merge_index([f"{bare.url}/0/index.json"], bare.url + "/elsewhere", backend=bare.backend())
     with pytest.raises(ConfigError, match=r"no partition index\.json found"):
-        merge_index(bare.url + "/empty")
+        merge_index(bare.url + "/empty", backend=bare.backend())
     with pytest.raises(ConfigError, match="unknown argument 'bogus'"):
-        merge_index(bare.url, bogus=1)
+        merge_index(bare.url, bogus=1, backend=bare.backend())
     with pytest.raises(ConfigError, match="download_timeout"):
-        merge_index(bare.url, download_timeout=0)
+        merge_index(bare.url, download_timeout=0, backend=bare.backend())
     assert "index.json" not in bare.listing()  # nothing was published by the failed calls
 
 
 def test_unsafe_partition_keys_are_refused(bare: Remote) -> None:
     upload_partitions(bare)
     with pytest.raises(FormatError, match="unsafe"):
-        merge_index([f"{bare.url}/0/../1/index.json"], bare.url)
+        merge_index([f"{bare.url}/0/../1/index.json"], bare.url, backend=bare.backend())
 
 
 def test_local_only_calls_use_the_format_implementation(tmp_path: Path) -> None:

@@ -36,7 +36,13 @@ def wait_until(predicate: Any) -> None:
 
 def test_uploads_run_concurrently_and_never_block_the_writer(script: Script, tmp_path: Path) -> None:
     script.gate = threading.Event()  # no upload can finish until the writer has written everything
-    w = MDSWriter(out=f"scripted://{tmp_path}/r", columns=COLUMNS, size_limit=400, max_workers=3)
+    w = MDSWriter(
+        out=f"scripted://{tmp_path}/r",
+        backend=script.backend(),
+        columns=COLUMNS,
+        size_limit=400,
+        max_workers=3,
+    )
     for i in range(14):
         w.write(sample(i))  # would wait forever if a write waited for an upload
     shards = shard_count(w) + 1  # + the shard finish() flushes
@@ -55,7 +61,13 @@ def test_uploads_run_concurrently_and_never_block_the_writer(script: Script, tmp
 
 def test_index_is_uploaded_after_every_shard_finished(script: Script, tmp_path: Path) -> None:
     script.delay = 0.05
-    with MDSWriter(out=f"scripted://{tmp_path}/r", columns=COLUMNS, size_limit=400, max_workers=4) as w:
+    with MDSWriter(
+        out=f"scripted://{tmp_path}/r",
+        backend=script.backend(),
+        columns=COLUMNS,
+        size_limit=400,
+        max_workers=4,
+    ) as w:
         for i in range(20):
             w.write(sample(i))
     events = script.events
@@ -69,7 +81,12 @@ def test_index_is_uploaded_after_every_shard_finished(script: Script, tmp_path: 
 def test_failure_raises_at_next_write_and_publishes_no_index(script: Script, tmp_path: Path) -> None:
     script.fail["shard.00001.mds"] = lambda url: PermissionDenied(f"{url}: denied", url=url)
     local = tmp_path / "local"
-    w = MDSWriter(out=(str(local), f"scripted://{tmp_path}/r"), columns=COLUMNS, size_limit=400)
+    w = MDSWriter(
+        out=(str(local), f"scripted://{tmp_path}/r"),
+        backend=script.backend(),
+        columns=COLUMNS,
+        size_limit=400,
+    )
     with pytest.raises(PermissionDenied, match=r"r/shard\.00001\.mds") as info, w:
         for i in range(100):
             w.write(sample(i))
@@ -91,7 +108,11 @@ def test_failure_raises_at_next_write_and_publishes_no_index(script: Script, tmp
 def test_failure_at_finish(script: Script, tmp_path: Path, keep_local: bool) -> None:
     local = tmp_path / "local"
     w = MDSWriter(
-        out=(str(local), f"scripted://{tmp_path}/r"), columns=COLUMNS, size_limit=400, keep_local=keep_local
+        out=(str(local), f"scripted://{tmp_path}/r"),
+        backend=script.backend(),
+        columns=COLUMNS,
+        size_limit=400,
+        keep_local=keep_local,
     )
     for i in range(12):
         w.write(sample(i))
@@ -114,7 +135,7 @@ def test_failure_in_exit_raises_typed_error(script: Script, tmp_path: Path) -> N
     script.fail["shard.00000.mds"] = lambda url: PermissionDenied(f"{url}: denied", url=url)
     with (
         pytest.raises(PermissionDenied, match=r"shard\.00000\.mds"),
-        MDSWriter(out=f"scripted://{tmp_path}/r", columns=COLUMNS) as w,
+        MDSWriter(out=f"scripted://{tmp_path}/r", backend=script.backend(), columns=COLUMNS) as w,
     ):
         w.write(sample(0))
     assert not (tmp_path / "r" / "index.json").exists()
@@ -131,7 +152,9 @@ def test_local_target_errors_become_storage_errors(tmp_path: Path) -> None:
 def test_transient_failures_are_retried(script: Script, tmp_path: Path) -> None:
     for k in range(3):
         script.fail_once[f"shard.{k:05}.mds"] = lambda url: TransientStorageError(f"{url}: 503", url=url)
-    with MDSWriter(out=f"scripted://{tmp_path}/r", columns=COLUMNS, size_limit=400, retry=2) as w:
+    with MDSWriter(
+        out=f"scripted://{tmp_path}/r", backend=script.backend(), columns=COLUMNS, size_limit=400, retry=2
+    ) as w:
         for i in range(10):
             w.write(sample(i))
     uploader = w.uploader
@@ -142,7 +165,7 @@ def test_transient_failures_are_retried(script: Script, tmp_path: Path) -> None:
 
 def test_retry_one_means_a_single_attempt(script: Script, tmp_path: Path) -> None:
     script.fail_once["shard.00000.mds"] = lambda url: TransientStorageError(f"{url}: 503", url=url)
-    w = MDSWriter(out=f"scripted://{tmp_path}/r", columns=COLUMNS, retry=1)
+    w = MDSWriter(out=f"scripted://{tmp_path}/r", backend=script.backend(), columns=COLUMNS, retry=1)
     with pytest.raises(TransientStorageError, match="after 1 attempt"), w:
         w.write(sample(0))
     assert not (tmp_path / "r" / "index.json").exists()
@@ -177,7 +200,7 @@ def test_many_shards_through_a_real_server(cloud: Remote, tmp_path: Path) -> Non
 
 def test_unexpected_backend_errors_still_block_the_index(script: Script, tmp_path: Path) -> None:
     script.fail["shard.00000.mds"] = lambda url: RuntimeError("backend bug")
-    w = MDSWriter(out=f"scripted://{tmp_path}/r", columns=COLUMNS)
+    w = MDSWriter(out=f"scripted://{tmp_path}/r", backend=script.backend(), columns=COLUMNS)
     with pytest.raises(StorageError, match="backend bug") as info, w:
         w.write(sample(0))
     assert isinstance(info.value.__cause__, RuntimeError)

@@ -44,7 +44,14 @@ def shard_names(index: dict[str, Any]) -> set[str]:
 
 
 def test_remote_url_roundtrip(bare: Remote, tmp_path: Path) -> None:
-    with MDSWriter(out=bare.url, columns=COLUMNS, compression="zstd", hashes=["sha1"], size_limit=400) as w:
+    with MDSWriter(
+        out=bare.url,
+        columns=COLUMNS,
+        compression="zstd",
+        hashes=["sha1"],
+        size_limit=400,
+        backend=bare.backend(),
+    ) as w:
         staging = w.local
         assert staging.is_dir()  # a mkdtemp() staging directory
         for i in range(N):
@@ -75,7 +82,7 @@ def test_tuple_out_keep_local(remote: Remote, tmp_path: Path, keep_local: bool) 
 
 
 def test_remote_url_keep_local_keeps_staging(bare: Remote, tmp_path: Path) -> None:
-    w = MDSWriter(out=bare.url, columns=COLUMNS, keep_local=True, size_limit=500)
+    w = MDSWriter(out=bare.url, columns=COLUMNS, keep_local=True, size_limit=500, backend=bare.backend())
     with w:
         for i in range(N):
             w.write(sample(i))
@@ -100,7 +107,7 @@ def test_body_raising_publishes_no_index_anywhere(remote: Remote, tmp_path: Path
 
 
 def test_body_raising_removes_staging(bare: Remote) -> None:
-    w = MDSWriter(out=bare.url, columns=COLUMNS, size_limit=300)
+    w = MDSWriter(out=bare.url, columns=COLUMNS, size_limit=300, backend=bare.backend())
     with pytest.raises(RuntimeError, match="boom"), w:
         for i in range(N):
             w.write(sample(i))
@@ -143,7 +150,7 @@ def test_text_writers_upload_meta_files(
     cls: Any, kwargs: dict[str, Any], bare: Remote, tmp_path: Path
 ) -> None:
     columns = {"id": "int", "text": "str"}
-    with cls(out=bare.url, columns=columns, size_limit=200, **kwargs) as w:
+    with cls(out=bare.url, columns=columns, size_limit=200, backend=bare.backend(), **kwargs) as w:
         for i in range(25):
             w.write({"id": i, "text": f"t{i}"})
     index = json.loads(bare.get("index.json"))
@@ -186,7 +193,9 @@ def test_argument_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_progress_bar(bare: Remote, capsys: pytest.CaptureFixture[str]) -> None:
-    with MDSWriter(out=bare.url, columns=COLUMNS, size_limit=400, progress_bar=True) as w:
+    with MDSWriter(
+        out=bare.url, columns=COLUMNS, size_limit=400, progress_bar=True, backend=bare.backend()
+    ) as w:
         for i in range(N):
             w.write(sample(i))
     err = capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from astreaming.fetch.loop_thread import run_blocking
+from astreaming.fetch.blocking import run_blocking
 
 from .tls import self_signed
 
@@ -79,6 +79,42 @@ def test_a_connection_left_open_by_the_coroutine_is_closed_too() -> None:
         assert writer.transport.is_closing()
     finally:
         listener.close()
+
+
+def test_a_unix_socket_connection_left_open_is_closed_too(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(tmp_path / "s"))
+        listener.listen()
+
+        async def leave_open() -> tuple[socket.socket, asyncio.StreamWriter]:
+            _, writer = await asyncio.open_unix_connection(str(tmp_path / "s"))
+            return writer.get_extra_info("socket"), writer
+
+        raw, writer = run_blocking(leave_open())
+        assert raw.fileno() == -1
+        assert writer.transport.is_closing()
+    finally:
+        listener.close()
+
+
+def test_tasks_left_running_are_cancelled_before_the_call_returns() -> None:
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def spawn() -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(forever())
+        await asyncio.sleep(0)  # let it start waiting
+        return task
+
+    task = run_blocking(spawn())
+    assert cancelled.is_set() and task.cancelled()
 
 
 def test_the_result_and_errors_come_through() -> None:
