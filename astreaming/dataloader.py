@@ -39,6 +39,14 @@ def _batch_len(batch: Any) -> int:
     return len(batch[0])
 
 
+def _accelerator_available() -> bool:
+    """Whether torch would pin memory: ``torch.accelerator`` from torch 2.6, CUDA alone before."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return bool(accelerator.is_available())
+    return bool(torch.cuda.is_available())
+
+
 def check_batch_size(dataset: Any, loader_batch_size: int | None) -> None:
     """Refuse a loader whose ``batch_size`` differs from the dataset's.
 
@@ -223,11 +231,11 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         return (
             self.num_workers > 0
             and not self.persistent_workers
-            and self.in_order
+            and getattr(self, "in_order", True)  # torch < 2.6 has no in_order: always in order
             and self.collate_fn is collate
             and dataset.args.cache_limit is None
             and not dataset._has_hooks()
-            and not (self.pin_memory and torch.accelerator.is_available())
+            and not (self.pin_memory and _accelerator_available())
         )
 
     def _stop_workers(self, runner: DataLoader[Any], iterator: Any) -> None:
