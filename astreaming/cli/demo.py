@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -176,21 +177,44 @@ class _Reporter:
         self.line(f"      {label:<20} {text}")
 
 
+def inside_fork(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside ``os.fork`` as multiprocessing calls it (an at-fork hook, or the
+    caller around it): an exception raised there is swallowed by the fork as unraisable."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_launch" and code.co_filename.endswith("popen_fork.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt meanwhile, so ``kill`` cleans up exactly like Ctrl-C."""
+    """Turn SIGTERM into KeyboardInterrupt meanwhile, so ``kill`` cleans up exactly like Ctrl-C; both
+    wait until a fork in progress is over (see :func:`inside_fork`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        if inside_fork(frame):
+            # Raised inside an at-fork hook (logging's lock, while torch forks a worker), the exception
+            # would be printed as "Exception ignored" and lost, and the demo would run on: deliver the
+            # signal again once the fork is over.
+            threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+            return
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # SIGINT only where Python's own handler has it (started in the background, it stays ignored).
+    caught = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        caught.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, interrupt) for sig in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
