@@ -88,6 +88,18 @@ def test_a_leading_consumer_leaves_a_lagging_readers_next_shards_to_it(tmp_path:
     assert lead.download(2) and resident(tmp_path) == {1, 2}
 
 
+def test_a_reader_less_than_couple_gap_behind_is_not_waited_for(tmp_path: Path) -> None:
+    # The ranks and workers of one job stay this close (torch takes their batches in turn): waiting
+    # among them only slows the job, which the sibling rule (``yield_for``) already covers.
+    clock = Clock()
+    lead = Process(tmp_path, clock, progress=1.5)
+    near = Process(tmp_path, clock, progress=1.5 - lead.budget.couple_gap / 2)
+    assert near.download(0) and near.download(1)
+    near.budget.publish(10.0, [(0, 12.0), (1, 20.0)])
+    assert lead.download(2) and resident(tmp_path) == {0, 2}  # 1, needed later, went at once
+    assert lead.budget.statistics().couplings == 0
+
+
 def test_a_lagging_reader_waits_for_nobody_ahead_of_it(tmp_path: Path) -> None:
     clock = Clock()
     lead = Process(tmp_path, clock, progress=1.5)
