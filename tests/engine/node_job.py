@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,25 @@ def own_threads() -> int:
     """Threads, except those of asyncio's default executor: that pool starts threads as work overlaps,
     up to its fixed size, so its count grows over the first epochs without anything leaking."""
     return sum(1 for thread in threading.enumerate() if not thread.name.startswith("asyncio_"))
+
+
+def thread_names() -> list[str]:
+    """The names of :func:`own_threads`, for a failure message that says which thread stayed."""
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+
+
+def settle(fds: list[int], threads: list[int], names: list[list[str]], within: float = 20.0) -> float:
+    """Re-count the last epoch's descriptors and threads until they are back at the first epoch's.
+
+    A thread that is still finishing when an epoch ends (multiprocessing's queue feeder thread closes its
+    pipe only after torch shut the workers down) is counted once on a loaded machine; a leak stays. So the
+    counts are taken again, for at most ``within`` seconds, until they are no higher than the first
+    epoch's; a leak still fails after that. Returns how long it took."""
+    began = time.monotonic()
+    while (fds[-1] > fds[0] or threads[-1] > threads[0]) and time.monotonic() - began < within:
+        time.sleep(0.05)
+        fds[-1], threads[-1], names[-1] = open_fds(), own_threads(), thread_names()
+    return time.monotonic() - began
 
 
 async def _count_tasks() -> int:
@@ -79,6 +99,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     epochs: list[list[int]] = []
     fds: list[int] = []
     threads: list[int] = []
+    names: list[list[str]] = []
     # Per epoch and worker pid: the fewest and the most descriptors, threads and loop tasks it held at
     # a batch: [fds, threads, tasks] floors, then the same peaks.
     held: list[dict[str, list[int]]] = []
@@ -100,6 +121,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         epochs.append(seen)
         fds.append(open_fds())
         threads.append(own_threads())
+        names.append(thread_names())
+    before_settle = [fds[-1], threads[-1], names[-1]] if fds else []
+    settled_s = settle(fds, threads, names) if fds else 0.0
     stats = ds.stats()
     del loader
     ds.close()
@@ -108,6 +132,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "fds_before": before,
         "fds_per_epoch": fds,
         "threads_per_epoch": threads,
+        "thread_names_per_epoch": names,
+        "last_epoch_before_settling": before_settle,
+        "settled_s": settled_s,
         "worker_held": held,
         "stats": stats,
     }
