@@ -24,6 +24,7 @@ astreaming only, fresh and resumed with 8 workers (mosaic needs tens of GB there
 
     python benchmarks/resume.py                           # the full table (about 15 minutes)
     python benchmarks/resume.py --sizes 10M --workers 0   # one cell
+    python benchmarks/resume.py --rounds 3                # each cell 3 times, interleaved: medians
     python benchmarks/resume.py --sizes 10M,100M --skip-mosaic --data-dir /tmp/bench
 
 On a shared machine, give the run its own ``/dev/shm`` (mosaic keeps its resume state there, and
@@ -39,6 +40,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", default="0,8", help="comma-separated worker counts")
     parser.add_argument("--huge", default="1B", help="astreaming-only size ('' to skip)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per cell (medians reported)")
     parser.add_argument("--skip-mosaic", action="store_true")
     parser.add_argument("--data-dir", help="keep and reuse the indexes here (default: a temporary directory)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -153,23 +156,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for w in workers:
                 # The 1-minute load average before the cell: this machine is shared, so say how busy it was.
                 row: dict[str, Any] = {"samples": n, "workers": w, "load": round(os.getloadavg()[0], 2)}
-                warm_tmp = _fresh(tmp_root)
-                fresh = run_ours(data, w, args.batch_size, warm_tmp)  # leaves the epoch's plan files
-                warm = run_ours(data, w, args.batch_size, warm_tmp, state)
-                cold = run_ours(data, w, args.batch_size, _fresh(tmp_root), state)
-                # The same resume without shuffling plans nothing: the loader's own start-up cost.
-                unplanned = run_ours(data, w, args.batch_size, _fresh(tmp_root), state, shuffle=False)
-                row.update(fresh=fresh, warm=warm, cold=cold, no_shuffle=unplanned)
-                if not args.skip_mosaic:
-                    row["mosaic"] = run_mosaic(data, w, args.batch_size, state)
-                    if (
-                        row["mosaic"]["first_ids"] != cold["first_ids"]
-                        or warm["first_ids"] != cold["first_ids"]
-                    ):
-                        raise RuntimeError(f"first batches differ: {row}")
+                rounds = [_round(data, w, args.batch_size, tmp_root, state, args.skip_mosaic)]
+                rounds += [
+                    _round(data, w, args.batch_size, tmp_root, state, args.skip_mosaic)
+                    for _ in range(args.rounds - 1)
+                ]
+                row.update(_medians(rounds))
+                if args.rounds > 1:
+                    row["rounds"] = rounds
+                    row["loads"] = [r.pop("load") for r in rounds]
                 rows.append(row)
                 _print_row(row)
-                shutil.rmtree(warm_tmp, ignore_errors=True)
         if args.huge:
             n = _common.count(args.huge)
             data = _dataset(root, n)
@@ -190,6 +187,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report
+
+
+def _round(
+    data: Path, w: int, batch_size: int, tmp_root: Path, state: dict[str, Any], skip_mosaic: bool
+) -> dict[str, Any]:
+    """One round of a cell, every loader in a fresh process, one after the other."""
+    warm_tmp = _fresh(tmp_root)
+    result: dict[str, Any] = {"load": round(os.getloadavg()[0], 2)}
+    result["fresh"] = run_ours(data, w, batch_size, warm_tmp)  # leaves the epoch's plan files
+    result["warm"] = run_ours(data, w, batch_size, warm_tmp, state)
+    result["cold"] = run_ours(data, w, batch_size, _fresh(tmp_root), state)
+    # The same resume without shuffling plans nothing: the loader's own start-up cost.
+    result["no_shuffle"] = run_ours(data, w, batch_size, _fresh(tmp_root), state, shuffle=False)
+    shutil.rmtree(warm_tmp, ignore_errors=True)
+    if not skip_mosaic:
+        result["mosaic"] = run_mosaic(data, w, batch_size, state)
+        if result["mosaic"]["first_ids"] != result["cold"]["first_ids"]:
+            raise RuntimeError(f"first batches differ: {result}")
+    if result["warm"]["first_ids"] != result["cold"]["first_ids"]:
+        raise RuntimeError(f"first batches differ: {result}")
+    return result
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per loader and measure, the median over the rounds (the first round's other fields)."""
+    merged: dict[str, Any] = {}
+    for kind, first in rounds[0].items():
+        if not isinstance(first, dict):
+            continue
+        merged[kind] = dict(first)
+        for key, value in first.items():
+            if isinstance(value, float):
+                merged[kind][key] = statistics.median(r[kind][key] for r in rounds)
+    return merged
 
 
 def _state(sample: int) -> dict[str, Any]:
