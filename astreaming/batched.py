@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -96,14 +96,15 @@ class BatchedDataset:
         return batched, (self._source, *self._batching, self._lead, self._group)
 
 
-class Group:
+class Group(NamedTuple):
     """Consecutive batches of one DataLoader worker, sent to the main process as one item.
 
     torch's DataLoader pays per item it moves from a worker: the main process sends the worker an index,
     wakes queue threads on both sides, and wraps each ``next`` in a profiler range; for small batches
     that costs more than making the batch. A worker of a :class:`BatchedDataset` with ``group`` > 1 sends
     its batches ``group`` at a time, and :func:`ungroup` hands them out in the order torch would have
-    handed out the single batches.
+    handed out the single batches. A named tuple: torch's memory pinning rebuilds it with its batches
+    pinned (it turns a plain tuple into a list, and leaves other classes as they are).
 
     Attributes:
         worker: torch's id of the worker.
@@ -111,15 +112,9 @@ class Group:
         batches: Its batches; ``group`` of them except in the worker's last group.
     """
 
-    __slots__ = ("batches", "round", "worker")
-
-    def __init__(self, worker: int, round: int, batches: list[Any]) -> None:
-        self.worker = worker
-        self.round = round
-        self.batches = batches
-
-    def __reduce__(self) -> tuple[type[Group], tuple[int, int, list[Any]]]:
-        return Group, (self.worker, self.round, self.batches)
+    worker: int
+    round: int
+    batches: list[Any]
 
 
 def ungroup(items: Iterator[Any], workers: int, in_order: bool = True) -> Iterator[Any]:

@@ -109,3 +109,14 @@ def test_ungroup_restores_torchs_round_robin_when_workers_run_out() -> None:
     assert list(ungroup(iter(groups), 2)) == want
     assert sorted(ungroup(iter(groups), 3, in_order=False)) == sorted(want)
     assert list(ungroup(iter(["a", "b"]), 2)) == ["a", "b"]  # no workers: batches pass through
+
+
+def test_pinning_keeps_a_group_a_group() -> None:
+    # torch's pin-memory thread rebuilds named tuples and turns plain tuples into lists: a group must
+    # come out of it as a group (its tensors pinned), or the loader would hand out groups as batches.
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    group = Group(1, 0, [{"text": ["a", "b"]}, {"text": ["c"]}])
+    pinned = pin_memory(group)
+    assert isinstance(pinned, Group) and pinned == group
+    assert list(ungroup(iter([pinned]), 2)) == group.batches
