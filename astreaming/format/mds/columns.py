@@ -4,9 +4,10 @@ The per-sample decoder (``reader.py``) builds one dict per sample. A DataLoader 
 one array per numeric column and one list per other column. For a fixed-size numeric column (``int``,
 the numpy scalar encodings, ``ndarray:<dtype>:<shape>``) every sample's value sits at a position computed
 from the sample's offset and the lengths stored at its start, so the whole run's values are gathered by
-numpy in one step, without a Python object per sample. Variable-size ``bytes`` and ``str`` columns are
-sliced in one list comprehension each; every other encoding decodes value by value, as the per-sample
-decoder does.
+numpy in one step, without a Python object per sample. Where the only other columns are ``str`` and
+``bytes``, those are copied by numpy too, into the pickle of their list (``packed.py``), when the run
+allows it; otherwise every non-numeric column is sliced and decoded in one compiled loop over the
+samples, as the per-sample decoder does.
 
 A value taken from the result equals what the per-sample decoder returns for it (:meth:`Columns.samples`
 rebuilds those dicts exactly); a run whose stored lengths do not add up is decoded again by the
@@ -213,10 +214,6 @@ class ColumnLayout:
             values[c] = packed
         self._fill(u8, places, len(rows), values)
         return True
-
-
-def _fixed(layout: ColumnLayout) -> int:
-    return sum(c.size for c in layout.columns if c.size is not None)
 
 
 def _compile_lists(columns: Sequence[Column]) -> Callable[[Any, Sequence[int], Sequence[int]], Any]:
