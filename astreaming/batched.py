@@ -23,8 +23,9 @@ Python call per sample between the walk and the collation.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -35,10 +36,11 @@ from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.engine.iterate import batch_decoder, iter_plan_batches
 from astreaming.format.mds.columns import STACKED_KINDS, Columns
+from astreaming.format.mds.packed import PackedList, load_list, payload
 from astreaming.format.reader import ShardReader
 from astreaming.order.world import World
 
-__all__ = ["BatchedDataset", "assemble", "batched", "lead_batch", "led_world"]
+__all__ = ["BatchedDataset", "Group", "assemble", "batched", "lead_batch", "led_world", "ungroup"]
 
 #: A stacked column up to this size travels inside the pickle of its batch; a larger one goes through
 #: a shared-memory segment (one file descriptor per tensor, which costs ~0.5 ms to hand over).
@@ -54,23 +56,36 @@ class BatchedDataset:
     ``isinstance(info.dataset, TheirSubclass)``; only its ``__iter__`` (batches) is of its own.
     """
 
-    __slots__ = ("_batching", "_lead", "_source")
+    __slots__ = ("_batching", "_group", "_lead", "_source")
 
     _source: StreamingDataset
     _batching: tuple[int, bool, Callable[[list[Any]], Any] | None]
     #: The loader's main process yields worker 0's first batch itself (see :func:`lead_batch`).
     _lead: bool
+    #: A DataLoader worker sends its batches this many at a time (see :class:`Group`).
+    _group: int
 
     def __iter__(self) -> Iterator[Any]:
-        batch_size, drop_last, collate_fn = self._batching
-        in_worker = get_worker_info() is not None
+        batch_size, _, collate_fn = self._batching
+        info = get_worker_info()
+        in_worker = info is not None
         world, skip = None, 0
         if self._lead and in_worker:
             world = led_world(World.detect())
             skip = batch_size if world.worker_of_rank == 0 else 0  # the main process yielded it
         walker = functools.partial(iter_plan_batches, batch_size=batch_size, decoder=_decoder(collate_fn))
         walk: Callable[..., Iterator[Any]] = self._walk  # type: ignore[attr-defined]
-        for pieces in walk(skip, walker, world):
+        batches = self._batches(walk(skip, walker, world), in_worker)
+        if info is None or self._group <= 1:
+            yield from batches
+            return
+        rounds = itertools.count()
+        while chunk := list(itertools.islice(batches, self._group)):
+            yield Group(info.id, next(rounds), chunk)
+
+    def _batches(self, walk: Iterator[list[Any]], in_worker: bool) -> Iterator[Any]:
+        batch_size, drop_last, collate_fn = self._batching
+        for pieces in walk:
             if drop_last and sum(map(len, pieces)) < batch_size:
                 continue  # the worker's last batch; the walk still ends (and completes the epoch)
             yield assemble(pieces, collate_fn, in_worker=in_worker)
@@ -78,7 +93,65 @@ class BatchedDataset:
     def __reduce_ex__(self, protocol: Any) -> Any:
         # A spawned worker gets the user's dataset as it pickles itself, and the view is made again
         # there (its class is made at run time: it cannot be pickled by name).
-        return batched, (self._source, *self._batching, self._lead)
+        return batched, (self._source, *self._batching, self._lead, self._group)
+
+
+class Group(NamedTuple):
+    """Consecutive batches of one DataLoader worker, sent to the main process as one item.
+
+    torch's DataLoader pays per item it moves from a worker: the main process sends the worker an index,
+    wakes queue threads on both sides, and wraps each ``next`` in a profiler range; for small batches
+    that costs more than making the batch. A worker of a :class:`BatchedDataset` with ``group`` > 1 sends
+    its batches ``group`` at a time, and :func:`ungroup` hands them out in the order torch would have
+    handed out the single batches. A named tuple: torch's memory pinning rebuilds it with its batches
+    pinned (it turns a plain tuple into a list, and leaves other classes as they are).
+
+    Attributes:
+        worker: torch's id of the worker.
+        round: The group's number among the worker's groups (0, 1, ...).
+        batches: Its batches; ``group`` of them except in the worker's last group.
+    """
+
+    worker: int
+    round: int
+    batches: list[Any]
+
+
+def ungroup(items: Iterator[Any], workers: int, in_order: bool = True) -> Iterator[Any]:
+    """The batches of a DataLoader whose workers send :class:`Group`\\ s, one by one, in torch's order.
+
+    torch hands out the items of its workers round-robin, skipping a worker once it has run out. With
+    every worker's groups of the same size (its last one shorter), the groups arrive round by round
+    (round 0 of each worker still running, then round 1, ...), and within a round the single batches
+    would have come round-robin: the first batch of each group, then the second of each, and so on.
+    A round is complete when all ``workers`` sent their group, a group of the next round arrives, or the
+    items end. Without
+    ``in_order`` torch hands out items as they arrive: the groups' batches come one after the other.
+    Items that are not groups (a loader without workers) pass through.
+    """
+    current: list[Group] = []
+    for item in items:
+        if not isinstance(item, Group):
+            yield item
+            continue
+        if not in_order:
+            yield from item.batches
+            continue
+        if current and item.round != current[0].round:
+            yield from _interleave(current)
+            current = []
+        current.append(item)
+        if len(current) == workers:
+            yield from _interleave(current)
+            current = []
+    yield from _interleave(current)
+
+
+def _interleave(groups: list[Group]) -> Iterator[Any]:
+    for j in range(max((len(g.batches) for g in groups), default=0)):
+        for g in groups:
+            if j < len(g.batches):
+                yield g.batches[j]
 
 
 def led_world(world: World) -> World:
@@ -125,6 +198,7 @@ def batched(
     drop_last: bool,
     collate_fn: Callable[[list[Any]], Any] | None,
     lead: bool = False,
+    group: int = 1,
 ) -> IterableDataset[Any]:
     """The :class:`BatchedDataset` view of ``dataset`` (an instance of both).
 
@@ -135,12 +209,15 @@ def batched(
         collate_fn: Collates a list of samples; None: :func:`~astreaming.collate.collate`, column
             by column where the encodings allow.
         lead: The loader's main process yields worker 0's first batch (:func:`lead_batch`).
+        group: A DataLoader worker sends this many batches at a time (:class:`Group`; read them back
+            with :func:`ungroup`).
     """
     view: Any = object.__new__(_view_class(type(dataset)))
     view.__dict__ = dataset.__dict__  # one set of attributes: what either sets, both see
     view._source = dataset
     view._batching = (batch_size, drop_last, collate_fn)
     view._lead = lead
+    view._group = group
     made: IterableDataset[Any] = view
     return made
 
@@ -207,10 +284,22 @@ def _stack(pieces: list[Columns], in_worker: bool) -> dict[str, Any]:
         if col.kind in STACKED_KINDS:
             out[col.name] = _tensor(parts, in_worker)
             continue
+        if col.kind in ("str", "bytes"):
+            # torch collates str and bytes into the list itself.
+            out[col.name] = _listed(parts, in_worker)
+            continue
         values = parts[0] if len(parts) == 1 else [v for part in parts for v in part]
-        # torch collates str and bytes into the list itself; other values by its rules.
-        out[col.name] = values if col.kind in ("str", "bytes") else collate(values)
+        out[col.name] = collate(values)
     return out
+
+
+def _listed(parts: list[Any], in_worker: bool) -> Any:
+    """The list of a str or bytes column (concatenating the pieces), or its stand-in leaving a worker."""
+    if all(isinstance(p, PackedList) for p in parts):
+        data = payload(parts)
+        return _InbandList(data) if in_worker else load_list(data)
+    lists = [p.tolist() if isinstance(p, PackedList) else p for p in parts]
+    return lists[0] if len(lists) == 1 else [v for part in lists for v in part]
 
 
 def _tensor(parts: list[npt.NDArray[Any]], in_worker: bool) -> Any:
@@ -241,3 +330,16 @@ class _Inband:
 
 def _from_numpy(array: npt.NDArray[Any]) -> torch.Tensor:
     return torch.from_numpy(array)
+
+
+class _InbandList:
+    """A packed str or bytes column leaving a worker: pickled as the pickle of its list (made by numpy,
+    see ``format/mds/packed.py``), unpickled as the list."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Callable[[bytes], list[Any]], tuple[bytes]]:
+        return load_list, (self.data,)

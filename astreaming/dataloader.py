@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from astreaming.batched import batched, lead_batch
+from astreaming.batched import batched, lead_batch, ungroup
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
@@ -86,6 +86,11 @@ class _WorkerInit:
         if self.user_fn is not None:
             self.user_fn(worker_id)
 
+
+#: A worker sends its batches (of small samples) this many at a time at most (see ``_group_size``).
+GROUP_MAX = 16
+#: ... and as many as hold about this many stored bytes.
+GROUP_BYTES = 1 << 20
 
 #: Above any exit priority multiprocessing or torch gives their own finalizers: runs first.
 _FIRST = 1 << 30
@@ -160,7 +165,8 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             return None
         if self._inner is None:
             collate_fn = None if self.collate_fn is collate else self.collate_fn
-            batches = batched(dataset, self.batch_size, self.drop_last, collate_fn)
+            group = self._group_size(dataset)
+            batches = batched(dataset, self.batch_size, self.drop_last, collate_fn, group=group)
             self._inner = DataLoader(
                 batches,
                 batch_size=None,
@@ -177,6 +183,18 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
                 in_order=self.in_order,
             )
         return self._inner
+
+    def _group_size(self, dataset: StreamingDataset) -> int:
+        """How many batches a worker sends at a time (see :class:`~astreaming.batched.Group`): as many as
+        fit in ``GROUP_BYTES`` (judged by the stored bytes per sample of the first shards), at most
+        ``GROUP_MAX``; one without workers, or with a ``timeout`` (which bounds the wait for one item)."""
+        if self.num_workers == 0 or self.timeout > 0 or self.batch_size is None:
+            return 1
+        shards = dataset.shards[:64]
+        samples = sum(e.samples for e in shards)
+        stored = sum(raw.bytes for e in shards for raw, _ in e.file_pairs())
+        per_batch = self.batch_size * stored / max(1, samples)
+        return int(max(1, min(GROUP_MAX, GROUP_BYTES // max(1.0, per_batch))))
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
@@ -201,7 +219,10 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         try:
             # Inside the try: a Ctrl-C that lands just after torch started the workers still stops them.
             iterator = iter(inner) if inner is not None else super().__iter__()
-            for batch in iterator:
+            batches = iterator
+            if inner is not None:  # the workers send groups of batches: hand them out one by one
+                batches = ungroup(iterator, self.num_workers, getattr(self, "in_order", True))
+            for batch in batches:
                 self.num_samples_yielded += _batch_len(batch)
                 yield batch
         except GeneratorExit:

@@ -75,6 +75,7 @@ def both(
     reference = DataLoader(dataset(), batch_size=batch_size, **{"collate_fn": collate, **kwargs})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)  # > 2 workers here
         got = list(loader)
     return got, list(reference), loader
 

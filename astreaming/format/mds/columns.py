@@ -4,9 +4,10 @@ The per-sample decoder (``reader.py``) builds one dict per sample. A DataLoader 
 one array per numeric column and one list per other column. For a fixed-size numeric column (``int``,
 the numpy scalar encodings, ``ndarray:<dtype>:<shape>``) every sample's value sits at a position computed
 from the sample's offset and the lengths stored at its start, so the whole run's values are gathered by
-numpy in one step, without a Python object per sample. Variable-size ``bytes`` and ``str`` columns are
-sliced in one list comprehension each; every other encoding decodes value by value, as the per-sample
-decoder does.
+numpy in one step, without a Python object per sample. Where the only other columns are ``str`` and
+``bytes``, those are copied by numpy too, into the pickle of their list (``packed.py``), when the run
+allows it; otherwise every non-numeric column is sliced and decoded in one compiled loop over the
+samples, as the per-sample decoder does.
 
 A value taken from the result equals what the per-sample decoder returns for it (:meth:`Columns.samples`
 rebuilds those dicts exactly); a run whose stored lengths do not add up is decoded again by the
@@ -16,6 +17,7 @@ per-sample decoder, which names the shard and the sample.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +34,7 @@ from astreaming.format.mds.encodings_scalar import (
     NumpyScalarEncoding,
     StrEncoding,
 )
+from astreaming.format.mds.packed import PackedList, pack
 
 __all__ = ["ColumnLayout", "Columns", "column_layout"]
 
@@ -44,6 +47,9 @@ STACKED_KINDS = frozenset({"int", "scalar", "array"})
 #: Fixed-size values up to this size are gathered through one index array (8 bytes of index per byte
 #: of value); larger ones are copied row by row (one memcpy per sample, no index array).
 _GATHER_MAX = 64
+
+#: Where a column's values start in the shard, per sample, and their lengths (an array, or the fixed size).
+_Place = tuple[npt.NDArray[np.int64], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +72,8 @@ class Columns:
     Attributes:
         layout: The columns' layout (names and kinds).
         values: Per column, in stored order: the stacked array of a numeric column (``layout.columns[c]
-            .kind`` in :data:`STACKED_KINDS`), else the list of the samples' values.
+            .kind`` in :data:`STACKED_KINDS`), else the list of the samples' values, or for a ``str`` or
+            ``bytes`` column the :class:`~astreaming.format.mds.packed.PackedList` of them.
         count: Number of samples.
     """
 
@@ -87,7 +94,7 @@ class Columns:
                 values.flags.writeable = False  # the per-sample decoder hands out read-only arrays
                 per_column.append(list(values))
             else:
-                per_column.append(values)
+                per_column.append(values.tolist() if isinstance(values, PackedList) else values)
         names = self.layout.names
         return [dict(zip(names, row, strict=True)) for row in zip(*per_column, strict=True)]
 
@@ -104,6 +111,8 @@ class ColumnLayout:
         self.key = tuple((c.name, c.kind, c.size, c.dtype, c.shape) for c in columns)
         self._listed = [c for c, col in enumerate(columns) if col.kind not in STACKED_KINDS]
         self._lists = _compile_lists(self.columns) if self._listed else None
+        #: Every listed column is str or bytes: runs may be packed (see :mod:`.packed`).
+        self._packable = bool(self._listed) and all(columns[c].kind in ("str", "bytes") for c in self._listed)
 
     def decode(self, buf: Any, offs: Sequence[int], indices: Sequence[int]) -> Columns | None:
         """Decode the samples at ``indices`` (each ``0 <= i < N``).
@@ -122,6 +131,11 @@ class ColumnLayout:
         if n and int(rows.min()) < 0:
             raise IndexError(f"sample index {int(rows.min())} is negative")
         values: list[Any] = [None] * len(self.columns)
+        if self._packable:
+            # Every listed column is str or bytes: try the run without a Python object per value.
+            packed = self._pack(buf, offs, rows, values)
+            if packed is not None:
+                return Columns(self, values, n) if packed else None
         if self._lists is not None:
             # One compiled loop over the samples slices and decodes every non-numeric column, and checks
             # that each sample's stored lengths add up to its size.
@@ -139,36 +153,67 @@ class ColumnLayout:
             return None
         return Columns(self, values, n)
 
+    def _places(
+        self, u8: npt.NDArray[np.uint8], offs: Sequence[int], rows: npt.NDArray[np.int64]
+    ) -> list[_Place] | None:
+        """Per column, where each sample's value starts in the shard and its length (an array, or the
+        fixed size); None if a sample's stored lengths do not add up to its size."""
+        offsets = np.frombuffer(offs, np.uint32) if isinstance(offs, memoryview) else np.asarray(offs)
+        begins = offsets[rows].astype(np.int64)
+        ends = offsets[rows + 1].astype(np.int64)
+        if self.head and bool((ends - begins < self.head).any()):
+            return None
+        lens = _gather(u8, begins, self.head).view("<u4").astype(np.int64) if self.num_var else None
+        places: list[_Place] = []
+        pos: npt.NDArray[np.int64] = begins + self.head
+        var = 0
+        for col in self.columns:
+            if col.size is None:
+                assert lens is not None
+                length: Any = lens[:, var]
+                var += 1
+            else:
+                length = col.size
+            places.append((pos, length))
+            pos = pos + length
+        # Lengths are not negative: with every sample's last value ending at its end, each value lies
+        # inside its sample.
+        return places if not bool((pos != ends).any()) else None
+
     def _stack(self, buf: Any, offs: Sequence[int], rows: npt.NDArray[np.int64], values: list[Any]) -> bool:
         """Gather the numeric columns into ``values``; False if the lengths do not add up."""
         u8 = np.frombuffer(buf, np.uint8)
-        offsets = np.frombuffer(offs, np.uint32) if isinstance(offs, memoryview) else np.asarray(offs)
-        begins = offsets[rows].astype(np.int64)
-        n = len(rows)
-        pos: Any = begins + self.head
-        lens: npt.NDArray[np.uint32] | None = None
-        if self.num_var:
-            # The listed columns' loop checked every sample's lengths against its size.
-            lens = _gather(u8, begins, self.head).view("<u4")
-        elif bool((offsets[rows + 1] - begins != _fixed(self)).any()):
+        places = self._places(u8, offs, rows)
+        if places is None:
             return False
-        var = 0
-        for c, col in enumerate(self.columns):
-            if col.kind in STACKED_KINDS:
-                assert col.size is not None and col.dtype is not None
-                raw = _gather(u8, pos, col.size)
-                values[c] = raw.view(col.dtype).reshape((n, *col.shape))
-            if col.size is None:
-                assert lens is not None
-                pos = pos + lens[:, var]
-                var += 1
-            else:
-                pos = pos + col.size
+        self._fill(u8, places, len(rows), values)
         return True
 
+    def _fill(self, u8: npt.NDArray[np.uint8], places: list[_Place], n: int, values: list[Any]) -> None:
+        """Gather the numeric columns into ``values``."""
+        for c, (col, (pos, _)) in enumerate(zip(self.columns, places, strict=True)):
+            if col.kind in STACKED_KINDS:
+                assert col.size is not None and col.dtype is not None
+                values[c] = _gather(u8, pos, col.size).view(col.dtype).reshape((n, *col.shape))
 
-def _fixed(layout: ColumnLayout) -> int:
-    return sum(c.size for c in layout.columns if c.size is not None)
+    def _pack(
+        self, buf: Any, offs: Sequence[int], rows: npt.NDArray[np.int64], values: list[Any]
+    ) -> bool | None:
+        """Decode every column into ``values``, the listed ones packed (:mod:`.packed`); False if the
+        lengths do not add up, None where a column does not pack (decode value by value instead)."""
+        u8 = np.frombuffer(buf, np.uint8)
+        places = self._places(u8, offs, rows)
+        if places is None:
+            return False
+        for c in self._listed:
+            pos, length = places[c]
+            lens = length if isinstance(length, np.ndarray) else np.full(len(rows), length, np.int64)
+            packed = pack(u8, pos, lens, self.columns[c].kind)
+            if packed is None:
+                return None
+            values[c] = packed
+        self._fill(u8, places, len(rows), values)
+        return True
 
 
 def _compile_lists(columns: Sequence[Column]) -> Callable[[Any, Sequence[int], Sequence[int]], Any]:
@@ -244,11 +289,13 @@ def _column(name: str, spec: str) -> Column:
     return Column(name, "value", size, decode=enc.decode)
 
 
-def column_layout(names: Sequence[str], encodings: Sequence[str]) -> ColumnLayout | None:
+@functools.lru_cache(maxsize=64)
+def column_layout(names: tuple[str, ...], encodings: tuple[str, ...]) -> ColumnLayout | None:
     """The columnar decoder of a layout, or None where the host's byte order differs from the format's
     (little-endian) and the per-sample decoder is used instead.
 
     The caller has already built the per-sample decoder of the same layout, which checks every spec.
+    Shards of one layout share one decoder (it holds no state): compiling its loop costs ~1 ms.
     """
     if sys.byteorder != "little":  # pragma: no cover - big-endian hosts
         return None
