@@ -466,16 +466,20 @@ class NodeBudget:
                 return None
             return row.bytes
 
-    def publish(self, position: float, needs: Sequence[tuple[int, float]]) -> None:
-        """Tell the node this process is at ``position`` and needs these shards at these positions."""
-        rows = [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]
+    def publish(self, position: float, needs: Sequence[tuple[int, float]] | None) -> None:
+        """Tell the node this process is at ``position`` and needs these shards at these positions
+        (None: the same as last time; only the position and progress are written)."""
+        rows = (
+            None if needs is None else [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]
+        )
         with self.ledger.transaction() as conns:
             if not self._slot_claimed and self.hint_slot is not None:
                 # This process now speaks for its slot: the hints its predecessor left are superseded.
                 self.ledger.drop_hints(conns, self.hint_slot)
                 self._slot_claimed = True
             self.ledger.publish(conns, position, rows, progress=self._progress())
-            self.ledger.touch(conns, [k for k, _ in rows])
+            if rows is not None:
+                self.ledger.touch(conns, [k for k, _ in rows])
 
     def usage(self) -> int:
         """Bytes counted against the limit now (see :class:`BudgetStatistics`)."""
