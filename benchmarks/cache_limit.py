@@ -16,7 +16,9 @@ mosaic refuses a ``cache_limit`` under 4x its largest shard: the default sizes k
 dataset's bytes (issue 8 target: at most 3x), and whether every sample came exactly once per epoch and
 job. The jobs are two runs of one sweep (``--soak-orders same``: same shuffle seed, batch sizes 32 and
 16) or a shuffled train job beside an unshuffled eval job (``different``); see :func:`soak_jobs`. Ranks
-are processes with RANK / WORLD_SIZE / LOCAL_WORLD_SIZE set as torchrun sets them; the whole soak has
+are processes with RANK / WORLD_SIZE / LOCAL_WORLD_SIZE set as torchrun sets them, and the ranks of a job
+meet (a gloo barrier) before their first epoch as a torchrun job's do (``--soak-unsynced``: they don't;
+on a loaded machine one rank then starts seconds, up to an epoch, after the others); the whole soak has
 ``--soak-timeout`` seconds. mosaic runs the same shape: what happens is recorded.
 
 **Near-full limit.** ``--near-full-samples`` (default 900) ~10 KB samples in 5 shards, ``cache_limit`` = the
@@ -98,6 +100,8 @@ def _child(args: argparse.Namespace) -> None:
         )
         result["init_s"] = time.perf_counter() - began
         loader = StreamingDataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
+        if args.rendezvous:
+            _meet_the_jobs_ranks()
         for _ in range(args.epochs):
             began = time.perf_counter()
             result["epochs"].append(_epoch(loader, args.ids))
@@ -113,6 +117,28 @@ def _child(args: argparse.Namespace) -> None:
         if private:
             shutil.rmtree(local.parent, ignore_errors=True)
     print(json.dumps(result), flush=True)
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (a job's rendezvous; the machine is shared)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _meet_the_jobs_ranks() -> None:
+    """Wait for the job's other ranks before the first epoch (gloo on 127.0.0.1, from the env torchrun
+    sets), as a torchrun job's ranks do in ``init_process_group``: without it each rank starts when its
+    imports end, seconds apart on a loaded machine. Only the start is shared: no collective afterwards."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _epoch(loader: Any, keep_ids: bool) -> dict[str, Any]:
@@ -346,6 +372,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         cmds: list[tuple[list[str], dict[str, str]]] = []
         keys = []
         jobs = dict(list(soak_jobs(args.soak_orders).items())[: args.soak_jobs])
+        ports = {job: _free_port() for job in jobs}
         for job, shape in jobs.items():
             opts = {
                 "local": local,
@@ -354,6 +381,9 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
                 "epochs": args.soak_epochs,
                 "ids": True,
                 "shuffle_block_size": block if shape["shuffle"] else None,
+                # mosaic's ranks of a job wait for each other in its constructor; astreaming has no
+                # barrier of its own, so its ranks meet as a torchrun job's do (see _meet_the_jobs_ranks).
+                "rendezvous": lib == "astreaming" and ranks > 1 and not args.soak_unsynced,
                 **shape,
             }
             for rank in range(ranks):
@@ -364,7 +394,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
                 )
                 cmd = _command(lib, served.root, opts)
                 # Two jobs are two torchrun launches: each has its own rendezvous port.
-                env["MASTER_ADDR"], env["MASTER_PORT"] = "127.0.0.1", str(29500 + len(keys) // ranks)
+                env["MASTER_ADDR"], env["MASTER_PORT"] = "127.0.0.1", str(ports[job])
                 cmds.append((cmd, env))
                 keys.append((job, rank))
         before = served.stats()
@@ -391,6 +421,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         "shape": f"{args.soak_jobs} jobs x {ranks} ranks x {args.soak_workers} workers",
         "jobs": jobs,
         "orders": args.soak_orders,
+        "ranks_meet_before_epoch_0": lib == "astreaming" and ranks > 1 and not args.soak_unsynced,
         "shuffle_block_size": block,
         "cache_limit": limit,
         "fraction": args.soak_fraction,
@@ -548,6 +579,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-workers", type=int, default=2)
     p.add_argument("--soak-shuffle-block-size", type=int, default=0, help="0 = two shards' samples")
     p.add_argument("--soak-orders", choices=["same", "different"], default="same", help="see soak_jobs")
+    p.add_argument(
+        "--soak-unsynced",
+        action="store_true",
+        help="astreaming's ranks start their first epoch as soon as each is up, instead of meeting the "
+        "job's other ranks first (as torchrun ranks do)",
+    )
     p.add_argument("--soak-timeout", type=float, default=150.0)
     p.add_argument("--skip-near-full", action="store_true")
     p.add_argument("--near-full-samples", type=int, default=900, help="~10 KB samples in 5 shards")
@@ -564,6 +601,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-limit", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--ids", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--shuffle-seed", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rendezvous", action="store_true", help=argparse.SUPPRESS)
     return p
 
 

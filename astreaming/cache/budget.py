@@ -11,8 +11,8 @@ same resident bytes, reservations and needs, so ``cache_limit`` holds for the di
   position); a shard nobody needs soon goes first, least recently used first. A pinned shard (a reader
   holds its shared ``flock``, see :mod:`astreaming.cache.pins`) is never deleted, and data of a stream
   without a remote is never in the ledger at all.
-* A look-ahead download (``distance > 0``) only evicts shards needed later than itself and than the horizon
-  processes publish their needs for (``protect_within``): shards in use go out of use before the
+* A look-ahead download (``distance > 0``) only evicts shards needed later than itself and than
+  ``protect_within`` positions: shards in use go out of use before the
   look-ahead shard is needed and free its room, where evicting a live one costs a second download. It
   also leaves room for this process's sooner shards not cached yet and for the next shards of the node's
   other readers (``lookahead_headroom``); if that does not make room it is refused (the caller retries
@@ -121,6 +121,11 @@ def file_sizes(paths: Iterable[os.PathLike[str] | str]) -> int:
 
 
 #: How far behind (in epochs) a process must be before a leading consumer waits for it (module notes).
+#: A constant, not the cache's share of an epoch: it only has to be above the spread of one job's ranks
+#: and workers (waiting among them made a node test 8x slower) and below the share of any useful limit
+#: (the benchmarks' 15-50%). In 20 soak runs (results/cache_limit_soak_s7.json) what decided the bytes
+#: was how far behind a job started, not who is waited for: within 0.32 epoch, at most 2.97x the dataset;
+#: 0.45 epoch or more behind, about 5x, as the leader waits at most ``couple_for`` per shard.
 COUPLE_GAP = 0.1
 
 
@@ -171,7 +176,7 @@ class NodeBudget:
             must leave room for those of them not yet in the cache, or the consumer's next shard
             would evict it again.
         protect_within: Plan positions: a look-ahead download never displaces a shard some process
-            needs within this distance (the horizon processes publish their needs for), even one
+            needs within this distance, even one
             needed later than itself. Until the look-ahead shard is needed, shards being read go
             out of use and free room for it; evicting a live one instead costs a second download.
         yield_for: Seconds a waiting consumer may leave a shard to another, non-waiting process that
@@ -466,16 +471,20 @@ class NodeBudget:
                 return None
             return row.bytes
 
-    def publish(self, position: float, needs: Sequence[tuple[int, float]]) -> None:
-        """Tell the node this process is at ``position`` and needs these shards at these positions."""
-        rows = [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]
+    def publish(self, position: float, needs: Sequence[tuple[int, float]] | None) -> None:
+        """Tell the node this process is at ``position`` and needs these shards at these positions
+        (None: the same as last time; only the position and progress are written)."""
+        rows = (
+            None if needs is None else [(k, at) for shard, at in needs if (k := self.keys[shard]) is not None]
+        )
         with self.ledger.transaction() as conns:
             if not self._slot_claimed and self.hint_slot is not None:
                 # This process now speaks for its slot: the hints its predecessor left are superseded.
                 self.ledger.drop_hints(conns, self.hint_slot)
                 self._slot_claimed = True
             self.ledger.publish(conns, position, rows, progress=self._progress())
-            self.ledger.touch(conns, [k for k, _ in rows])
+            if rows is not None:
+                self.ledger.touch(conns, [k for k, _ in rows])
 
     def usage(self) -> int:
         """Bytes counted against the limit now (see :class:`BudgetStatistics`)."""

@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS hints (
     slot TEXT NOT NULL, anchor TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS hints_slot ON hints (slot);
 CREATE INDEX IF NOT EXISTS needs_key ON needs (key);
+CREATE INDEX IF NOT EXISTS needs_owner ON needs (owner);
 CREATE INDEX IF NOT EXISTS reservations_key ON reservations (key);
 """
 
@@ -405,11 +406,12 @@ class Ledger:
         self,
         conns: Sequence[sqlite3.Connection],
         position: float,
-        needs: Sequence[tuple[LedgerKey, float]],
+        needs: Sequence[tuple[LedgerKey, float]] | None,
         *,
         progress: float | None = None,
     ) -> None:
-        """Replace this process's position and upcoming needs (key, plan position) in every directory.
+        """Replace this process's position and upcoming needs (key, plan position) in every directory
+        (``needs`` None: keep the needs recorded last time).
 
         ``progress`` (epochs done plus the share of the current one, None: unknown) is recorded with the
         time the position last changed.
@@ -421,7 +423,8 @@ class Ledger:
                 "INSERT OR REPLACE INTO owners (owner, pid, position) VALUES (?, ?, ?)",
                 (self.owner, os.getpid(), position),
             )
-            conn.execute("DELETE FROM needs WHERE owner = ?", (self.owner,))
+            if needs is not None:
+                conn.execute("DELETE FROM needs WHERE owner = ?", (self.owner,))
             if progress is None:
                 conn.execute("DELETE FROM progress WHERE owner = ?", (self.owner,))
             elif row is None or float(row[0]) != position:
@@ -434,7 +437,7 @@ class Ledger:
                     "INSERT OR IGNORE INTO progress (owner, progress, moved) VALUES (?, ?, ?)",
                     (self.owner, progress, now),
                 )
-        for key, at in needs:
+        for key, at in needs or ():
             conns[key.root].execute(
                 "INSERT INTO needs (owner, key, at) VALUES (?, ?, ?)", (self.owner, key.key, at)
             )

@@ -219,12 +219,23 @@ def _start(
     runtime.enqueue(shards, order, positions, extent)
 
 
-def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None) -> None:
-    """On the loop: the walk entered ``current``; want the shards of ``ahead``, the chunk after it."""
+def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None, beyond: list[Chunk]) -> None:
+    """On the loop: the walk entered ``current``; want the shards of ``ahead``, the chunk after it.
+
+    Eviction (and the needs this process publishes to the node) also sees the chunks ``beyond``.
+    """
     if ahead is not None:
         runtime.scheduler.want_many(ahead.order.tolist(), ahead.first.tolist())
     if runtime.budget is not None and current is not None:
-        runtime.window(WindowNextUse(window_shards(current, ahead), current.start))
+        runtime.window(WindowNextUse(window_shards(current, ahead, *beyond), current.start))
+
+
+def _beyond(runtime: Runtime, feed: PlanFeed, current: Chunk | None) -> list[Chunk]:
+    """Under a cache limit, the chunks after the walk's two that reach ``needs_window`` positions past
+    ``current``'s start (computed in the consumer's thread, as every chunk is)."""
+    if runtime.budget is None or current is None:
+        return []
+    return feed.beyond(current.start + runtime.needs_window)
 
 
 def _next_plan(runtime: Runtime, table: ShardTable, plan: Plan) -> npt.NDArray[np.int64] | None:
@@ -362,7 +373,7 @@ def _decoded_segments(
             if chunk.start == 0 and (later := _next_plan(core, table, plan)) is not None:
                 call(_on_loop(core.expect_next, later))
             chunk, ahead = ahead, feed.next()
-            call(_on_loop(_slide, core, chunk, ahead))
+            call(_on_loop(_slide, core, chunk, ahead, _beyond(core, feed, chunk)))
             report = _add_triggers(report, ahead, predownload)
         call(_on_loop(core.end_plan))
     finally:
@@ -474,7 +485,7 @@ async def aiter_plan(
             if chunk.start == 0 and (later := _next_plan(runtime, table, plan)) is not None:
                 runtime.expect_next(later)
             chunk, ahead = ahead, feed.next()
-            _slide(runtime, chunk, ahead)
+            _slide(runtime, chunk, ahead, _beyond(runtime, feed, chunk))
         runtime.end_plan()
     finally:
         walk.leave()

@@ -3,13 +3,15 @@
 A plan is an iterable of chunks of sample ids (``LazyWorkerPlan``) or one array. The walk consumes chunk
 ``c`` while the scheduler already wants the shards of chunk ``c + 1`` at their plan positions, so
 downloads never wait for a chunk boundary (a chunk is 64k samples, far more than ``predownload``).
-The furthest-next-use eviction of a cache budget sees the shards of the same two chunks
-(:class:`WindowNextUse`): a shard needed only beyond them counts as never needed again - unless the
-next epoch starts with it (:func:`next_plan_shards`, a hint for eviction only).
+The furthest-next-use eviction of a cache budget sees the shards of those two chunks and of the chunks
+after them up to the runtime's ``needs_window`` positions (:class:`WindowNextUse`, :meth:`PlanFeed.beyond`):
+a shard needed only beyond them counts as never needed again - unless the next epoch starts with it
+(:func:`next_plan_shards`, a hint for eviction only).
 """
 
 from __future__ import annotations
 
+import collections
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -125,18 +127,40 @@ JOIN_LIMIT = 1 << 16
 
 
 class PlanFeed:
-    """The chunks of a plan in order, each with its shard facts; ``wanted`` collects every shard seen."""
+    """The chunks of a plan in order, each with its shard facts; ``wanted`` collects every shard seen.
+
+    :meth:`beyond` computes chunks past the ones handed out without handing them out: under a cache
+    limit, the eviction window (and the needs a process publishes to the node) reaches further than the
+    two chunks the walk holds, which early in an epoch are a batch or two (a lazy plan's chunks start
+    at one batch and double).
+    """
 
     def __init__(self, table: ShardTable, plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]):
         self.table = table
         self._source: Iterator[npt.NDArray[np.int64]] = iter([plan] if isinstance(plan, np.ndarray) else plan)
         self._next_start = 0
+        self._buffer: collections.deque[Chunk] = collections.deque()
         self.wanted: set[int] = set()
 
     def next(self) -> Chunk | None:
-        """The next non-empty chunk, or None at the end of the plan.
+        """The next non-empty chunk, or None at the end of the plan (see :meth:`_compute`)."""
+        chunk = self._buffer.popleft() if self._buffer else self._compute()
+        if chunk is not None:
+            self.wanted.update(chunk.order.tolist())
+        return chunk
 
-        Chunks of the source that all fall in one shard are joined (up to :data:`JOIN_LIMIT` samples):
+    def beyond(self, stop: int) -> list[Chunk]:
+        """The chunks after those handed out, computed (not handed out) until one reaches plan position
+        ``stop`` or the plan ends. They are handed out later by :meth:`next`, in order."""
+        while not self._buffer or self._buffer[-1].stop < stop:
+            chunk = self._compute()
+            if chunk is None:
+                break
+            self._buffer.append(chunk)
+        return list(self._buffer)
+
+    def _compute(self) -> Chunk | None:
+        """Chunks of the source that all fall in one shard are joined (up to :data:`JOIN_LIMIT` samples):
         the scheduler knows the shards of two chunks, and two chunks inside one large shard would give
         it nothing to download next while that shard comes in.
         """
@@ -159,7 +183,6 @@ class PlanFeed:
         shards, order, first = first_needs(self.table, ids)
         chunk = Chunk(self._next_start, ids, shards, order, first + self._next_start)
         self._next_start = chunk.stop
-        self.wanted.update(order.tolist())
         return chunk
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from astreaming.cache.announce import NeedsAnnouncer
 from astreaming.cache.budget import NodeBudget
 from astreaming.cache.nextuse import LATER, LaterUse, NextUse
 from astreaming.cache.pins import Pins
@@ -39,9 +40,11 @@ __all__ = ["Runtime", "SyncRuntime", "retry_policy"]
 
 _log = logging.getLogger(__name__)
 
-#: Plan positions ahead whose shards a process announces to the node (at least; 4 x predownload if more).
+#: Plan positions ahead within which a look-ahead download displaces nobody's need (at least; 4 x
+#: predownload if more): shards being read leave the cache before it is needed.
 _NEEDS_HORIZON = 1024
-#: At most this many shards announced per process.
+#: At most this many shards announced per process: with 8 ranks x 8 workers, at most 16k rows in the
+#: ledger, rewritten only when a process's list changes (a position alone is one row).
 _NEEDS_MAX = 256
 #: At most this many positions of the next epoch are looked at (see ``Runtime.later``).
 _LATER_MAX = 1 << 16
@@ -106,6 +109,11 @@ class Runtime:
         self.later: LaterUse | None = None
         #: Positions of the next epoch whose shards are looked up: about what the budget holds.
         self.later_positions = self.needs_horizon
+        #: Plan positions ahead that eviction sees and whose shards this process announces to the node
+        #: (at most ``_NEEDS_MAX`` of them): twice what the budget holds, so that a process behind
+        #: another by more than the cache holds still names the shards the leader would evict next
+        #: (the leader then waits for it: ``couple_for``), not only those of its next batch or two.
+        self.needs_window = self.needs_horizon
         # The current plan's epoch and length (positions): this process's progress, for the node.
         self.extent: tuple[int, int] | None = None
         # The current plan ran to its end: its hint about the next one is what a successor will read.
@@ -136,6 +144,8 @@ class Runtime:
             raw = sum(table.raw_bytes(s) for s in range(table.num_shards))
             fits = cache_limit / raw * int(table.bounds[-1]) if raw else 0.0
             self.later_positions = int(min(_LATER_MAX, max(self.needs_horizon, 2 * fits)))
+            self.needs_window = self.later_positions
+        self.announcer = NeedsAnnouncer(self.needs_window, _NEEDS_MAX)
 
     def progress(self) -> float | None:
         """Epochs done plus the share of the current plan consumed (None: no plan, or its length unknown)."""
@@ -262,6 +272,7 @@ class Runtime:
         self.plan_ended = False
         self.later = None  # the hint of the plan that ended was about this one
         self._published = -1.0
+        self.announcer.reset()
         self.scheduler.rewind(0)  # positions restart with each plan (e.g. the next epoch)
         self.fetcher.new_plan()
         self._plan_shards, self._thrash_warned = len(shards), False
@@ -275,6 +286,7 @@ class Runtime:
         self.later = LaterUse(shards)
         self.next_use.later = self.later
         self._published = -1.0  # announce them
+        self.announcer.reset()
 
     def end_plan(self) -> None:
         """The current plan ran to its end (its next-plan hint may be left for a successor)."""
@@ -288,17 +300,17 @@ class Runtime:
     async def _publish_needs(self) -> None:
         """Tell the node, a few times a second, which shards this process needs soon (for eviction)."""
         assert self.budget is not None
-        horizon = self.needs_horizon
         while True:
             next_use = self.next_use
             position = float(next_use.global_position)
             if position != self._published:
                 self._published = position
-                needs = next_use.upcoming(horizon, _NEEDS_MAX)
-                needs += next_use.later_needs({s for s, _ in needs}, _NEEDS_MAX - len(needs))
+                extent = self.extent
+                needs, changed = self.announcer.needs(next_use, None if extent is None else extent[1])
                 try:
-                    await self.budget.run(self.budget.publish, position, needs)
+                    await self.budget.run(self.budget.publish, position, needs if changed else None)
                 except Exception as exc:
+                    self.announcer.reset()  # announce the whole list again next time
                     _log.debug("could not publish upcoming shards to the cache ledger: %s", exc)
             await asyncio.sleep(_PUBLISH_EVERY)
 
