@@ -1,11 +1,12 @@
 """Diagnostics for ``remote_epoch.py --trace FILE``: every request of a run, and what the link did.
 
 :func:`install` (called in the measured child when ``$ASTREAMING_BENCH_LINK_TRACE`` names a file) wraps
-``read_range`` and ``download`` of the HTTP, S3 and GCS backends and appends one JSON line per request:
-``{"op", "name", "start", "end", "bytes", "t0", "t1"}`` (``t0``/``t1``: ``time.monotonic()`` when the
-call began and returned). :func:`summary` turns such a file into what the link saw: requests in flight
-over time, range sizes, per-request rates, and the idle gaps between one request's end and the next
-request's start. Reads private parts of the backends: a measuring aid, not an interface.
+``read_range_into`` and ``download`` of the HTTP, S3 and GCS backends and appends one JSON line per request:
+``{"op", "name", "start", "end", "bytes", "t0", "t1", "ttfb"}`` (``t0``/``t1``: ``time.monotonic()`` when
+the call began and returned; ``ttfb``: seconds to the answer's headers, as the backend reported them to
+:mod:`astreaming.storage.firstbyte`, or null). :func:`summary` turns such a file into what the link saw:
+requests in flight over time, range sizes, per-request rates, and the idle gaps between one request's end
+and the next request's start. Reads private parts of the backends: a measuring aid, not an interface.
 
     python benchmarks/_linktrace.py /tmp/trace.jsonl --connections 10
 """
@@ -37,25 +38,33 @@ def install(path: str) -> None:
 
 
 def _wrap(cls: Any, log: Any) -> None:
-    read_range, download = cls.read_range, cls.download
+    from astreaming.storage import firstbyte
 
-    @functools.wraps(read_range)
-    async def traced_range(self: Any, url: str, start: int, end: int) -> bytes:
+    # read_range of these backends goes through read_range_into: wrapping that one logs each range once.
+    read_range_into, download = cls.read_range_into, cls.download
+
+    @functools.wraps(read_range_into)
+    async def traced_range(self: Any, url: str, start: int, end: int, sink: Any) -> int:
         t0 = time.monotonic()
-        data: bytes = await read_range(self, url, start, end)
+        heard: list[float] = []
+        with firstbyte.watch(lambda: heard.append(time.monotonic())):
+            n: int = await read_range_into(self, url, start, end, sink)
         log({"op": "range", "name": url.rsplit("/", 1)[-1], "start": start, "end": end,
-             "bytes": len(data), "t0": t0, "t1": time.monotonic()})  # fmt: skip
-        return data
+             "bytes": n, "t0": t0, "t1": time.monotonic(),
+             "ttfb": heard[-1] - t0 if heard else None})  # fmt: skip
+        return n
 
     @functools.wraps(download)
     async def traced_download(self: Any, url: str, dest: Any) -> int:
         t0 = time.monotonic()
-        n: int = await download(self, url, dest)
+        heard: list[float] = []
+        with firstbyte.watch(lambda: heard.append(time.monotonic())):
+            n: int = await download(self, url, dest)
         log({"op": "whole", "name": url.rsplit("/", 1)[-1], "start": 0, "end": n, "bytes": n,
-             "t0": t0, "t1": time.monotonic()})  # fmt: skip
+             "t0": t0, "t1": time.monotonic(), "ttfb": heard[-1] - t0 if heard else None})  # fmt: skip
         return n
 
-    cls.read_range = traced_range
+    cls.read_range_into = traced_range
     cls.download = traced_download
 
 
@@ -103,6 +112,10 @@ def summary(
         "gap_to_next_start_median_ms": 1e3 * statistics.median(gaps) if gaps else None,
         "gap_to_next_start_max_ms": 1e3 * max(gaps) if gaps else None,
     }
+    ttfbs = [r["ttfb"] for r in big if r.get("ttfb") is not None]
+    if ttfbs:
+        out["ttfb_median_ms"] = 1e3 * statistics.median(ttfbs)
+        out["ttfb_max_ms"] = 1e3 * max(ttfbs)
     if connections:
         out[f"share_below_{connections:g}"] = sum(1 for s in samples if s < connections) / len(samples)
         # Second by second: requests in flight (how the window fills and drains).

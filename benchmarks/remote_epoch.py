@@ -7,7 +7,8 @@ all connections (default 50 MB/s). Each run starts from an empty cache in a fres
 one epoch in a plain loop (batch_size 256), from construction (which downloads the index) to the last
 sample:
 
-- astreaming over HTTP (aiohttp static server) and over S3 (moto), ``StreamingDataset(remote=...)``;
+- astreaming over HTTP (aiohttp static server), S3 (moto) and GCS (fake-gcs-server, the real Go server),
+  ``StreamingDataset(remote=...)`` (``--stores`` picks which);
 - mosaicml-streaming 0.13.0 over the same S3 (its boto3 honours ``S3_ENDPOINT_URL``; it cannot read
   http(s) remotes).
 
@@ -46,9 +47,8 @@ def child(args: argparse.Namespace) -> None:
 
     # Import the backend's module before the clock starts: a one-time cost of the process, not of the
     # link (mosaic_remote.py likewise imports boto3 first).
-    importlib.import_module(
-        "astreaming.storage.s3" if args.remote.startswith("s3://") else "astreaming.storage.http"
-    )
+    scheme = args.remote.split("://", 1)[0]
+    importlib.import_module(f"astreaming.storage.{ {'s3': 's3', 'gs': 'gcs'}.get(scheme, 'http') }")
     if os.environ.get("ASTREAMING_BENCH_LINK_TRACE"):
         import _linktrace
 
@@ -84,6 +84,8 @@ def child(args: argparse.Namespace) -> None:
             began = time.perf_counter()
         result["epochs"] = epochs
         result["stats"] = ds.stats()
+        times = os.times()
+        result["client_cpu_s"] = times.user + times.system  # the whole process, imports included
     finally:
         shutil.rmtree(local.parent, ignore_errors=True)
     print(json.dumps(result), flush=True)
@@ -133,6 +135,7 @@ def measured(
 ) -> dict[str, Any]:
     """One run with the proxy's byte and request counts for it; checks every sample arrived."""
     before = served.stats()
+    load = os.getloadavg()[0]
     out: dict[str, Any] = run(served.root, served.env if env is None else env, **kwargs)
     after = served.stats()
     # CPU of the serving process (server and proxy), and of the proxy's thread alone.
@@ -143,6 +146,7 @@ def measured(
             raise RuntimeError(f"{run.__name__}: an epoch yielded {epoch['samples']} samples, not {samples}")
     out["link_bytes"] = after["bytes_sent"] - before["bytes_sent"]
     out["requests"] = after["requests"] - before["requests"]
+    out["load"] = [load, os.getloadavg()[0]]  # 1-minute load average before and after (a shared machine)
     return out
 
 
@@ -172,6 +176,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="bytes/s of each connection under --bandwidth (an object store's per-connection cap)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
+    parser.add_argument(
+        "--stores", nargs="+", choices=["http", "s3", "gs"], default=["http", "s3", "gs"], help="astreaming's"
+    )
     parser.add_argument("--skip-mosaic", action="store_true")
     parser.add_argument(
         "--whole-shards-too", action="store_true", help="also run astreaming with byte-range splitting off"
@@ -211,10 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 else ""
             )
         )
-        configs = [("astreaming http", "http", run_astreaming), ("astreaming s3", "s3", run_astreaming)]
-        if args.whole_shards_too:
-            configs.insert(1, ("astreaming http whole shards", "http", run_astreaming_whole))
-            configs.append(("astreaming s3 whole shards", "s3", run_astreaming_whole))
+        configs = []
+        for store in args.stores:
+            configs.append((f"astreaming {store}", store, run_astreaming))
+            if args.whole_shards_too:
+                configs.append((f"astreaming {store} whole shards", store, run_astreaming_whole))
         if not args.skip_mosaic:
             configs.append(("mosaic s3", "s3", run_mosaic))
         for name, kind, run in configs:
@@ -222,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 data, kind, args.latency, args.bandwidth, connection_bandwidth=args.connection_bandwidth
             ) as served:
                 best: dict[str, Any] | None = None
+                all_x: list[float] = []
                 for attempt in range(args.repeat):
                     env = served.env
                     trace = None
@@ -233,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     out = measured(served, run, n, env=env)
                     if trace is not None:
                         out["trace"] = link_summary(trace, out, args)
+                    all_x.append(round(out["epochs"][0]["seconds"] * args.bandwidth / out["link_bytes"], 3))
                     if best is None or out["epochs"][0]["seconds"] < best["epochs"][0]["seconds"]:
                         best = out
             assert best is not None
@@ -251,8 +261,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "link_MB": best["link_bytes"] / 1e6,
                     "requests": best["requests"],
                     "MB/s": best["link_bytes"] / epoch["seconds"] / 1e6,
+                    "client_cpu_s": best["client_cpu_s"],
                     "server_cpu_s": best["server_cpu_s"],
                     "proxy_cpu_s": best["proxy_cpu_s"],
+                    "load": best["load"],
+                    "all_x_floor": all_x,
                     **({"trace": best["trace"]} if "trace" in best else {}),
                 }
             )
@@ -277,7 +290,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
     )
     if args.json:
-        Path(args.json).write_text(json.dumps({"dataset": info, "rows": rows}, indent=2))
+        date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        link = {k: getattr(args, k) for k in ("latency", "bandwidth", "connection_bandwidth", "shard_mb")}
+        Path(args.json).write_text(
+            json.dumps({"date": date, "link": link, "dataset": info, "rows": rows}, indent=2)
+        )
     return {"dataset": info, "rows": rows}
 
 

@@ -1,4 +1,4 @@
-"""Serve a dataset directory over HTTP or S3 (moto) behind a fault proxy, in its own process.
+"""Serve a dataset over HTTP, S3 (moto) or GCS (fake-gcs-server) behind a fault proxy, in its own process.
 
 The benchmarks run the server and the proxy here, not in the measured process: both are Python threads
 that would otherwise compete for the measured process's GIL. Started by :func:`serve` (a context
@@ -12,7 +12,9 @@ counters as JSON (``bytes_sent``, ``requests``, ...), and exits when stdin close
 
 For ``--kind s3`` the files are uploaded to moto's bucket ``bench`` under ``--prefix`` and ``root`` is
 ``s3://bench/<prefix>``; ``env`` holds what a client needs (``S3_ENDPOINT_URL`` = the proxy, fake
-credentials), for astreaming and mosaic alike.
+credentials), for astreaming and mosaic alike. ``--kind gs`` likewise stores them in fake-gcs-server (the
+real Go server; its own process, so its CPU is not in ``cpu_s``): ``root`` is ``gs://bench/<prefix>`` and
+``env`` is ``STORAGE_EMULATOR_HOST`` = the proxy.
 """
 
 from __future__ import annotations
@@ -97,12 +99,15 @@ def serve(
             proc.wait()
 
 
-def _answer(stdin: IO[str], proxy: Any) -> None:
+def _answer(stdin: IO[str], proxy: Any, server_pid: int | None = None) -> None:
     for line in stdin:
         if line.strip() == "stats":
             stats = dataclasses.asdict(proxy.statistics())
             times = os.times()
-            stats["cpu_s"] = times.user + times.system  # server and proxy together
+            # Server and proxy together (with the server's own process, where it runs in one).
+            stats["cpu_s"] = (
+                times.user + times.system + (_cpu(f"/proc/{server_pid}/stat") if server_pid else 0)
+            )
             threads = [t for t in threading.enumerate() if t.name == "astreaming-faultproxy"]
             stats["proxy_cpu_s"] = _thread_cpu(threads[0].native_id) if threads else 0.0
             print(json.dumps(stats), flush=True)
@@ -110,8 +115,13 @@ def _answer(stdin: IO[str], proxy: Any) -> None:
 
 def _thread_cpu(tid: int | None) -> float:
     """CPU seconds of one thread of this process (Linux ``/proc``; 0 elsewhere)."""
+    return _cpu(f"/proc/self/task/{tid}/stat")
+
+
+def _cpu(stat: str) -> float:
+    """CPU seconds of the task whose ``/proc/.../stat`` is ``stat`` (0 where unreadable)."""
     try:
-        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
@@ -120,7 +130,7 @@ def _thread_cpu(tid: int | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--root", required=True, help="dataset directory to serve")
-    parser.add_argument("--kind", choices=["http", "s3"], default="http")
+    parser.add_argument("--kind", choices=["http", "s3", "gs"], default="http")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every request")
     parser.add_argument("--bandwidth", type=float, default=None, help="bytes/s shared by all connections")
     parser.add_argument("--connection-bandwidth", type=float, default=None, help="bytes/s per connection")
@@ -128,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from astreaming.testing.faults import FaultPlan
-    from astreaming.testing.servers import MotoS3Server, StaticHTTPServer
+    from astreaming.testing.servers import FakeGCSServer, MotoS3Server, StaticHTTPServer
     from astreaming.testing.threadedproxy import ThreadedFaultProxy
 
     root = Path(args.root)
@@ -136,24 +146,36 @@ def main() -> None:
         latency=args.latency, bandwidth=args.bandwidth, connection_bandwidth=args.connection_bandwidth
     )
     with contextlib.ExitStack() as stack:
+        files = sorted(p for p in root.rglob("*") if p.is_file())
         if args.kind == "http":
             server: Any = stack.enter_context(StaticHTTPServer(root))
+        elif args.kind == "gs":
+            server = stack.enter_context(FakeGCSServer())
+            server.create_bucket(BUCKET)
+            for path in files:
+                server.put_object(
+                    BUCKET, f"{args.prefix}/{path.relative_to(root).as_posix()}", path.read_bytes()
+                )
         else:
             server = stack.enter_context(MotoS3Server())
             server.create_bucket(BUCKET)
             client = server.client()
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            for path in files:
                 key = f"{args.prefix}/{path.relative_to(root).as_posix()}"
                 client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
             client.close()
         proxy = stack.enter_context(ThreadedFaultProxy(server.url, plan))
         if args.kind == "http":
             info = {"url": proxy.url, "upstream": server.url, "root": proxy.url, "env": {}}
+        elif args.kind == "gs":
+            info = {"url": proxy.url, "upstream": server.url, "root": f"gs://{BUCKET}/{args.prefix}"}
+            info["env"] = {"STORAGE_EMULATOR_HOST": proxy.url}
         else:
             info = {"url": proxy.url, "upstream": server.url, "root": f"s3://{BUCKET}/{args.prefix}"}
             info["env"] = s3_env(proxy.url)
         print(json.dumps(info), flush=True)
-        _answer(sys.stdin, proxy)
+        gcs_proc = getattr(server, "_proc", None) if args.kind == "gs" else None
+        _answer(sys.stdin, proxy, gcs_proc.pid if gcs_proc is not None else None)
     os._exit(0)  # moto's and the servers' daemon threads need no orderly interpreter shutdown
 
 

@@ -239,15 +239,24 @@ class ShardFetcher:
         """One attempt at a whole download of ``expected`` bytes, counted by the link gauge (it holds a
         connection too)."""
         ranged = self.ranged
-        local = backend.is_local_filesystem  # a copy: not the link
-        began = time.monotonic()
-        request = None if local else ranged.gauge.begin()
+        if backend.is_local_filesystem:  # a copy: not the link
+            size = await backend.download(url, tmp)
+            self._check_whole(url, tmp, size, expected)
+            return size
+        request = ranged.gauge.begin()
         size = 0
         try:
-            size = await backend.download(url, tmp)
+            with ranged.gauge.receiving(request):
+                size = await backend.download(url, tmp)
         finally:
-            if request is not None:
-                ranged.gauge.end(request, size)
+            ranged.gauge.end(request, size)
+        self._check_whole(url, tmp, size, expected)
+        if size >= ranged.min_part:  # large enough to say what one connection gets
+            ranged.observe(size, request.body_seconds(time.monotonic()))
+        return size
+
+    @staticmethod
+    def _check_whole(url: str, tmp: Path, size: int, expected: int) -> None:
         if size != expected:
             # Retried (a hop may cut a body and lower its Content-Length); on the last attempt
             # with_retries makes it a FormatError: the object differs from the index.
@@ -255,9 +264,6 @@ class ShardFetcher:
             raise WrongLength(
                 f"{redact(url)}: downloaded {size} bytes but the index says {expected}", url=redact(url)
             )
-        if not local and size >= ranged.min_part:  # large enough to say what one connection gets
-            ranged.observe(size, time.monotonic() - began)
-        return size
 
     @staticmethod
     def _verify(algo: str | None, info: FileInfo, path: Path) -> None:

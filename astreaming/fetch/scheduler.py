@@ -29,8 +29,10 @@ from astreaming.fetch.readiness import Readiness
 
 __all__ = ["URGENT", "FetchDeferred", "FetchScheduler", "FetchStatistics"]
 
-#: Shards ``stretch`` may start beyond the look-ahead window at once.
-STRETCH_SHARDS = 2
+#: Shards ``stretch`` may start beyond the look-ahead window at once. Three: a link of ten capped
+#: connections takes about three shards' parts at once where a slow server gets large parts (4 per
+#: shard), and a consumer slower than the link holds at most this many shards more than the look-ahead.
+STRETCH_SHARDS = 3
 
 #: Priority of a random-access request: ahead of every plan position, and exempt from the look-ahead.
 URGENT = -math.inf

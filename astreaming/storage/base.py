@@ -27,7 +27,7 @@ import abc
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -173,6 +173,26 @@ class Backend(abc.ABC):
     async def read_range(self, url: str, start: int, end: int) -> bytes:
         """Read bytes ``[start, end)`` of an object. ``end`` past the object's size is clamped."""
 
+    async def read_range_into(
+        self, url: str, start: int, end: int, sink: Callable[[bytes], Awaitable[None]]
+    ) -> int:
+        """Stream bytes ``[start, end)`` of an object into ``sink``, chunk by chunk, in order.
+
+        A large range then never sits in memory whole. This default reads the range with
+        :meth:`read_range` and hands it over at once; backends that can stream override it.
+
+        Returns:
+            The bytes handed to ``sink`` (fewer than asked where ``end`` is past the object's end).
+
+        Raises:
+            TransientStorageError: The body was shorter than announced (``sink`` may have received
+                part of it: a retry writes the range again).
+        """
+        data = await self.read_range(url, start, end)
+        if data:
+            await sink(data)
+        return len(data)
+
     @abc.abstractmethod
     async def stat(self, url: str) -> ObjectInfo:
         """Return the size and version token of an object; ObjectNotFound if it does not exist."""
@@ -196,6 +216,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def delete(self, url: str) -> None:
         """Delete an object; ObjectNotFound if it does not exist."""
+
+
+async def collect_range(backend: Backend, url: str, start: int, end: int) -> bytes:
+    """:meth:`Backend.read_range` of a backend that streams ranges with :meth:`Backend.read_range_into`."""
+    chunks: list[bytes] = []
+
+    async def keep(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await backend.read_range_into(url, start, end, keep)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def part_path(dest: Path) -> Path:
@@ -236,6 +267,7 @@ __all__ = [
     "ObjectInfo",
     "check_length",
     "check_range",
+    "collect_range",
     "discard",
     "part_path",
 ]

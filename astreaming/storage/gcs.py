@@ -27,10 +27,16 @@ from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import init_api_root
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
-from astreaming.storage.base import Backend, ObjectInfo, check_range
+from astreaming.storage.base import Backend, ObjectInfo, check_range, collect_range
 from astreaming.storage.errormap import call_mapped, from_status
 from astreaming.storage.gcs_auth import GCSAuth
-from astreaming.storage.httpsession import raise_for_status, read_body, shared_session, stream_to_file
+from astreaming.storage.httpsession import (
+    raise_for_status,
+    range_into,
+    read_body,
+    shared_session,
+    stream_to_file,
+)
 from astreaming.storage.shared import Lease
 from astreaming.storage.urls import parse_url
 
@@ -207,22 +213,22 @@ class GCSBackend(Backend):
         return n
 
     async def read_range(self, url: str, start: int, end: int) -> bytes:
+        return await collect_range(self, url, start, end)
+
+    async def read_range_into(
+        self, url: str, start: int, end: int, sink: Callable[[bytes], Awaitable[None]]
+    ) -> int:
         check_range(url, start, end)
         if start == end:
-            return b""
+            return 0
 
-        async def go(s: _Storage) -> bytes:
+        async def go(s: _Storage) -> int:
             async with await self._get(s, url, {"Range": f"bytes={start}-{end - 1}"}) as resp:
-                if resp.status == 416:
-                    return b""
-                await raise_for_status(resp, url, "range read")
-                if resp.status == 206:
-                    return await read_body(resp, url)
-                return (await read_body(resp, url, limit=end))[start:end]
+                return await range_into(resp, url, start, end, sink)
 
-        data = await self._do(url, "range read", go)
-        self.stats.bytes_downloaded += len(data)
-        return data
+        n = await self._do(url, "range read", go)
+        self.stats.bytes_downloaded += n
+        return n
 
     async def stat(self, url: str) -> ObjectInfo:
         bucket, key = self._split(url)

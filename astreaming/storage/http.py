@@ -13,10 +13,11 @@ from typing import TypeVar
 import aiohttp
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
-from astreaming.storage.base import Backend, ObjectInfo, check_range
+from astreaming.storage.base import Backend, ObjectInfo, check_range, collect_range
 from astreaming.storage.errormap import call_mapped
 from astreaming.storage.httpsession import (
     raise_for_status,
+    range_into,
     read_body,
     request_url,
     shared_session,
@@ -100,25 +101,23 @@ class HTTPBackend(Backend):
         return n
 
     async def read_range(self, url: str, start: int, end: int) -> bytes:
+        return await collect_range(self, url, start, end)
+
+    async def read_range_into(
+        self, url: str, start: int, end: int, sink: Callable[[bytes], Awaitable[None]]
+    ) -> int:
         check_range(url, start, end)
         if start == end:
-            return b""
+            return 0
 
-        async def go(s: aiohttp.ClientSession) -> bytes:
+        async def go(s: aiohttp.ClientSession) -> int:
             headers = {**self.headers, "Range": f"bytes={start}-{end - 1}"}
             async with s.get(request_url(url), headers=headers) as resp:
-                if resp.status == 416:  # range starts past the end of the object
-                    return b""
-                await raise_for_status(resp, url, "range read")
-                if resp.status == 206:
-                    return await read_body(resp, url)
-                # The server ignored Range and sends the whole object: skip to start, stop at end.
-                data = await read_body(resp, url, limit=end)
-                return data[start:end]
+                return await range_into(resp, url, start, end, sink)
 
-        data = await self._do(url, "range read", go)
-        self.stats.bytes_downloaded += len(data)
-        return data
+        n = await self._do(url, "range read", go)
+        self.stats.bytes_downloaded += n
+        return n
 
     async def stat(self, url: str) -> ObjectInfo:
         async def go(s: aiohttp.ClientSession) -> ObjectInfo:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from yarl import URL
 
+from astreaming.storage import firstbyte
 from astreaming.storage.base import CHUNK_SIZE, check_length
 from astreaming.storage.errormap import from_status
 from astreaming.storage.partfile import PartFile
@@ -56,7 +58,12 @@ def make_session(timeout: float, max_connections: int) -> aiohttp.ClientSession:
 
 
 async def raise_for_status(resp: aiohttp.ClientResponse, url: str, what: str) -> None:
-    """Raise the typed error for an error response (reading a short error body for the message)."""
+    """Raise the typed error for an error response (reading a short error body for the message).
+
+    Called as soon as a response's headers are in, so it also tells a watcher of the request's first
+    byte (:mod:`astreaming.storage.firstbyte`) that they arrived.
+    """
+    firstbyte.arrived()
     if resp.status < 400:
         return
     try:
@@ -81,6 +88,30 @@ async def stream_to_file(resp: aiohttp.ClientResponse, dest: Path, url: str) -> 
         return await part.commit(expected=announced_length(resp))
 
 
+async def range_into(
+    resp: aiohttp.ClientResponse, url: str, start: int, end: int, sink: Callable[[bytes], Awaitable[None]]
+) -> int:
+    """Hand the body of a response to a ``Range: bytes=start-(end-1)`` request to ``sink``, chunk by chunk.
+
+    Returns the bytes handed over: none for 416 (the range starts past the object's end); bytes
+    ``[start, end)`` of the body of a server that ignored the Range header and sent the whole object.
+    """
+    if resp.status == 416:
+        return 0
+    await raise_for_status(resp, url, "range read")
+    if resp.status != 206:
+        data = (await read_body(resp, url, limit=end))[start:end]
+        if data:
+            await sink(data)
+        return len(data)
+    got = 0
+    async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
+        await sink(chunk)
+        got += len(chunk)
+    check_length(url, got, announced_length(resp))
+    return got
+
+
 async def read_body(resp: aiohttp.ClientResponse, url: str, limit: int | None = None) -> bytes:
     """Read a body (at most ``limit`` bytes when given) and check it against Content-Length."""
     if limit is None:
@@ -103,6 +134,7 @@ __all__ = [
     "announced_length",
     "make_session",
     "raise_for_status",
+    "range_into",
     "read_body",
     "shared_session",
     "stream_to_file",

@@ -14,16 +14,24 @@ With requests of the second kind the link takes ``best total ÷ one connection's
 none, and a request that ran alone and got the best total, one connection fills the link (splitting a
 download gains nothing there). With neither, every request got its share of a full link: the gauge cannot
 tell (:meth:`LinkGauge.connections` is ``None``) and keeps the concurrency that filled it.
+
+Each request also records what it cost before its first byte arrived (:meth:`LinkGauge.receiving`
+hears it from the backend, see :mod:`~astreaming.storage.firstbyte`): the round trip, plus the time a
+server spends before answering. :meth:`LinkGauge.request_cost` is the median of the newest; the ranged
+downloader makes parts long enough that this cost stays a small share of each.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from astreaming.storage import firstbyte
 
 __all__ = ["LinkGauge", "Request"]
 
@@ -46,6 +54,12 @@ class Request:
     began: float
     area: float  # the gauge's in-flight integral when it began
     done: bool = False
+    #: When the answer's headers arrived (the last attempt's), if the backend said so.
+    first_byte: float | None = None
+
+    def body_seconds(self, now: float) -> float:
+        """Seconds from the first byte (or the start, if unknown) to ``now``: the transfer alone."""
+        return now - (self.began if self.first_byte is None else self.first_byte)
 
 
 class LinkGauge:
@@ -67,6 +81,8 @@ class LinkGauge:
         self._last = clock()
         # (mean requests in flight while it ran, bytes per second) of the newest measured requests.
         self._points: collections.deque[tuple[float, float]] = collections.deque(maxlen=HISTORY)
+        # Seconds from start to first byte of the newest requests that received one.
+        self._costs: collections.deque[float] = collections.deque(maxlen=HISTORY)
         self._listeners: list[Callable[[], None]] = []
 
     def _tick(self) -> float:
@@ -81,6 +97,17 @@ class LinkGauge:
         self.in_flight += 1
         return Request(now, self._area)
 
+    @contextlib.contextmanager
+    def receiving(self, request: Request) -> Iterator[None]:
+        """Inside the block, a backend's answer to ``request`` stamps its first byte (see
+        :mod:`~astreaming.storage.firstbyte`)."""
+
+        def stamp() -> None:
+            request.first_byte = self._clock()
+
+        with firstbyte.watch(stamp):
+            yield
+
     def end(self, request: Request, nbytes: int = 0) -> None:
         """A request finished, ``nbytes`` received (0 for a failed or cancelled one: not measured)."""
         if request.done:
@@ -89,6 +116,8 @@ class LinkGauge:
         now = self._tick()
         self.in_flight -= 1
         seconds = now - request.began
+        if nbytes > 0 and request.first_byte is not None:
+            self._costs.append(request.first_byte - request.began)
         if nbytes >= self.min_measured and seconds > 0:
             self._points.append(((self._area - request.area) / seconds, nbytes / seconds))
         for listener in list(self._listeners):
@@ -115,6 +144,10 @@ class LinkGauge:
         if any(n <= SOLO for n, _ in self._points):
             return 1.0  # a request alone got (nearly) the best total: one connection fills the link
         return None
+
+    def request_cost(self) -> float | None:
+        """Median seconds the newest requests waited for their first byte (``None``: none said)."""
+        return statistics.median(self._costs) if self._costs else None
 
     def unmeasured(self) -> bool:
         """Whether no request was measured yet."""

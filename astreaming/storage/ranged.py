@@ -5,12 +5,17 @@ connection under a link of GB/s). A 64 MB shard fetched over one connection then
 the link idles, and a handful of shards in flight cannot fill it. Splitting each large object into
 parts fetched concurrently keeps enough connections busy without a knob: the part size follows the
 throughput one request was measured to get (a part should take about :data:`PART_SECONDS`, so the
-request's round trip is a small share of it), and the bytes held in memory are bounded by
-:data:`BUFFER_BYTES` whatever the part size. Where one connection already fills the link (as a
+request's round trip is a small share of it). A server that takes long before it answers (time to first
+byte well above the round trip: one that copies the whole object first, or queues requests) gets fewer,
+larger parts: each part then takes at least :data:`COST_RATIO` times the measured time to first byte,
+so that cost stays under a tenth of the request. Where one connection already fills the link (as a
 :class:`~astreaming.storage.linkgauge.LinkGauge` measures it), objects are not split.
 
-The parts are written at their offsets into the caller's temp file; the caller verifies and publishes it
-as it would a whole download. Each part is retried on its own under the stream's retry policy.
+The parts stream into the caller's temp file at their offsets (:meth:`Backend.read_range_into`), a
+gathered :data:`WRITE_GATHER` at a time, so a large part never sits in memory whole; a backend that
+cannot stream a range holds its part in memory until written, and the bytes so held are bounded by
+:data:`BUFFER_BYTES`. The caller verifies and publishes the file as it would a whole download. Each part
+is retried on its own under the stream's retry policy (a retry writes its range again).
 """
 
 from __future__ import annotations
@@ -28,19 +33,25 @@ from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import redact
 
-__all__ = ["BUFFER_BYTES", "MAX_PART", "MIN_PART", "PART_SECONDS", "RangedDownloader"]
+__all__ = ["BUFFER_BYTES", "COST_RATIO", "MAX_PART", "MIN_PART", "PART_SECONDS", "RangedDownloader"]
 
 #: Smallest and largest part. Objects smaller than two parts are downloaded whole.
 MIN_PART = 4 << 20
 MAX_PART = 16 << 20
 #: A part should take about this long on one connection at the measured rate.
 PART_SECONDS = 0.5
+#: ... and at least this many times what a request waits for its first byte (the gauge's median).
+COST_RATIO = 10.0
 #: Bytes of parts held in memory at once (fetched, not yet written), over every object in flight.
 BUFFER_BYTES = 96 << 20
+#: A streamed part is written in pieces of at least this many bytes (one thread hop each).
+WRITE_GATHER = 1 << 20
 #: Most parts requested at once.
 MAX_PARALLEL = 16
 #: Weight of the newest measurement in the running estimate of one request's throughput.
 _SMOOTHING = 0.3
+#: An object split takes at least this many parts where they are no smaller than the smallest part.
+MIN_PARTS = 4
 #: Split only where the link takes at least this many connections to fill.
 SPLIT_CONNECTIONS = 1.5
 
@@ -78,19 +89,30 @@ class RangedDownloader:
         self.parts = 0  # parts downloaded (statistics)
 
     def part_size(self) -> int:
-        """The part size now: what one connection moves in :data:`PART_SECONDS`, within the bounds."""
+        """The part size now: what one connection moves in :data:`PART_SECONDS`, or in
+        :data:`COST_RATIO` times a request's time to first byte if that is longer, within the bounds."""
         if self.rate is None:
             return self.min_part
-        return int(min(self.max_part, max(self.min_part, self.rate * PART_SECONDS)))
+        seconds = PART_SECONDS
+        cost = self.gauge.request_cost()
+        if cost is not None:
+            seconds = max(seconds, COST_RATIO * cost)
+        return int(min(self.max_part, max(self.min_part, self.rate * seconds)))
+
+    def part_for(self, size: int) -> int:
+        """The part size for an object of ``size`` bytes: :meth:`part_size`, but small enough for
+        :data:`MIN_PARTS` parts where the smallest part allows (an object alone in flight, such as the
+        last of an epoch, still takes several connections)."""
+        return min(self.part_size(), max(self.min_part, -(-size // MIN_PARTS)))
 
     def splits(self, size: int) -> bool:
-        """Whether an object of ``size`` bytes is downloaded in parts (at least two of them).
+        """Whether an object of ``size`` bytes is downloaded in parts (at least two of the smallest).
 
         Not where the gauge measured that one connection fills the link: parts would only add requests.
         Where it cannot tell, they are split (the link is full either way). The first object, before
         anything was measured, is split only if it is at least two of the largest parts.
         """
-        if size < 2 * self.part_size():
+        if size < 2 * self.min_part:
             return False
         needed = self.gauge.connections()
         if needed is None and self.gauge.unmeasured():
@@ -100,7 +122,8 @@ class RangedDownloader:
         return needed is None or needed >= SPLIT_CONNECTIONS
 
     def observe(self, nbytes: int, seconds: float) -> None:
-        """Fold one request's throughput into the estimate."""
+        """Fold one request's throughput into the estimate (``seconds``: from its first byte to its
+        end where known, so a slow answer does not pass for a slow connection)."""
         if seconds <= 0 or nbytes <= 0:
             return
         rate = nbytes / seconds
@@ -128,7 +151,7 @@ class RangedDownloader:
             TransientStorageError: A part kept failing.
             StorageError: A non-retryable failure of any part; the other parts are cancelled.
         """
-        part = self.part_size()
+        part = self.part_for(size)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         tasks = [
             asyncio.ensure_future(
@@ -159,35 +182,62 @@ class RangedDownloader:
         policy: RetryPolicy,
         stats: RetryStats,
     ) -> None:
-        async with self._buffer.hold(end - start):  # until written: the bytes stay in memory till then
-            async with self._slots:
-                read = lambda: self._read(backend, url, start, end, size)  # noqa: E731 - a fresh attempt per call
-                data = await with_retries(policy, read, url=url, stats=stats, what="range download")
-            # Waited for to its end even when cancelled: the descriptor is closed right after.
-            await settle(asyncio.ensure_future(asyncio.to_thread(_write_at, fd, data, start)))
+        # A backend that streams holds a gathered piece at a time; one that cannot, the whole part.
+        streams = type(backend).read_range_into is not Backend.read_range_into
+        held = min(end - start, 2 * WRITE_GATHER) if streams else end - start
+        async with self._buffer.hold(held), self._slots:
+            read = lambda: self._read(backend, url, start, end, size, fd)  # noqa: E731 - a fresh attempt per call
+            await with_retries(policy, read, url=url, stats=stats, what="range download")
         self.parts += 1
 
-    async def _read(self, backend: Backend, url: str, start: int, end: int, size: int) -> bytes:
-        began = self._clock()
+    async def _read(self, backend: Backend, url: str, start: int, end: int, size: int, fd: int) -> None:
         asked = end + 1 if end == size else end  # one byte past the end: is the object longer?
+        writer = _PartWriter(fd, start, end)
         request = self.gauge.begin()
         received = 0
         try:
-            data = await backend.read_range(url, start, asked)
-            received = len(data)
+            with self.gauge.receiving(request):
+                received = await backend.read_range_into(url, start, asked, writer)
+            await writer.flush()
         finally:
             self.gauge.end(request, received)  # a failed attempt frees its connection, unmeasured
         # The backends raise TransientStorageError for a body cut short of its announced length. A
         # complete answer of another length is retried too (a hop may cut a body and lower its
         # Content-Length); if it persists, with_retries makes it a FormatError: the object differs.
-        if len(data) != end - start:
+        if received != end - start:
             raise WrongLength(
                 f"{redact(url)}: the object is not the {size} bytes the index lists: bytes "
-                f"[{start}, {asked}) came back as {len(data)} bytes",
+                f"[{start}, {asked}) came back as {received} bytes",
                 url=redact(url),
             )
-        self.observe(len(data), self._clock() - began)
-        return data
+        self.observe(received, request.body_seconds(self._clock()))
+
+
+class _PartWriter:
+    """The sink of one attempt at a part: writes what arrives at the part's offsets, in gathered pieces
+    (nothing past the part's end: the byte asked past an object's end only shows it is longer)."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self._fd = fd
+        self._offset = start  # where the pending bytes go
+        self._end = end
+        self._pending = bytearray()
+
+    async def __call__(self, chunk: bytes) -> None:
+        room = self._end - self._offset - len(self._pending)
+        if room > 0:
+            self._pending += chunk[:room] if len(chunk) > room else chunk
+        if len(self._pending) >= WRITE_GATHER:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is pending (waited for to its end even when cancelled: the descriptor is closed
+        right after the download)."""
+        if not self._pending:
+            return
+        data, self._pending = self._pending, bytearray()
+        await settle(asyncio.ensure_future(asyncio.to_thread(_write_at, self._fd, data, self._offset)))
+        self._offset += len(data)
 
 
 class _ByteBudget:
@@ -212,7 +262,7 @@ class _ByteBudget:
                 self._changed.notify_all()
 
 
-def _write_at(fd: int, data: bytes, offset: int) -> None:
+def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)

@@ -31,7 +31,8 @@ from botocore import UNSIGNED
 from botocore import exceptions as bexc
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
-from astreaming.storage.base import CHUNK_SIZE, Backend, ObjectInfo, check_range
+from astreaming.storage import firstbyte
+from astreaming.storage.base import CHUNK_SIZE, Backend, ObjectInfo, check_length, check_range, collect_range
 from astreaming.storage.partfile import PartFile
 from astreaming.storage.s3errors import map_botocore
 from astreaming.storage.shared import Lease, acquire
@@ -277,6 +278,7 @@ class S3Backend(Backend):
     async def download(self, url: str, dest: Path) -> int:
         async def go(c: Any, bucket: str, key: str) -> int:
             resp = await c.get_object(Bucket=bucket, Key=key, **self._extra(bucket))
+            firstbyte.arrived()
             async with resp["Body"] as body, PartFile(Path(dest), url) as part:
                 while chunk := await body.read(CHUNK_SIZE):
                     await part.write(chunk)
@@ -287,26 +289,36 @@ class S3Backend(Backend):
         return n
 
     async def read_range(self, url: str, start: int, end: int) -> bytes:
+        return await collect_range(self, url, start, end)
+
+    async def read_range_into(
+        self, url: str, start: int, end: int, sink: Callable[[bytes], Awaitable[None]]
+    ) -> int:
         check_range(url, start, end)
         if start == end:
-            return b""
+            return 0
 
-        async def go(c: Any, bucket: str, key: str) -> bytes:
+        async def go(c: Any, bucket: str, key: str) -> int:
             try:
                 resp = await c.get_object(
                     Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **self._extra(bucket)
                 )
             except bexc.ClientError as e:
                 if e.response.get("Error", {}).get("Code") == "InvalidRange":
-                    return b""  # the range starts past the end of the object
+                    return 0  # the range starts past the end of the object
                 raise
+            firstbyte.arrived()
+            got = 0
             async with resp["Body"] as body:
-                data: bytes = await body.read()
-            return data
+                while chunk := await body.read(CHUNK_SIZE):
+                    await sink(chunk)
+                    got += len(chunk)
+            check_length(url, got, resp.get("ContentLength"))
+            return got
 
-        data = await self._do(url, "range read", go)
-        self.stats.bytes_downloaded += len(data)
-        return data
+        n = await self._do(url, "range read", go)
+        self.stats.bytes_downloaded += n
+        return n
 
     async def stat(self, url: str) -> ObjectInfo:
         async def go(c: Any, bucket: str, key: str) -> ObjectInfo:

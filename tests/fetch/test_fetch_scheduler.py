@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from astreaming.errors import ConfigError, ObjectNotFound
-from astreaming.fetch.scheduler import URGENT, FetchDeferred, FetchScheduler
+from astreaming.fetch.scheduler import STRETCH_SHARDS, URGENT, FetchDeferred, FetchScheduler
 
 
 class FakeFetch:
@@ -557,28 +557,30 @@ async def test_head_first_lets_lookahead_use_a_link_with_room() -> None:
 async def test_stretch_starts_shards_beyond_the_lookahead_while_the_link_has_room() -> None:
     fetch = FakeFetch()
     room = [False]
+    n = STRETCH_SHARDS + 3
     async with FetchScheduler(
         fetch, max_in_flight=8, predownload=5, head_first=True, spare=lambda: room[0], stretch=True
     ) as sched:
-        for shard in range(5):
+        for shard in range(n):
             fetch.gate(shard)
-        futures = [sched.want(s, s * 100) for s in range(5)]  # shards far longer than the look-ahead
+        futures = [sched.want(s, s * 100) for s in range(n)]  # shards far longer than the look-ahead
         await settle()
         assert fetch.started == [0]
         room[0] = True
         sched.pump()
         await settle()
-        assert fetch.started == [0, 1, 2]  # STRETCH_SHARDS beyond the window, not all of them
-        for shard in (0, 1, 2):
+        first = list(range(STRETCH_SHARDS + 1))
+        assert fetch.started == first  # STRETCH_SHARDS beyond the window, not all of them
+        for shard in first:
             fetch.gate(shard).set()
-        await asyncio.gather(*futures[:3])
+        await asyncio.gather(*futures[: len(first)])
         await settle()
-        assert fetch.started == [0, 1, 2]  # ready but still beyond the window: nothing more yet
+        assert fetch.started == first  # ready but still beyond the window: nothing more yet
         sched.advance(96)  # the window reaches shard 1: one more may stretch
         await settle()
-        assert fetch.started == [0, 1, 2, 3]
-        sched.advance(500)
-        for shard in (3, 4):
+        assert fetch.started == [*first, len(first)]
+        sched.advance(100 * n)
+        for shard in range(len(first), n):
             fetch.gate(shard).set()
         await asyncio.gather(*futures)
 

@@ -4,10 +4,14 @@ request in flight moves ``min(per-connection cap, link ÷ requests in flight)`` 
 
 from __future__ import annotations
 
+import pytest
+
+from astreaming.storage import firstbyte, ranged
 from astreaming.storage.linkgauge import LinkGauge, Request
 from astreaming.storage.ranged import RangedDownloader
 
 MB = 1_000_000
+MiB = 1 << 20
 
 
 class SimulatedLink:
@@ -132,3 +136,93 @@ def test_listeners_hear_every_end() -> None:
     remove()
     gauge.end(gauge.begin())
     assert heard == [0]
+
+
+def served(sim_now: list[float], gauge: LinkGauge, downloader: RangedDownloader, ttfb: float, nbytes: int,
+           rate: float) -> None:  # fmt: skip
+    """One request on an injected clock: its answer's headers after ``ttfb`` seconds (a backend tells
+    :mod:`~astreaming.storage.firstbyte`), then ``nbytes`` at ``rate`` bytes/s on its connection."""
+    request = gauge.begin()
+    with gauge.receiving(request):
+        sim_now[0] += ttfb
+        firstbyte.arrived()
+    sim_now[0] += nbytes / rate
+    gauge.end(request, nbytes)
+    downloader.observe(nbytes, request.body_seconds(sim_now[0]))
+
+
+def test_time_to_first_byte_is_measured_apart_from_the_transfer() -> None:
+    now = [0.0]
+    gauge = LinkGauge(clock=lambda: now[0])
+    assert gauge.request_cost() is None
+    unwatched = gauge.begin()  # a backend that never says when its headers came: no cost recorded
+    firstbyte.arrived()  # outside any receiving block: nobody hears it
+    now[0] = 1.0
+    gauge.end(unwatched, 8 * MB)
+    assert gauge.request_cost() is None and unwatched.first_byte is None
+    assert unwatched.body_seconds(1.0) == 1.0  # without a first byte, the whole request
+    failed = gauge.begin()
+    with gauge.receiving(failed):
+        now[0] += 5.0
+        firstbyte.arrived()
+    gauge.end(failed)  # an error answer: its wait says nothing about a transfer
+    assert gauge.request_cost() is None
+    for ttfb in (0.2, 0.4, 0.3):
+        request = gauge.begin()
+        with gauge.receiving(request):
+            now[0] += ttfb
+            firstbyte.arrived()
+        now[0] += 1.0
+        gauge.end(request, 1)  # small requests tell the cost too
+        assert request.body_seconds(now[0]) == pytest.approx(1.0)
+    assert gauge.request_cost() == pytest.approx(0.3)  # the median
+
+
+def test_a_cheap_server_keeps_parts_sized_by_rate() -> None:
+    """First byte after a round trip (20 ms), 8 MiB/s per connection: parts of half a second (4 MiB)."""
+    now = [0.0]
+    gauge = LinkGauge(clock=lambda: now[0])
+    downloader = RangedDownloader(clock=lambda: now[0], gauge=gauge)
+    for _ in range(5):
+        served(now, gauge, downloader, ttfb=0.02, nbytes=8 * MiB, rate=8 * MiB)
+    assert downloader.rate == pytest.approx(8 * MiB)  # the transfer alone: not the wait for the first byte
+    assert downloader.part_size() == ranged.MIN_PART == 4 * MiB
+    assert downloader.part_for(64 * MiB) == 4 * MiB
+
+
+def test_a_costly_server_gets_fewer_larger_parts() -> None:
+    """A server that answers after 0.2 s (it copies the object first, or queues requests) at the same
+    8 MiB/s: parts of 10 x 0.2 s of transfer (16 MiB), so the wait stays under a tenth of each request;
+    a moderately slow one (0.1 s) gets 8 MiB parts; the largest part bounds them."""
+    now = [0.0]
+    gauge = LinkGauge(clock=lambda: now[0])
+    downloader = RangedDownloader(clock=lambda: now[0], gauge=gauge, max_part=64 * MiB)
+    for _ in range(5):
+        served(now, gauge, downloader, ttfb=0.1, nbytes=8 * MiB, rate=8 * MiB)
+    assert downloader.rate == pytest.approx(8 * MiB)  # not 8 MiB / 1.1 s: the server's wait
+    assert downloader.part_size() == pytest.approx(8 * MiB, abs=16)
+    for _ in range(40):
+        served(now, gauge, downloader, ttfb=0.2, nbytes=8 * MiB, rate=8 * MiB)
+    assert downloader.part_size() == pytest.approx(16 * MiB, abs=16)
+    assert downloader.part_for(64 * MiB) == downloader.part_size()  # ~4 requests for a 64 MiB shard, not 16
+    for _ in range(40):
+        served(now, gauge, downloader, ttfb=2.0, nbytes=8 * MiB, rate=8 * MiB)
+    assert downloader.part_size() == 64 * MiB  # bounded by the largest part
+    # Requests come back to a round trip (the server caught up): parts follow the newest ones.
+    for _ in range(40):
+        served(now, gauge, downloader, ttfb=0.02, nbytes=8 * MiB, rate=8 * MiB)
+    assert downloader.part_size() == 4 * MiB
+
+
+def test_an_object_alone_still_takes_several_connections() -> None:
+    """Large parts never leave an object (the last of an epoch) to one or two connections: it takes
+    four parts where each is at least the smallest part."""
+    now = [0.0]
+    gauge = LinkGauge(clock=lambda: now[0])
+    downloader = RangedDownloader(clock=lambda: now[0], gauge=gauge)
+    for _ in range(5):
+        served(now, gauge, downloader, ttfb=1.0, nbytes=8 * MiB, rate=8 * MiB)
+    assert downloader.part_size() == ranged.MAX_PART == 16 * MiB
+    assert downloader.part_for(20 * MiB) == 5 * MiB
+    assert downloader.part_for(12 * MiB) == 4 * MiB
+    assert downloader.part_for(256 * MiB) == 16 * MiB

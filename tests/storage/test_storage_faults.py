@@ -119,6 +119,28 @@ async def test_broken_body_fails_cleanly(
     assert proxy.stats.faults >= 1
 
 
+@pytest.mark.parametrize("fault", ["truncate", "reset"])
+async def test_broken_range_body_fails_cleanly(target: tuple[Target, FaultProxy], fault: str) -> None:
+    """A range streamed to a sink whose body breaks raises TransientStorageError (retried by the caller),
+    never returns a short count as if the range were complete."""
+    t, proxy = target
+    proxy.plan = FaultPlan(**{f"{fault}_rate": 1.0}, match=blob_gets)  # type: ignore[arg-type]
+    got = bytearray()
+
+    async def sink(chunk: bytes) -> None:
+        got.extend(chunk)
+
+    url = f"{t.base}/blob-1500000.bin"
+    async with t.make(10) as b:
+        with pytest.raises(TransientStorageError, match=r"blob-1500000\.bin"):
+            await b.read_range_into(url, 0, 1_400_000, sink)
+        proxy.plan = FaultPlan()
+        got.clear()
+        assert await b.read_range_into(url, 0, 1_400_000, sink) == 1_400_000
+    assert bytes(got) == t.contents["blob-1500000.bin"][:1_400_000]
+    assert proxy.stats.faults >= 1
+
+
 async def test_every_fault_survived_with_retries(target: tuple[Target, FaultProxy], tmp_path: Path) -> None:
     t, proxy = target
     proxy.plan = FaultPlan(
