@@ -18,7 +18,8 @@ job. The jobs are two runs of one sweep (``--soak-orders same``: same shuffle se
 16) or a shuffled train job beside an unshuffled eval job (``different``); see :func:`soak_jobs`. Ranks
 are processes with RANK / WORLD_SIZE / LOCAL_WORLD_SIZE set as torchrun sets them, and the ranks of a job
 meet (a gloo barrier) before their first epoch as a torchrun job's do (``--soak-unsynced``: they don't;
-on a loaded machine one rank then starts seconds, up to an epoch, after the others); the whole soak has
+on a loaded machine one rank then starts seconds, up to an epoch, after the others; ``--soak-together``:
+every process of both jobs meets, so the two jobs also start together); the whole soak has
 ``--soak-timeout`` seconds. mosaic runs the same shape: what happens is recorded.
 
 **Near-full limit.** ``--near-full-samples`` (default 900) ~10 KB samples in 5 shards, ``cache_limit`` = the
@@ -57,6 +58,7 @@ import serve_proxy
 
 STATS_ENV = "ASTREAMING_BENCH_STATS"  # directory where every iterating process drops its counters
 TRACE_ENV = "ASTREAMING_BENCH_TRACE"  # directory for _trace.py's reservation and eviction log
+MEET_ENV = "ASTREAMING_BENCH_MEET"  # --soak-together: "rank,world" of the meeting of all the soak's processes
 
 
 # -------------------------------------------------------------------------------- astreaming, one process
@@ -134,7 +136,12 @@ def _meet_the_jobs_ranks() -> None:
     imports end, seconds apart on a loaded machine. Only the start is shared: no collective afterwards."""
     import torch.distributed as dist
 
-    dist.init_process_group("gloo")
+    meet = os.environ.get(MEET_ENV)  # "rank,world" of a meeting of every process of the soak
+    if meet:
+        rank, world = (int(v) for v in meet.split(","))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    else:
+        dist.init_process_group("gloo")
     try:
         dist.barrier()
     finally:
@@ -372,7 +379,9 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         cmds: list[tuple[list[str], dict[str, str]]] = []
         keys = []
         jobs = dict(list(soak_jobs(args.soak_orders).items())[: args.soak_jobs])
-        ports = {job: _free_port() for job in jobs}
+        together = lib == "astreaming" and args.soak_together
+        shared_port = _free_port()
+        ports = {job: shared_port if together else _free_port() for job in jobs}
         for job, shape in jobs.items():
             opts = {
                 "local": local,
@@ -383,7 +392,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
                 "shuffle_block_size": block if shape["shuffle"] else None,
                 # mosaic's ranks of a job wait for each other in its constructor; astreaming has no
                 # barrier of its own, so its ranks meet as a torchrun job's do (see _meet_the_jobs_ranks).
-                "rendezvous": lib == "astreaming" and ranks > 1 and not args.soak_unsynced,
+                "rendezvous": together or (lib == "astreaming" and ranks > 1 and not args.soak_unsynced),
                 **shape,
             }
             for rank in range(ranks):
@@ -395,6 +404,8 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
                 cmd = _command(lib, served.root, opts)
                 # Two jobs are two torchrun launches: each has its own rendezvous port.
                 env["MASTER_ADDR"], env["MASTER_PORT"] = "127.0.0.1", str(ports[job])
+                if together:  # every process of both jobs meets once: the jobs start their epochs together
+                    env[MEET_ENV] = f"{len(keys)},{len(jobs) * ranks}"
                 cmds.append((cmd, env))
                 keys.append((job, rank))
         before = served.stats()
@@ -422,6 +433,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         "jobs": jobs,
         "orders": args.soak_orders,
         "ranks_meet_before_epoch_0": lib == "astreaming" and ranks > 1 and not args.soak_unsynced,
+        "jobs_start_together": lib == "astreaming" and args.soak_together,
         "shuffle_block_size": block,
         "cache_limit": limit,
         "fraction": args.soak_fraction,
@@ -430,6 +442,7 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         "timed_out": timed_out,
         "errors": errors,
         "problems": problems[:6],
+        "tracebacks": [r["traceback"] for r in results if r.get("traceback")][:2],
         "processes": [{"job": j, "rank": k, "status": st} for (j, k), st in zip(keys, statuses, strict=True)],
         "link_bytes": link,
         "x_dataset": link / info["bytes"],
@@ -584,6 +597,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="astreaming's ranks start their first epoch as soon as each is up, instead of meeting the "
         "job's other ranks first (as torchrun ranks do)",
+    )
+    p.add_argument(
+        "--soak-together",
+        action="store_true",
+        help="every process of both jobs meets before the first epoch: the jobs start together (on this "
+        "loaded machine their imports alone end up to an epoch of this small dataset apart)",
     )
     p.add_argument("--soak-timeout", type=float, default=150.0)
     p.add_argument("--skip-near-full", action="store_true")
