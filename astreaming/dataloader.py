@@ -92,6 +92,11 @@ GROUP_MAX = 16
 #: ... and as many as hold about this many stored bytes.
 GROUP_BYTES = 1 << 20
 
+def _over_network(remote: str | None) -> bool:
+    """Whether a stream's remote is reached over the network (a URL other than ``file://``)."""
+    return remote is not None and "://" in remote and not remote.startswith("file://")
+
+
 #: Above any exit priority multiprocessing or torch gives their own finalizers: runs first.
 _FIRST = 1 << 30
 
@@ -187,8 +192,14 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
     def _group_size(self, dataset: StreamingDataset) -> int:
         """How many batches a worker sends at a time (see :class:`~astreaming.batched.Group`): as many as
         fit in ``GROUP_BYTES`` (judged by the stored bytes per sample of the first shards), at most
-        ``GROUP_MAX``; one without workers, or with a ``timeout`` (which bounds the wait for one item)."""
+        ``GROUP_MAX``; one without workers, with a ``timeout`` (which bounds the wait for one item), or
+        with a stream whose remote is reached over the network (downloads can stall)."""
         if self.num_workers == 0 or self.timeout > 0 or self.batch_size is None:
+            return 1
+        if any(_over_network(stream.remote_root) for stream in dataset.streams):
+            # A worker waiting for a download would hold back the batches it already made, and torch's
+            # in-order hand-out waits for them: another worker's error, or its batches, would wait
+            # behind one stalled download (up to download_timeout) instead of coming through.
             return 1
         shards = dataset.shards[:64]
         samples = sum(e.samples for e in shards)
