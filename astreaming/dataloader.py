@@ -92,6 +92,7 @@ GROUP_MAX = 16
 #: ... and as many as hold about this many stored bytes.
 GROUP_BYTES = 1 << 20
 
+
 def _over_network(remote: str | None) -> bool:
     """Whether a stream's remote is reached over the network (a URL other than ``file://``)."""
     return remote is not None and "://" in remote and not remote.startswith("file://")
