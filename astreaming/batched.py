@@ -125,8 +125,8 @@ def ungroup(items: Iterator[Any], workers: int, in_order: bool = True) -> Iterat
     (round 0 of each worker still running, then round 1, ...), and within a round the single batches
     would have come round-robin: the first batch of each group, then the second of each, and so on.
     A round is complete when all ``workers`` sent their group, a group of the next round arrives, or the
-    items end. Without
-    ``in_order`` torch hands out items as they arrive: the groups' batches come one after the other.
+    items end. Without ``in_order`` torch hands out items as they arrive: the groups' batches come one
+    after the other.
     Items that are not groups (a loader without workers) pass through.
     """
     current: list[Group] = []
