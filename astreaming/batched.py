@@ -40,7 +40,16 @@ from astreaming.format.mds.packed import PackedList, load_list, payload
 from astreaming.format.reader import ShardReader
 from astreaming.order.world import World
 
-__all__ = ["BatchedDataset", "Group", "assemble", "batched", "lead_batch", "led_world", "ungroup"]
+__all__ = [
+    "BatchedDataset",
+    "Group",
+    "assemble",
+    "batched",
+    "group_sizes",
+    "lead_batch",
+    "led_world",
+    "ungroup",
+]
 
 #: A stacked column up to this size travels inside the pickle of its batch; a larger one goes through
 #: a shared-memory segment (one file descriptor per tensor, which costs ~0.5 ms to hand over).
@@ -62,7 +71,7 @@ class BatchedDataset:
     _batching: tuple[int, bool, Callable[[list[Any]], Any] | None]
     #: The loader's main process yields worker 0's first batch itself (see :func:`lead_batch`).
     _lead: bool
-    #: A DataLoader worker sends its batches this many at a time (see :class:`Group`).
+    #: A DataLoader worker sends its batches up to this many at a time (see :class:`Group`).
     _group: int
 
     def __iter__(self) -> Iterator[Any]:
@@ -79,8 +88,9 @@ class BatchedDataset:
         if info is None or self._group <= 1:
             yield from batches
             return
+        sizes = group_sizes(self._group)
         rounds = itertools.count()
-        while chunk := list(itertools.islice(batches, self._group)):
+        while chunk := list(itertools.islice(batches, next(sizes))):
             yield Group(info.id, next(rounds), chunk)
 
     def _batches(self, walk: Iterator[list[Any]], in_worker: bool) -> Iterator[Any]:
@@ -102,14 +112,16 @@ class Group(NamedTuple):
     torch's DataLoader pays per item it moves from a worker: the main process sends the worker an index,
     wakes queue threads on both sides, and wraps each ``next`` in a profiler range; for small batches
     that costs more than making the batch. A worker of a :class:`BatchedDataset` with ``group`` > 1 sends
-    its batches ``group`` at a time, and :func:`ungroup` hands them out in the order torch would have
-    handed out the single batches. A named tuple: torch's memory pinning rebuilds it with its batches
-    pinned (it turns a plain tuple into a list, and leaves other classes as they are).
+    its batches up to ``group`` at a time (:func:`group_sizes`), and :func:`ungroup` hands them out in
+    the order torch would have handed out the single batches. A named tuple: torch's memory pinning
+    rebuilds it with its batches pinned (it turns a plain tuple into a list, and leaves other classes as
+    they are).
 
     Attributes:
         worker: torch's id of the worker.
         round: The group's number among the worker's groups (0, 1, ...).
-        batches: Its batches; ``group`` of them except in the worker's last group.
+        batches: Its batches: as many as :func:`group_sizes` gives for its round, fewer in the worker's
+            last group.
     """
 
     worker: int
@@ -117,16 +129,33 @@ class Group(NamedTuple):
     batches: list[Any]
 
 
+def group_sizes(group: int) -> Iterator[int]:
+    """How many batches each of a worker's groups holds: 1, 2, 4, ... up to ``group``, then ``group``.
+
+    The first groups are small because the loader waits for a worker's first group before anything of
+    that worker: a first group of ``group`` batches made the second batch of a resumed epoch wait for 16
+    batches of a worker that still opens a new shard for nearly every sample (py1e at a resume point:
+    0.46 s became 2.3 s at 10M samples with 8 workers, ``benchmarks/resume.py``), and each worker then
+    held 16 batches' shards open at once (+50 MB a worker). Every worker follows the same sizes, so the
+    groups of one round are still of one size, as :func:`ungroup` needs.
+    """
+    size = 1
+    while size < group:
+        yield size
+        size *= 2
+    yield from itertools.repeat(group)
+
+
 def ungroup(items: Iterator[Any], workers: int, in_order: bool = True) -> Iterator[Any]:
     """The batches of a DataLoader whose workers send :class:`Group`\\ s, one by one, in torch's order.
 
-    torch hands out the items of its workers round-robin, skipping a worker once it has run out. With
-    every worker's groups of the same size (its last one shorter), the groups arrive round by round
-    (round 0 of each worker still running, then round 1, ...), and within a round the single batches
-    would have come round-robin: the first batch of each group, then the second of each, and so on.
-    A round is complete when all ``workers`` sent their group, a group of the next round arrives, or the
-    items end. Without ``in_order`` torch hands out items as they arrive: the groups' batches come one
-    after the other.
+    torch hands out the items of its workers round-robin, skipping a worker once it has run out. With the
+    groups of one round all of the same size (a worker's last one shorter; :func:`group_sizes`), the
+    groups arrive round by round (round 0 of each worker still running, then round 1, ...), and within a
+    round the single batches would have come round-robin: the first batch of each group, then the second
+    of each, and so on. A round is complete when all ``workers`` sent their group, a group of the next
+    round arrives, or the items end. Without ``in_order`` torch hands out items as they arrive: the
+    groups' batches come one after the other.
     Items that are not groups (a loader without workers) pass through.
     """
     current: list[Group] = []

@@ -69,6 +69,28 @@ def test_packed_batches_equal_per_sample_collation(
     assert "sample-45é" in texts and "sample-46" in texts  # batches with and without non-ASCII text
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_a_workers_groups_grow_from_one_batch(tmp_path: Path, context: str) -> None:
+    """The loader waits for a worker's first group before any batch of that worker: its first groups are
+    small (1, 2, 4, ... batches), so a second batch does not wait for GROUP_MAX batches to be made."""
+    from astreaming import StreamingDataLoader, StreamingDataset
+
+    remote = _write(tmp_path / "ds", 257)  # batches of 5: 52, 26 per worker
+    ds = StreamingDataset(remote=str(remote), local=str(tmp_path / "cache"), batch_size=5)
+    loader = StreamingDataLoader(ds, batch_size=5, num_workers=2, multiprocessing_context=context)
+    inner = loader._batched_loader()
+    assert inner is not None
+    items = list(inner)
+    assert all(isinstance(item, Group) for item in items)
+    for worker in (0, 1):
+        sizes = [len(g.batches) for g in items if g.worker == worker]
+        assert sizes == [1, 2, 4, 8, 11]
+    batches = list(ungroup(iter(items), 2))
+    assert [len(b["id"]) for b in batches] == [5] * 51 + [2]
+    assert sorted(int(i) for b in batches for i in b["id"]) == list(range(257))
+    ds.close()
+
+
 def test_groups_out_of_order_hold_every_batch(tmp_path: Path) -> None:
     remote = _write(tmp_path / "ds", 120)
     got, want, _ = both(
