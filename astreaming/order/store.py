@@ -58,9 +58,14 @@ def id_dtype(largest: int) -> type[np.signedinteger]:
     return np.int32 if largest < np.iinfo(np.int32).max else np.int64
 
 
+#: Changes whenever an artefact's arrays change (names, meaning): plan files another version of
+#: astreaming left in a shared plan directory then get other keys, instead of being read as this one's.
+ARTEFACT_FORMAT = 2
+
+
 def plan_key(kind: str, spec: EpochSpec, epoch: int, *extra: object) -> str:
     """A file-safe key for artefact ``kind`` that hashes every input of the epoch's order."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"astreaming-plan-{ARTEFACT_FORMAT}|".encode())
     for sizes in spec.samples_per_shard:
         digest.update(np.ascontiguousarray(sizes, np.int64).tobytes())
         digest.update(b"|")

@@ -7,11 +7,9 @@ redo just the pieces a consumer needs from those states.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-__all__ = ["STATE_WIDTH", "Replay", "pack_state", "skip_draws"]
+__all__ = ["STATE_WIDTH", "Replay", "pack_state"]
 
 #: uint64 words of a packed PCG64 state: state (2), increment (2), has_uint32, uinteger.
 STATE_WIDTH = 6
@@ -43,12 +41,3 @@ class Replay:
             "uinteger": values[5],
         }
         return self.rng
-
-
-def skip_draws(bitgen: np.random.PCG64, draws: int) -> None:
-    """Skip ``draws`` 64-bit draws, keeping the buffered 32-bit half (``advance`` resets it)."""
-    state = bitgen.state
-    bitgen.advance(draws)
-    moved: dict[str, Any] = dict(bitgen.state)
-    moved["has_uint32"], moved["uinteger"] = state["has_uint32"], state["uinteger"]
-    bitgen.state = moved  # type: ignore[assignment]  # numpy's stub: a TypedDict of the same keys

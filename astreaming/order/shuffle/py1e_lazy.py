@@ -12,8 +12,10 @@ size. Their big ids come from replaying the shuffles of just the spans they fall
 
 The pass (:func:`py1e_draws`) replays the epoch generator once: it shuffles a scratch buffer per span
 (the number of draws a shuffle takes depends on the values drawn, so it cannot be skipped) and records
-the generator state before each span's shuffle and before each span's uniform offsets; the uniforms take
-exactly one 64-bit draw each, so they are skipped with ``advance``. The pass is O(samples) in time and
+the generator state before each span's shuffle; then, per node, the state after its shuffles and where
+in the generator's output each span's uniform offsets start. The uniforms take exactly one 64-bit draw
+each, so they are skipped, and each span's block-size integer is read straight from the output stream
+(:class:`~astreaming.order.shuffle._cursor.DrawCursor`). The pass is O(samples) in time and
 O(spans) in memory; its result is small and is shared between processes by the caller.
 
 Exact float ties between positions (about one per 10^8 samples at the scale of 10^8) sort in an order
@@ -29,7 +31,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from astreaming.order.shuffle._replay import STATE_WIDTH, Replay, pack_state, skip_draws
+from astreaming.order.shuffle._cursor import DrawCursor
+from astreaming.order.shuffle._replay import STATE_WIDTH, Replay, pack_state
 from astreaming.order.shuffle._spans import NodeSpans
 from astreaming.order.shuffle.py1e import BLOCK_WARNING
 
@@ -58,9 +61,11 @@ def py1e_draws(
 
     Returns:
         ``span_lo``/``span_hi`` (big ids of each span), ``span_offset`` (offset within its node),
-        ``shuffle_state``/``uniform_state`` ((spans, 6) uint64 generator states), ``left``/``right`` (the
-        uniform bounds), ``node_spans`` (C + 1 span index bounds per node), ``node_bounds`` (C + 1 epoch
-        positions), ``node_reach`` (C: the largest offset a sample of the node can move), ``warned`` (1
+        ``shuffle_state`` ((spans, 6) uint64 generator states before each span's shuffle),
+        ``uniform_base`` ((C, 6): each node's state after its shuffles) and ``uniform_at`` (the 64-bit
+        draws from there to each span's first uniform), ``left``/``right`` (the uniform bounds),
+        ``node_spans`` (C + 1 span index bounds per node), ``node_bounds`` (C + 1 epoch positions),
+        ``node_reach`` (C: the largest offset a sample of the node can move), ``warned`` (1
         when a span is larger than its block: the caller emits mosaic's warning, see :func:`warn_block`).
 
     Raises:
@@ -79,7 +84,8 @@ def py1e_draws(
     lengths = (hi - lo).tolist()
     offset = np.zeros(count, np.int64)
     shuffle_state = np.zeros((count, STATE_WIDTH), np.uint64)
-    uniform_state = np.zeros((count, STATE_WIDTH), np.uint64)
+    uniform_base = np.zeros((num_canonical_nodes, STATE_WIDTH), np.uint64)
+    uniform_at = np.zeros(count, np.int64)
     left = np.zeros(count, np.float64)
     right = np.zeros(count, np.float64)
     reach = np.zeros(num_canonical_nodes, np.float64)
@@ -93,15 +99,18 @@ def py1e_draws(
             shuffle_state[s] = pack_state(bitgen)
             rng.shuffle(scratch[: lengths[s]])  # the draws of shuffling the span's samples
             at += lengths[s]
+        uniform_base[k] = pack_state(bitgen)
+        cursor = DrawCursor(bitgen)
         for s in range(begin, end):
             span = lengths[s]
-            cutoff = (int(rng.integers(low, high)) - span) / 2
+            cutoff = (cursor.integers(low, high) - span) / 2
             if cutoff < 0:
                 cutoff, warned = 0, True
             left[s] = max(-cutoff, -int(offset[s]))
             right[s] = min(cutoff, size - int(offset[s]) - span)
-            uniform_state[s] = pack_state(bitgen)
-            skip_draws(bitgen, span)
+            uniform_at[s] = cursor.position
+            cursor.skip(span)  # the span's uniforms: one 64-bit draw each
+        cursor.settle()
         if end > begin:
             reach[k] = max(float(np.max(-left[begin:end])), float(np.max(right[begin:end])))
     return {
@@ -109,7 +118,8 @@ def py1e_draws(
         "span_hi": hi,
         "span_offset": offset,
         "shuffle_state": shuffle_state,
-        "uniform_state": uniform_state,
+        "uniform_base": uniform_base,
+        "uniform_at": uniform_at,
         "left": left,
         "right": right,
         "node_spans": np.array([p[0] for p in layout.parts] + [count], np.int64),
@@ -154,6 +164,7 @@ class _NodePositions:
         bounds = draws["node_bounds"]
         self.size = int(bounds[node + 1] - bounds[node])
         self.s_begin, self.s_end = (int(v) for v in draws["node_spans"][node : node + 2])
+        self.base = draws["uniform_base"][node]  # the generator after the node's shuffles
         # |position - offset| < reach for every sample of the node (float rounding included).
         self.reach = math.ceil(float(draws["node_reach"][node])) + 1
         lengths = draws["span_hi"][self.s_begin : self.s_end] - draws["span_lo"][self.s_begin : self.s_end]
@@ -179,6 +190,7 @@ class _NodePositions:
         starts = draws["span_offset"][a:b].tolist()
         lengths = (draws["span_hi"][a:b] - draws["span_lo"][a:b]).tolist()
         lefts, rights = draws["left"][a:b].tolist(), draws["right"][a:b].tolist()
+        uniform_at = draws["uniform_at"]
         found_offsets: list[np.ndarray] = []
         found_values: list[np.ndarray] = []
         replay = Replay()
@@ -196,8 +208,8 @@ class _NodePositions:
                 continue
             if smallest >= high:
                 continue
-            rng = replay.at(draws["uniform_state"][s])
-            replay.bitgen.advance(x0 - start)  # one 64-bit draw per uniform
+            rng = replay.at(self.base)
+            replay.bitgen.advance(int(uniform_at[s]) + x0 - start)  # one 64-bit draw per uniform
             # uniform(left, right) is left + (right - left) * random(): the same operations in place,
             # then mosaic's addition of the float64 node offset (commutative: the same values).
             values = scratch[:n]
