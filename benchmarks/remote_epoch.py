@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "link_MB": best["link_bytes"] / 1e6,
                     "requests": best["requests"],
                     "MB/s": best["link_bytes"] / epoch["seconds"] / 1e6,
-                    "client_cpu_s": best["client_cpu_s"],
+                    "client_cpu_s": best.get("client_cpu_s"),  # the peer scripts do not report it
                     "server_cpu_s": best["server_cpu_s"],
                     "proxy_cpu_s": best["proxy_cpu_s"],
                     "load": best["load"],
