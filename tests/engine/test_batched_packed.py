@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import astreaming.dataloader
+import astreaming.format.mds.columns
 from astreaming import MDSWriter
 from astreaming.batched import Group, ungroup
 
@@ -24,6 +25,13 @@ from .test_batched import assert_same_batches, both
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
 COLUMNS = {"id": "int", "text": "str", "blob": "bytes", "x": "float32"}
+
+
+@pytest.fixture(autouse=True)
+def _pack_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pack runs of every length (batches of 5 here; by default runs under PACK_MIN_ROWS are decoded value
+    by value). Forked workers inherit this; spawned ones decode with the default, and must agree too."""
+    monkeypatch.setattr(astreaming.format.mds.columns, "PACK_MIN_ROWS", 0)
 
 
 def _write(out: Path, n: int, non_ascii_every: int = 0) -> Path:

@@ -18,7 +18,8 @@ import pytest
 
 from astreaming.errors import FormatError
 from astreaming.format.index import MDSEntry, load_index
-from astreaming.format.mds.columns import Columns
+from astreaming.format.mds import columns as columns_module
+from astreaming.format.mds.columns import PACK_MIN_ROWS, Columns
 from astreaming.format.mds.packed import PACK_MEAN_MAX, PackedList, payload
 from astreaming.format.mds.reader import MDSReader
 
@@ -26,6 +27,13 @@ from .conftest import WriteFn
 
 # Sorted by name, as the writer stores them: a str before a fixed column, bytes between fixed ones.
 COLUMNS = {"a_text": "str", "b_id": "int", "c_blob": "bytes", "d_x": "float32", "e_tag": "str"}
+
+
+@pytest.fixture(autouse=True)
+def _pack_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check packing itself, on runs of every length (a run shorter than PACK_MIN_ROWS is
+    decoded value by value by default: see the last test)."""
+    monkeypatch.setattr(columns_module, "PACK_MIN_ROWS", 0)
 
 
 def _sample(i: int, long_every: int = 0) -> dict[str, Any]:
@@ -126,3 +134,15 @@ def test_corrupt_lengths_raise_the_per_sample_error(write_mds: WriteFn, length: 
         reader.get_columns([0, 3])
     assert "shard.00000.mds" in str(info.value)
     reader.close()
+
+
+def test_runs_shorter_than_pack_min_rows_are_decoded_value_by_value(
+    write_mds: WriteFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing costs a fixed ~150 µs of numpy calls: a short run (what a shuffled walk reads) is cheaper
+    value by value, with the same values."""
+    monkeypatch.setattr(columns_module, "PACK_MIN_ROWS", PACK_MIN_ROWS)  # the default again
+    reader = _reader(write_mds, [_sample(i) for i in range(PACK_MIN_ROWS + 10)])
+    short = _assert_same(reader, list(range(PACK_MIN_ROWS - 1)))
+    assert _kinds(short)["a_text"] == "list"
+    assert _kinds(_assert_same(reader, list(range(PACK_MIN_ROWS))))["a_text"] == "PackedList"
