@@ -12,7 +12,6 @@ a shard needed only beyond them counts as never needed again - unless the next e
 from __future__ import annotations
 
 import collections
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import numpy.typing as npt
 from astreaming.cache.nextuse import NextUse
 from astreaming.engine.shards import ShardTable
 from astreaming.order.lazy import LazyWorkerPlan
+from astreaming.order.quiet import quiet
 
 __all__ = [
     "Chunk",
@@ -204,10 +204,10 @@ def next_plan_shards(
     """
     if not isinstance(plan, LazyWorkerPlan) or plan.spec.batching_method != "random" or positions <= 0:
         return None
-    with warnings.catch_warnings():
+    with quiet():
         # The configuration's warnings (a span larger than the shuffle block) belong to the next epoch's
-        # own plan, which gives them when it starts; a hint must not say them a second time.
-        warnings.simplefilter("ignore")
+        # own plan, which gives them when it starts; a hint must not say them a second time (and runs on
+        # a thread of its own, where catch_warnings would silence the reading thread too).
         following = LazyWorkerPlan(plan.spec, plan.world, plan.epoch + 1, 0, plan.store)
         flat = following.batches(0, -(-positions // plan.spec.batch_size)).reshape(-1)
     return shards_of(table, np.ascontiguousarray(flat[flat >= 0], np.int64))
