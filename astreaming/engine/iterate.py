@@ -382,6 +382,7 @@ def _decoded_segments(
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead, _beyond(core, feed, chunk)))
             report = _add_triggers(report, ahead, predownload)
+        feed.complete()
         if hint is not None:
             hint.finish()  # delivered (on the loop) before the plan ends
         call(_on_loop(core.end_plan))
@@ -504,6 +505,7 @@ async def aiter_plan(
                 hint.start()
             chunk, ahead = ahead, feed.next()
             _slide(runtime, chunk, ahead, _beyond(runtime, feed, chunk))
+        feed.complete()
         if hint is not None:
             await hint.afinish()
         runtime.end_plan()

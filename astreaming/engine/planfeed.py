@@ -137,7 +137,16 @@ class PlanFeed:
 
     def __init__(self, table: ShardTable, plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]):
         self.table = table
-        self._source: Iterator[npt.NDArray[np.int64]] = iter([plan] if isinstance(plan, np.ndarray) else plan)
+        self._source: Iterator[npt.NDArray[np.int64]]
+        # A lazy plan discards its artefacts when its walk ends (complete()), not when the feed's look-ahead
+        # reaches its last chunk: under a cache_limit that is right after the first batch, while the node's
+        # other workers are still loading them (each then computed them again, and one that was reading
+        # the directory as it went saw it empty: issue 8's KeyError).
+        self._lazy = plan if isinstance(plan, LazyWorkerPlan) else None
+        if self._lazy is not None:
+            self._source = self._lazy.chunks()
+        else:
+            self._source = iter([plan] if isinstance(plan, np.ndarray) else plan)
         self._next_start = 0
         self._buffer: collections.deque[Chunk] = collections.deque()
         self.wanted: set[int] = set()
@@ -148,6 +157,11 @@ class PlanFeed:
         if chunk is not None:
             self.wanted.update(chunk.order.tolist())
         return chunk
+
+    def complete(self) -> None:
+        """The walk ran to the plan's end: a lazy plan's artefacts are discarded now."""
+        if self._lazy is not None:
+            self._lazy.release()
 
     def beyond(self, stop: int) -> list[Chunk]:
         """The chunks after those handed out, computed (not handed out) until one reaches plan position

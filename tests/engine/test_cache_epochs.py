@@ -9,6 +9,7 @@ current epoch's needs but before shards nobody needs. Downloads are counted, not
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,38 @@ def test_the_next_epochs_first_shards_are_looked_up_off_the_reading_thread(
     assert [kind for kind, _ in events] == ["hint", "end"]  # in place before the plan ended
     want = real(*args)  # what the reading thread computed before
     assert want is not None and len(want) > 0 and np.array_equal(events[0][1], want)
+
+
+def test_a_walks_look_ahead_leaves_the_epochs_shuffle_artefacts_until_the_walk_ends(
+    make_dataset: MakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a cache_limit the walk computes its whole plan ahead after the first batch (eviction sees
+    that far); the plan's artefacts are the node's other workers' too, so they stay until the walk ends
+    (before, the look-ahead discarded them right after the first batch: the other workers computed them
+    again, and one listing the directory as it went saw it empty, issue 8's KeyError)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this test's plan store
+    plans = temp / "astreaming-plans"
+    remote = make_dataset(SAMPLES, size_limit=2000)
+    shard_bytes = max(p.stat().st_size for p in remote.glob("shard.*"))
+    ds = StreamingDataset(
+        remote=str(remote),
+        local=str(tmp_path / "cache"),
+        batch_size=4,
+        shuffle=True,
+        shuffle_block_size=150,
+        cache_limit=(remote / "index.json").stat().st_size + HELD * shard_bytes,
+    )
+
+    def artefacts() -> set[str]:
+        return {p.name for p in plans.iterdir() if p.is_dir() and ".tmp-" not in p.name}
+
+    samples = iter(ds)
+    first = [next(samples) for _ in range(3 * 4)]  # three batches: past the look-ahead to the plan's end
+    held = artefacts()
+    assert held  # the epoch's draws (and the cell its first batches read)
+    rest = list(samples)
+    assert sorted(int(s["id"]) for s in first + rest) == list(range(SAMPLES))
+    assert not held & artefacts()  # discarded once the walk ended
+    ds.close()
