@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astreaming.cache.publish import names_same_file
+
 __all__ = ["FilePlanStore"]
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ def _load(final: Path) -> Arrays | None:
         names = sorted(p for p in os.listdir(fd) if p.endswith(".npy"))
         # Plain read-only views of the mappings: np.memmap's per-item indexing is slow.
         arrays = {name[:-4]: np.asarray(np.load(final / name, mmap_mode="r")) for name in names}
-        if not os.path.samestat(os.fstat(fd), os.stat(final)):
+        if not names_same_file(final, fd):
             return None  # discarded meanwhile (and maybe published again: the caller looks again)
     except (FileNotFoundError, NotADirectoryError):
         return None
