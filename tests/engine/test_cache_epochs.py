@@ -141,7 +141,11 @@ def test_a_walks_look_ahead_leaves_the_epochs_shuffle_artefacts_until_the_walk_e
         return {p.name for p in plans.iterdir() if p.is_dir() and ".tmp-" not in p.name}
 
     samples = iter(ds)
-    first = [next(samples) for _ in range(3 * 4)]  # three batches: past the look-ahead to the plan's end
+    # Past the walk's first chunk (in one shard), where the look-ahead computes the rest of the plan;
+    # before a quarter of the epoch, where the next epoch's lookup starts (its artefacts stay).
+    ahead = int(ds.samples_per_shard.max()) + 2 * 4
+    assert ahead < SAMPLES // 4
+    first = [next(samples) for _ in range(ahead)]
     held = artefacts()
     assert held  # the epoch's draws (and the cell its first batches read)
     rest = list(samples)
