@@ -98,6 +98,34 @@ def _trace_plans(log: Any) -> None:
 
     plans._publish = traced_publish  # type: ignore[attr-defined]
     plans._remove = traced_remove  # type: ignore[attr-defined]
+    widen = float(os.environ.get("ASTREAMING_BENCH_WIDEN_PLAN_LOAD", "0"))
+    if widen > 0:
+        _widen_listings(widen, log)
+
+
+def _widen_listings(seconds: float, log: Any) -> None:
+    """``$ASTREAMING_BENCH_WIDEN_PLAN_LOAD`` (seconds): a process listing a plan artefact's directory
+    waits that long between opening it and reading its entries, as a reader preempted there on a loaded
+    machine does (issue 8's race with another process's discard, widened). Logs ``plan-listing-raced``
+    when the directory lost its name meanwhile."""
+    listdir = os.listdir
+
+    def widened(path: Any = ".") -> list[str]:
+        fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+            if "astreaming-plans" not in where:
+                return listdir(fd)
+            time.sleep(seconds)
+            names = listdir(fd)
+            if not os.path.exists(where) or not os.path.samestat(os.fstat(fd), os.stat(where)):
+                log({"ev": "plan-listing-raced", "key": os.path.basename(where), "names": len(names)})
+            return names
+        finally:
+            if fd is not path:
+                os.close(fd)
+
+    os.listdir = widened  # type: ignore[assignment]
 
 
 def _num(value: float) -> float | str:
@@ -133,6 +161,11 @@ def summarise(directory: str) -> dict[str, Any]:
         "plan_artefacts": len(published),
         "plan_publishes_per_artefact": dict(sorted(collections.Counter(published.values()).items())),
         "plan_discards": sum(1 for e in events if e["ev"] == "plan-discard"),
+        # With $ASTREAMING_BENCH_WIDEN_PLAN_LOAD: listings a discard overtook (and how many read nothing).
+        "plan_listings_raced": sum(1 for e in events if e["ev"] == "plan-listing-raced"),
+        "plan_listings_raced_empty": sum(
+            1 for e in events if e["ev"] == "plan-listing-raced" and e["names"] == 0
+        ),
     }
 
 
