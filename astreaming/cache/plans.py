@@ -144,6 +144,10 @@ def _load(final: Path) -> Arrays | None:
         arrays = {name[:-4]: np.asarray(np.load(final / name, mmap_mode="r")) for name in names}
         if not names_same_file(final, fd):
             return None  # discarded meanwhile (and maybe published again: the caller looks again)
+        with contextlib.suppress(OSError):  # a read-only plan cache: it is swept by its writer only
+            # Read now: the sweep of artefacts untouched for days (a new process's first get) goes by
+            # this time, and must not delete one in use since its publication days ago (a long epoch).
+            os.utime(fd)
     except (FileNotFoundError, NotADirectoryError):
         return None
     finally:

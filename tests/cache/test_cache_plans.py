@@ -97,6 +97,18 @@ def test_artefacts_untouched_for_days_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
 
 
+def test_an_artefact_read_recently_is_not_swept_however_old(tmp_path: Path) -> None:
+    from astreaming.cache import plans
+
+    reader = FilePlanStore(tmp_path)
+    reader.get("k", lambda: {"ids": np.arange(2)})  # published (and this process's sweep done)
+    days_ago = time.time() - plans.STALE_AFTER - 60
+    os.utime(tmp_path / "k", (days_ago, days_ago))  # published days ago: a long epoch
+    assert reader.get("k", _never)["ids"].tolist() == [0, 1]  # still read
+    FilePlanStore(tmp_path).get("other", lambda: {"ids": np.arange(1)})  # a new process sweeps
+    assert (tmp_path / "k").is_dir()
+
+
 def _wait_for_artefact(root: str, key: str, started: multiprocessing.synchronize.Event) -> None:
     started.set()
     got = FilePlanStore(Path(root)).get(key, _never)  # blocks on the producer's lock, then maps
