@@ -3,7 +3,8 @@
 Each process (DataLoader workers included: they inherit the patch through fork) appends JSON lines to
 ``DIR/<pid>.jsonl``: ``{"t", "ev": "reserve", "shard", "distance", "granted"}`` for each reservation
 attempt and ``{"t", "ev": "evict", "key", "score", "for", "distance"}`` for each shard it deleted, with the
-score (plan positions to its next use, ``inf``: nobody needs it soon) that made it the victim. Reads
+score (plan positions to its next use, ``inf``: nobody needs it soon) that made it the victim; and
+``{"t", "ev": "plan-publish" | "plan-discard", "key"}`` for each plan artefact computed or discarded. Reads
 private parts of ``astreaming.cache.budget``: a measuring aid, not an interface.
 
     python benchmarks/cache_limit.py --libs astreaming --skip-matrix --trace /tmp/trace
@@ -75,6 +76,56 @@ def install(directory: str) -> None:
     NodeBudget.try_reserve = traced_reserve  # type: ignore[method-assign]
     NodeBudget._make_room = traced_make_room  # type: ignore[method-assign]
     NodeBudget._evict = traced_evict  # type: ignore[method-assign]
+    _trace_plans(log)
+
+
+def _trace_plans(log: Any) -> None:
+    """Log each plan artefact a process computes and publishes (``plan-publish``) and each discard that
+    removed one (``plan-discard``): how often the node computes an epoch's shuffle data again."""
+    from astreaming.cache import plans
+
+    publish, remove = plans._publish, plans._remove
+
+    def traced_publish(final: Path, arrays: Any) -> None:
+        publish(final, arrays)
+        log({"ev": "plan-publish", "key": final.name})
+
+    def traced_remove(final: Path) -> None:
+        existed = final.exists()
+        remove(final)
+        if existed:
+            log({"ev": "plan-discard", "key": final.name})
+
+    plans._publish = traced_publish  # type: ignore[attr-defined]
+    plans._remove = traced_remove  # type: ignore[attr-defined]
+    widen = float(os.environ.get("ASTREAMING_BENCH_WIDEN_PLAN_LOAD", "0"))
+    if widen > 0:
+        _widen_listings(widen, log)
+
+
+def _widen_listings(seconds: float, log: Any) -> None:
+    """``$ASTREAMING_BENCH_WIDEN_PLAN_LOAD`` (seconds): a process listing a plan artefact's directory
+    waits that long between opening it and reading its entries, as a reader preempted there on a loaded
+    machine does (issue 8's race with another process's discard, widened). Logs ``plan-listing-raced``
+    when the directory lost its name meanwhile."""
+    listdir = os.listdir
+
+    def widened(path: Any = ".") -> list[str]:
+        fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+            if "astreaming-plans" not in where:
+                return listdir(fd)
+            time.sleep(seconds)
+            names = listdir(fd)
+            if not os.path.exists(where) or not os.path.samestat(os.fstat(fd), os.stat(where)):
+                log({"ev": "plan-listing-raced", "key": os.path.basename(where), "names": len(names)})
+            return names
+        finally:
+            if fd is not path:
+                os.close(fd)
+
+    os.listdir = widened  # type: ignore[assignment]
 
 
 def _num(value: float) -> float | str:
@@ -95,6 +146,7 @@ def summarise(directory: str) -> dict[str, Any]:
     )
     for_consumer = sum(1 for e in evictions if e["distance"] == 0)
     refused = sum(1 for e in events if e["ev"] == "reserve" and e["granted"] is None)
+    published = collections.Counter(e["key"] for e in events if e["ev"] == "plan-publish")
     return {
         "processes": len({e["pid"] for e in events}),
         "downloads": sum(downloads.values()),
@@ -103,6 +155,17 @@ def summarise(directory: str) -> dict[str, Any]:
         "evictions_for_the_consumer": for_consumer,
         "victim_score_buckets": dict(sorted(scores.items())),
         "refused_lookaheads": refused,
+        # Plan artefacts computed, per artefact: 1 is the design (once per node); more were computed
+        # again after a discard.
+        "plan_publishes": sum(published.values()),
+        "plan_artefacts": len(published),
+        "plan_publishes_per_artefact": dict(sorted(collections.Counter(published.values()).items())),
+        "plan_discards": sum(1 for e in events if e["ev"] == "plan-discard"),
+        # With $ASTREAMING_BENCH_WIDEN_PLAN_LOAD: listings a discard overtook (and how many read nothing).
+        "plan_listings_raced": sum(1 for e in events if e["ev"] == "plan-listing-raced"),
+        "plan_listings_raced_empty": sum(
+            1 for e in events if e["ev"] == "plan-listing-raced" and e["names"] == 0
+        ),
     }
 
 

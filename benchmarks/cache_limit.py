@@ -113,8 +113,10 @@ def _child(args: argparse.Namespace) -> None:
     except Exception as exc:  # recorded by the caller: a failing run is a result
         import traceback
 
+        # Whole: a DataLoader worker's error carries the worker's original traceback in its message
+        # ("Original Traceback (most recent call last): ..."), the only record of where it came from.
         result["error"] = f"{type(exc).__name__}: {exc}"
-        result["traceback"] = traceback.format_exc()[-3000:]
+        result["traceback"] = traceback.format_exc()
     finally:
         if private:
             shutil.rmtree(local.parent, ignore_errors=True)
@@ -256,7 +258,7 @@ def _run_procs(
             results.append(json.loads(line))
         else:
             what = "timed out" if timed_out else f"exited {proc.returncode}"
-            results.append({"epochs": [], "error": f"{what}: {err.strip()[-600:]}"})
+            results.append({"epochs": [], "error": f"{what}: {err.strip()}"})  # whole: see _child
     return results, timed_out
 
 
@@ -442,8 +444,12 @@ def run_soak(served: serve_proxy.Served, lib: str, info: dict[str, Any], args: A
         "timed_out": timed_out,
         "errors": errors,
         "problems": problems[:6],
-        "tracebacks": [r["traceback"] for r in results if r.get("traceback")][:2],
-        "processes": [{"job": j, "rank": k, "status": st} for (j, k), st in zip(keys, statuses, strict=True)],
+        "tracebacks": [r["traceback"] for r in results if r.get("traceback")],
+        # A failed process's whole error (its first line is its status), with any worker's traceback.
+        "processes": [
+            {"job": j, "rank": k, "status": st, **({"error": r["error"]} if r.get("error") else {})}
+            for (j, k), st, r in zip(keys, statuses, results, strict=True)
+        ],
         "link_bytes": link,
         "x_dataset": link / info["bytes"],
         "requests": after["requests"] - before["requests"],
@@ -540,7 +546,7 @@ def _mb(row: dict[str, Any]) -> str:
 def soak_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
-            "name": r["lib"],
+            "name": r["lib"] if r.get("run", 0) == 0 else f"{r['lib']} #{r['run']}",
             "served MB": round(r["link_bytes"] / 1e6, 1),
             "x dataset": round(r["x_dataset"], 2),
             "<= 3x": ("yes" if r["x_dataset"] <= 3 else "NO") if r["ok"] else "n/a (failed)",
@@ -605,6 +611,7 @@ def _parser() -> argparse.ArgumentParser:
         "loaded machine their imports alone end up to an epoch of this small dataset apart)",
     )
     p.add_argument("--soak-timeout", type=float, default=150.0)
+    p.add_argument("--soak-runs", type=int, default=1, help="run the soak this many times (rare failures)")
     p.add_argument("--skip-near-full", action="store_true")
     p.add_argument("--near-full-samples", type=int, default=900, help="~10 KB samples in 5 shards")
     p.add_argument("--near-full-epochs", type=int, default=1)
@@ -662,10 +669,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             + ("" if row["ok"] else f"  FAILED: {row['failure']}"),
                             flush=True,
                         )
-            for lib in [] if args.skip_soak else libs:
-                row = run_soak(served, lib, info, args)
-                soak.append(row)
-                print(f"  soak {lib}: {row['x_dataset']:.2f}x dataset, ok={row['ok']}", flush=True)
+            for run in range(0 if args.skip_soak else args.soak_runs):
+                for lib in libs:
+                    row = run_soak(served, lib, info, args)
+                    row["run"] = run
+                    soak.append(row)
+                    print(f"  soak {lib} #{run}: {row['x_dataset']:.2f}x dataset, ok={row['ok']}", flush=True)
         if not args.skip_near_full:
             nf = args.near_full_samples
             # Five shards: a size limit of a fifth of the samples' bytes, plus a little for the headers.

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astreaming.cache.publish import names_same_file
+
 __all__ = ["FilePlanStore"]
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,14 @@ class FilePlanStore:
 
     def get(self, key: str, compute: Callable[[], Arrays]) -> Arrays:
         """The artefact ``key``: mapped from the cache directory, computed there first if missing."""
-        if self._private is not None:
-            if key not in self._private:
-                self._private[key] = compute()
-            return self._private[key]
+        private = self._private
+        if private is not None:
+            # One lookup, no check-then-read: another thread of this process (the next epoch's hint)
+            # may discard a key between the two.
+            found = private.get(key)
+            if found is None:
+                found = private.setdefault(key, compute())
+            return found
         final = self.root / key
         if not self._swept:
             self._swept = True
@@ -118,12 +124,35 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _load(final: Path) -> Arrays | None:
+    """The artefact at ``final``, whole, or None if it is missing or was discarded while being read.
+
+    A discard (any process: a worker whose plan ran to its end) renames the directory away, then deletes
+    its files. A reader that opened the directory before the rename and read its entries after the
+    deletion gets an empty (or partial) listing: returned as the artefact, that was a dict without the
+    arrays its users index (issue 8: ``KeyError: 'perm'`` in a DataLoader worker, 1 soak run in 40).
+    So the directory is listed through a descriptor of our own, which keeps its inode from being reused,
+    and the artefact counts only if ``final`` still names that directory once every file is mapped: a
+    directory is only ever renamed away before anything in it is deleted, and never renamed back.
+    """
     try:
-        names = sorted(p for p in os.listdir(final) if p.endswith(".npy"))
-        # Plain read-only views of the mappings: np.memmap's per-item indexing is slow.
-        return {name[:-4]: np.asarray(np.load(final / name, mmap_mode="r")) for name in names}
+        fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        names = sorted(p for p in os.listdir(fd) if p.endswith(".npy"))
+        # Plain read-only views of the mappings: np.memmap's per-item indexing is slow.
+        arrays = {name[:-4]: np.asarray(np.load(final / name, mmap_mode="r")) for name in names}
+        if not names_same_file(final, fd):
+            return None  # discarded meanwhile (and maybe published again: the caller looks again)
+        with contextlib.suppress(OSError):  # a read-only plan cache: it is swept by its writer only
+            # Read now: the sweep of artefacts untouched for days (a new process's first get) goes by
+            # this time, and must not delete one in use since its publication days ago (a long epoch).
+            os.utime(fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    finally:
+        os.close(fd)
+    return arrays
 
 
 def _publish(final: Path, arrays: Arrays) -> None:

@@ -15,6 +15,7 @@ each "trigger", the first position within ``predownload`` of a shard's first nee
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import math
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from astreaming.engine.nextepoch import NextEpochHint
 from astreaming.engine.planfeed import (
     Chunk,
     PlanFeed,
@@ -238,12 +240,16 @@ def _beyond(runtime: Runtime, feed: PlanFeed, current: Chunk | None) -> list[Chu
     return feed.beyond(current.start + runtime.needs_window)
 
 
-def _next_plan(runtime: Runtime, table: ShardTable, plan: Plan) -> npt.NDArray[np.int64] | None:
-    """Under a cache limit, the shards the next epoch starts with (looked up once per walk, after its
-    first chunk: never on the way to the first sample)."""
+def _next_epoch(
+    runtime: Runtime, table: ShardTable, plan: Plan, deliver: Callable[[npt.NDArray[np.int64]], None]
+) -> NextEpochHint | None:
+    """Under a cache limit, the lookup of the shards the next epoch starts with (once per walk, on a
+    thread of its own: see :mod:`astreaming.engine.nextepoch`); ``deliver`` hands them to the runtime."""
     if runtime.budget is None:
         return None
-    return next_plan_shards(table, plan, runtime.later_positions)
+    positions = runtime.later_positions
+    extent = plan_extent(plan)
+    return NextEpochHint.for_plan(lambda: next_plan_shards(table, plan, positions), deliver, extent)
 
 
 async def _on_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -334,6 +340,7 @@ def _decoded_segments(
     weight, spent = 0, 0  # bytes per sample of the current shard; bytes decoded since the last release
     every = _AT_EVERY if not align or core.budget is not None else 0
     early = _EarlySample(table, runtime, ranges) if ranges is not None else None
+    hint = _next_epoch(core, table, plan, functools.partial(runtime.loop_thread.call_soon, core.expect_next))
     try:
         while chunk is not None:
             start, local = chunk.start, _local(table, chunk)
@@ -370,13 +377,18 @@ def _decoded_segments(
                     if spent >= RELEASE_EVERY:
                         readers.release_pages()
                         spent = 0
-            if chunk.start == 0 and (later := _next_plan(core, table, plan)) is not None:
-                call(_on_loop(core.expect_next, later))
+            if hint is not None and hint.due(chunk.stop):
+                hint.start()  # the next epoch's first shards, off this thread
             chunk, ahead = ahead, feed.next()
             call(_on_loop(_slide, core, chunk, ahead, _beyond(core, feed, chunk)))
             report = _add_triggers(report, ahead, predownload)
+        feed.complete()
+        if hint is not None:
+            hint.finish()  # delivered (on the loop) before the plan ends
         call(_on_loop(core.end_plan))
     finally:
+        if hint is not None:
+            hint.cancel()  # stopped early: a lookup still running delivers nothing
         walk.leave()
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
         # on the same scheduler, such as random access, are left alone).
@@ -457,6 +469,13 @@ async def aiter_plan(
     walk = _Walk(runtime, readers)
     current, decode = -1, _not_open(batch_decoder)
     weight, spent = 0, 0  # as in _decoded_segments
+    loop = asyncio.get_running_loop()
+
+    def deliver(later: npt.NDArray[np.int64]) -> None:
+        # From the lookup's thread: off the caller's event loop too (it would block it for as long).
+        loop.call_soon_threadsafe(runtime.expect_next, later)
+
+    hint = _next_epoch(runtime, table, plan, deliver)
     try:
         while chunk is not None:
             start, local = chunk.start, _local(table, chunk)
@@ -482,11 +501,16 @@ async def aiter_plan(
                 if spent >= RELEASE_EVERY:
                     readers.release_pages()
                     spent = 0
-            if chunk.start == 0 and (later := _next_plan(runtime, table, plan)) is not None:
-                runtime.expect_next(later)
+            if hint is not None and hint.due(chunk.stop):
+                hint.start()
             chunk, ahead = ahead, feed.next()
             _slide(runtime, chunk, ahead, _beyond(runtime, feed, chunk))
+        feed.complete()
+        if hint is not None:
+            await hint.afinish()
         runtime.end_plan()
     finally:
+        if hint is not None:
+            hint.cancel()
         walk.leave()
         scheduler.cancel_many(sorted(feed.wanted))

@@ -12,7 +12,6 @@ a shard needed only beyond them counts as never needed again - unless the next e
 from __future__ import annotations
 
 import collections
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import numpy.typing as npt
 from astreaming.cache.nextuse import NextUse
 from astreaming.engine.shards import ShardTable
 from astreaming.order.lazy import LazyWorkerPlan
+from astreaming.order.quiet import quiet
 
 __all__ = [
     "Chunk",
@@ -137,7 +137,16 @@ class PlanFeed:
 
     def __init__(self, table: ShardTable, plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]):
         self.table = table
-        self._source: Iterator[npt.NDArray[np.int64]] = iter([plan] if isinstance(plan, np.ndarray) else plan)
+        self._source: Iterator[npt.NDArray[np.int64]]
+        # A lazy plan discards its artefacts when its walk ends (complete()), not when the feed's look-ahead
+        # reaches its last chunk: under a cache_limit that is right after the first batch, while the node's
+        # other workers are still loading them (each then computed them again, and one that was reading
+        # the directory as it went saw it empty: issue 8's KeyError).
+        self._lazy = plan if isinstance(plan, LazyWorkerPlan) else None
+        if self._lazy is not None:
+            self._source = self._lazy.chunks()
+        else:
+            self._source = iter([plan] if isinstance(plan, np.ndarray) else plan)
         self._next_start = 0
         self._buffer: collections.deque[Chunk] = collections.deque()
         self.wanted: set[int] = set()
@@ -148,6 +157,11 @@ class PlanFeed:
         if chunk is not None:
             self.wanted.update(chunk.order.tolist())
         return chunk
+
+    def complete(self) -> None:
+        """The walk ran to the plan's end: a lazy plan's artefacts are discarded now."""
+        if self._lazy is not None:
+            self._lazy.release()
 
     def beyond(self, stop: int) -> list[Chunk]:
         """The chunks after those handed out, computed (not handed out) until one reaches plan position
@@ -204,10 +218,10 @@ def next_plan_shards(
     """
     if not isinstance(plan, LazyWorkerPlan) or plan.spec.batching_method != "random" or positions <= 0:
         return None
-    with warnings.catch_warnings():
+    with quiet():
         # The configuration's warnings (a span larger than the shuffle block) belong to the next epoch's
-        # own plan, which gives them when it starts; a hint must not say them a second time.
-        warnings.simplefilter("ignore")
+        # own plan, which gives them when it starts; a hint must not say them a second time (and runs on
+        # a thread of its own, where catch_warnings would silence the reading thread too).
         following = LazyWorkerPlan(plan.spec, plan.world, plan.epoch + 1, 0, plan.store)
         flat = following.batches(0, -(-positions // plan.spec.batch_size)).reshape(-1)
     return shards_of(table, np.ascontiguousarray(flat[flat >= 0], np.int64))

@@ -317,8 +317,12 @@ class FetchScheduler:
             self._hits += hit
 
     def statistics(self) -> FetchStatistics:
-        """A snapshot of the counters."""
-        queued = sum(1 for e in self._entries.values() if e.state is _State.QUEUED)
+        """A snapshot of the counters (callable from any thread)."""
+        # A copy first, taken in one C call (atomic under the GIL): the consumer thread asks for these
+        # as its walk ends, just when the loop thread cancels the plan's entries, and iterating the dict
+        # itself then raised "dictionary changed size during iteration".
+        entries = list(self._entries.values())
+        queued = sum(1 for e in entries if e.state is _State.QUEUED)
         with self._stats_lock:
             waits, wait_seconds, hits = self._waits, self._wait_seconds, self._hits
         return FetchStatistics(

@@ -95,9 +95,17 @@ class LazyWorkerPlan:
     def __iter__(self) -> Iterator[np.ndarray]:
         """Chunks of int64 sample ids in yield order (padding removed); empty chunks are skipped.
 
-        A plan iterated to its end discards its artefacts from the store (the epoch is over; others
-        still reading them keep their mapping). One stopped early leaves them for a resumption.
+        A plan iterated to its end discards its artefacts from the store (:meth:`release`: the epoch is
+        over; others still reading them keep their mapping). One stopped early leaves them for a
+        resumption.
         """
+        yield from self.chunks()
+        self.release()
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The chunks of ``iter(plan)``, without the :meth:`release` at their end: for a consumer that
+        computes chunks ahead of their use (a walk's look-ahead reaches the plan's end long before the
+        epoch's end), which calls :meth:`release` itself once it is done."""
         # Chunks start at one batch and double: the first batch only waits for what it needs.
         first, step = 0, 1
         while first < self.num_batches:
@@ -107,6 +115,10 @@ class LazyWorkerPlan:
             if len(ids):
                 yield ids
             first, step = first + step, step * 2
+
+    def release(self) -> None:
+        """Discard this epoch's artefacts from the store (processes that mapped them keep reading them;
+        one that needs them later computes them again)."""
         if self.perm is not None:
             self.perm.release()
         if self._source is not None:

@@ -6,12 +6,16 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from astreaming.cache.plans import FilePlanStore
+from astreaming.order import EpochSpec, World
+from astreaming.order.lazy import LazyWorkerPlan
+from astreaming.order.weights import StreamWeights
 
 
 def _never() -> dict[str, np.ndarray]:
@@ -93,6 +97,18 @@ def test_artefacts_untouched_for_days_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other"]
 
 
+def test_an_artefact_read_recently_is_not_swept_however_old(tmp_path: Path) -> None:
+    from astreaming.cache import plans
+
+    reader = FilePlanStore(tmp_path)
+    reader.get("k", lambda: {"ids": np.arange(2)})  # published (and this process's sweep done)
+    days_ago = time.time() - plans.STALE_AFTER - 60
+    os.utime(tmp_path / "k", (days_ago, days_ago))  # published days ago: a long epoch
+    assert reader.get("k", _never)["ids"].tolist() == [0, 1]  # still read
+    FilePlanStore(tmp_path).get("other", lambda: {"ids": np.arange(1)})  # a new process sweeps
+    assert (tmp_path / "k").is_dir()
+
+
 def _wait_for_artefact(root: str, key: str, started: multiprocessing.synchronize.Event) -> None:
     started.set()
     got = FilePlanStore(Path(root)).get(key, _never)  # blocks on the producer's lock, then maps
@@ -129,3 +145,95 @@ def test_a_lock_is_released_although_a_process_forked_while_it_was_held_lives_on
             if child.is_alive():  # a waiter still blocked (the failure this test catches): end it
                 child.kill()
                 child.join(60)
+
+
+# -- a discard racing a reader (issue 8: KeyError in a DataLoader worker under the cache soak) ----------
+
+
+def _in_another_process(target: Callable[..., object], *args: object) -> None:
+    """Run ``target(*args)`` in a forked process (another worker of the node) and wait for it."""
+    child = multiprocessing.get_context("fork").Process(target=target, args=args)
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+
+
+def _race_the_first_listing(
+    monkeypatch: pytest.MonkeyPatch, root: Path, other: Callable[[], None]
+) -> list[int]:
+    """Make the first listing of a directory under ``root`` a reader preempted between opening the
+    directory and reading its entries, while ``other`` runs: on a loaded machine a worker is preempted
+    there, and another worker discards the artefact (rename, then delete) in between. Returns a list
+    that holds one item once the race was staged."""
+    listdir = os.listdir
+    staged: list[int] = []
+
+    def listing(path: int | str | os.PathLike[str] = ".") -> list[str]:
+        fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if not staged and Path(os.readlink(f"/proc/self/fd/{fd}")).parent == root.resolve():
+                staged.append(1)  # before other(): its process inherits this list
+                other()
+            return listdir(fd)
+        finally:
+            if fd is not path:
+                os.close(fd)
+
+    monkeypatch.setattr(os, "listdir", listing)
+    return staged
+
+
+def test_an_artefact_discarded_while_it_is_listed_is_never_returned_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the fix the reader got ``{}`` (the directory's entries, read after the discard deleted
+    them) and its ``["perm"]`` raised KeyError."""
+    FilePlanStore(tmp_path).get("k", lambda: {"perm": np.arange(5)})
+    staged = _race_the_first_listing(
+        monkeypatch, tmp_path, lambda: _in_another_process(_discard, str(tmp_path), "k")
+    )
+    got = FilePlanStore(tmp_path).get("k", lambda: {"perm": np.arange(5)})
+    assert staged  # the race happened
+    assert got["perm"].tolist() == [0, 1, 2, 3, 4]
+
+
+def _discard(root: str, key: str) -> None:
+    FilePlanStore(Path(root)).discard(key)
+
+
+def _spec() -> EpochSpec:
+    return EpochSpec.build(
+        [[40] * 25],
+        weights=[StreamWeights()],
+        batch_size=4,
+        num_nodes=1,
+        num_canonical_nodes=1,
+        shuffle=True,
+        shuffle_algo="py1e",
+        shuffle_seed=17,
+        shuffle_block_size=80,
+        batching_method="random",
+    )
+
+
+def _run_plan_to_its_end(root: str, worker: int) -> None:
+    # A plan iterated to its end discards the epoch's shuffle artefacts (LazyWorkerPlan.__iter__).
+    list(LazyWorkerPlan(_spec(), World.from_rank(1, 1, 2, 0, worker), 0, store=FilePlanStore(Path(root))))
+
+
+def test_a_worker_starting_its_epoch_while_another_ends_it_gets_its_whole_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak's failure through the plan: DataLoader worker 1 of a node published the epoch's shuffle
+    draws and ran its plan to its end (under a cache_limit the walk's look-ahead does that right after
+    its first batch), discarding them while worker 0 was reading them. Before the fix worker 0's plan
+    raised ``KeyError: 'warned'`` (its draws were an empty dict)."""
+    spec, world = _spec(), World.from_rank(1, 1, 2, 0, 0)
+    want = LazyWorkerPlan(spec, world, 0).sample_ids()  # the same plan in a private store
+    LazyWorkerPlan(spec, World.from_rank(1, 1, 2, 0, 1), 0, store=FilePlanStore(tmp_path))  # publishes
+    staged = _race_the_first_listing(
+        monkeypatch, tmp_path, lambda: _in_another_process(_run_plan_to_its_end, str(tmp_path), 1)
+    )
+    got = LazyWorkerPlan(spec, world, 0, store=FilePlanStore(tmp_path)).sample_ids()
+    assert staged
+    assert got.tolist() == want.tolist() and len(got) == 500

@@ -89,9 +89,18 @@ def launch(
     return stacks.start(argv, env=env, stdout=subprocess.DEVNULL)  # the result goes to a file
 
 
+def failure(err: str) -> str:
+    """What a failed job wrote, for the assertion message: from its first traceback on, whole. A
+    DataLoader worker's error reaches the job with the worker's original traceback inside its message
+    ("Original Traceback (most recent call last): ..."): the end of stderr alone can cut it off (issue 8:
+    a soak's rare KeyError whose origin was lost that way)."""
+    start = err.find("Traceback (most recent call last)")
+    return err[-3000:] if start < 0 else err[start:]
+
+
 def finish(tmp_path: Path, name: str, proc: subprocess.Popen[str], timeout: float = 240) -> dict[str, Any]:
     _, err = stacks.communicate(proc, timeout)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, failure(err)
     result: dict[str, Any] = json.loads((tmp_path / f"{name}.result.json").read_text())
     return result
 
@@ -329,7 +338,7 @@ def test_torchrun_ddp_two_ranks_three_epochs_on_one_cache(dataset: Path, tmp_pat
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
     proc = subprocess.run(command, env=env, capture_output=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
+    assert proc.returncode == 0, failure(proc.stderr.decode())
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert results[0]["counts"] == results[1]["counts"] and min(results[0]["counts"]) > 0
     for epoch in range(3):

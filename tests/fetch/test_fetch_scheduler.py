@@ -602,3 +602,44 @@ async def test_no_stretch_without_room_or_when_not_asked() -> None:
         assert fetch.started == [0]  # stretch not asked for (predownload was chosen): the window holds
         s2.advance(300)
         await asyncio.gather(*futures)
+
+
+def test_statistics_from_another_thread_while_the_loop_cancels_a_plan() -> None:
+    """The consumer thread reads the counters as its walk ends (``stats()``, a DataLoader worker's
+    figures) while the loop thread cancels the plan's queued shards: reading them must not iterate the
+    dict the loop is changing ("dictionary changed size during iteration")."""
+    import sys
+    import threading
+
+    from astreaming.fetch.loop_thread import LoopThread
+
+    loop_thread = LoopThread("test-stats-loop")
+    fetch = FakeFetch()
+    sched = loop_thread.call(_make_scheduler(fetch))
+    stop = threading.Event()
+
+    async def churn() -> None:
+        # A plan of many shards beyond the look-ahead (all queued), wanted and cancelled over and over.
+        shards = list(range(1000, 3000))
+        while not stop.is_set():
+            sched.want_many(shards, [1e9] * len(shards))
+            await asyncio.sleep(0)
+            sched.cancel_many(shards)
+            await asyncio.sleep(0)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows at once
+    churning = loop_thread.run(churn())
+    try:
+        for _ in range(300):
+            sched.statistics()  # raised RuntimeError before the fix
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        churning.result(60)
+        loop_thread.call(sched.aclose())
+        loop_thread.stop()
+
+
+async def _make_scheduler(fetch: FakeFetch) -> FetchScheduler:
+    return FetchScheduler(fetch, max_in_flight=1, predownload=0)

@@ -9,13 +9,13 @@ to workers. Every one of those steps is an index map, so one worker's positions 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from astreaming.errors import ConfigError
+from astreaming.order.quiet import warn
 
 __all__ = ["EmptyEpochError", "OrigLayout", "orig_layout"]
 
@@ -196,7 +196,7 @@ def orig_layout(
     row_len = real_len + pad
     tiny = n < c or (n == c and c < p)
     if tiny:
-        warnings.warn(
+        warn(
             f"Trying to partition {n} samples over {c} canonical nodes. This will result in many samples "
             "being repeated, and depending on your batching method, batches being completely dropped. Check "
             "if your dataset has the expected number of samples, and consider decreasing the number of "
@@ -214,7 +214,7 @@ def orig_layout(
         )
     node_len = max(0, (c * row_len - drop_first) // p)
     if node_len % r and r + (r - node_len % r) - 1 > node_len:
-        warnings.warn(
+        warn(
             f"Attempting to partition {node_len} samples per physical node over {r} gpus. This will result "
             "in many samples being repeated, and depending on your batching method, batches being completely "
             "dropped. Check if your dataset has the expected number of samples.",

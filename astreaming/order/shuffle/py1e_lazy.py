@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from astreaming.order.quiet import warn
 from astreaming.order.shuffle._cursor import DrawCursor
 from astreaming.order.shuffle._replay import STATE_WIDTH, Replay, pack_state
 from astreaming.order.shuffle._spans import NodeSpans
@@ -132,7 +132,7 @@ def py1e_draws(
 def warn_block(draws: Py1eDraws) -> None:
     """mosaic's warning when a span is larger than its shuffle block (once per plan, as mosaic does)."""
     if int(draws["warned"][0]):
-        warnings.warn(BLOCK_WARNING, UserWarning, stacklevel=3)
+        warn(BLOCK_WARNING, UserWarning, stacklevel=3)
 
 
 def py1e_slots(draws: Py1eDraws, node: int, first: int, stop: int) -> np.ndarray:
