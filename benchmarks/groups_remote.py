@@ -1,4 +1,4 @@
-"""A remote dataset read again from a full cache by a 2-worker StreamingDataLoader: two checkouts side by side.
+"""A remote dataset read again from a full cache by a 2-worker StreamingDataLoader: two checkouts.
 
 The dataset (small samples, ``_common.make_sample``) is served over HTTP from 127.0.0.1; one cold epoch
 fills the cache, then each round runs one epoch of a new ``StreamingDataset`` over that cache (a new
@@ -129,12 +129,17 @@ def main() -> None:
                 raise RuntimeError(f"round {r}: the checkouts' batches differ")
             ratio = got["after"]["samples_per_s"] / got["before"]["samples_per_s"]
             rounds.append({"round": r, "order": order, **got, "after_over_before": round(ratio, 3)})
-            print(f"round {r}: before {got['before']['samples_per_s']:,.0f}/s ({got['before']['items']} items), "
-                  f"after {got['after']['samples_per_s']:,.0f}/s ({got['after']['items']} items), "
-                  f"x{ratio:.2f}, load {got[order[0]]['load_before']}", flush=True)  # fmt: skip
+            before, after = got["before"], got["after"]
+            print(
+                f"round {r}: before {before['samples_per_s']:,.0f}/s ({before['items']} items), "
+                f"after {after['samples_per_s']:,.0f}/s ({after['items']} items), x{ratio:.2f}, "
+                f"load {got[order[0]]['load_before']}",
+                flush=True,
+            )
     finally:
         server.stop()
     ratios = [x["after_over_before"] for x in rounds]
+    loads = [x[name]["load_before"] for x in rounds for name in ("before", "after")]
     result = {
         "benchmark": "groups_remote",
         "what": "remote dataset (HTTP, 127.0.0.1) read again from a full cache: a new StreamingDataset, "
@@ -151,8 +156,7 @@ def main() -> None:
             name: round(statistics.median(x[name]["samples_per_s"] for x in rounds), 1)
             for name in ("before", "after")
         },
-        "load_range": [min(x[n]["load_before"] for x in rounds for n in ("before", "after")),
-                       max(x[n]["load_before"] for x in rounds for n in ("before", "after"))],  # fmt: skip
+        "load_range": [min(loads), max(loads)],
     }
     text = json.dumps(result, indent=2)
     if args.out is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ import astreaming.dataloader
 from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
 from astreaming.batched import Group, ungroup
 from astreaming.collate import collate
-from astreaming.errors import ObjectNotFound
+from astreaming.errors import FormatError, ObjectNotFound
 from astreaming.testing.servers import StaticHTTPServer
 
 from .test_batched import assert_same_batches
@@ -146,21 +147,27 @@ def cut_short(groups: list[tuple[int, int, int]], size: int) -> list[tuple[int, 
     return [(w, r, n) for w, r, n in groups if n < size and r != last[w]]
 
 
-def test_a_stalled_download_holds_back_neither_the_batches_made_nor_another_workers_error(
+def test_a_download_wait_holds_back_neither_the_batches_made_nor_another_workers_error(
     tmp_path: Path,
 ) -> None:
-    """Worker 0 made batch 0 and waits for a download that never ends; worker 1's shard is missing.
-    torch hands batches out in order: batch 0 must come, then worker 1's ObjectNotFound (held behind the
-    stalled download, it came as a download timeout, or not at all)."""
+    """Worker 0 made batch 0, then needs a shard the server holds until the main process has batch 0;
+    worker 1's shard is missing. Worker 0 must send batch 0 before it waits, then worker 1's
+    ObjectNotFound comes (torch hands batches out in order). Held behind the wait, batch 0 would wait
+    for the shard it releases: a deadlock until the download timeout (then, in the clean-clone CI run
+    that found it, the error was that timeout)."""
     root = write(tmp_path / "site" / "ds", 40, size_limit=100)  # one sample a shard
     # Persistent workers: no batch from the main process (lead_batch); worker 0 walks batches 0, 2, ...
     # and worker 1 batches 1, 3, ... (4 samples each, no shuffle).
-    stalled = shard_files(root, 8, 12)  # worker 0's second batch
+    held = shard_files(root, 8, 12)  # worker 0's second batch
     missing = shard_files(root, 4, 8)  # worker 1's first batch
-    assert len(stalled) == len(missing) == 4 and not stalled & shard_files(root, 0, 4)
-    with GatedServer(tmp_path / "site", held=stalled, missing=missing) as server:
+    assert len(held) == len(missing) == 4 and not held & shard_files(root, 0, 4)
+    with GatedServer(tmp_path / "site", held=held, missing=missing) as server:
         ds = StreamingDataset(
-            remote=f"{server.url}/ds", local=str(tmp_path / "cache"), batch_size=4, download_retry=0
+            remote=f"{server.url}/ds",
+            local=str(tmp_path / "cache"),
+            batch_size=4,
+            download_retry=0,
+            download_timeout=3600,  # longer than the test's own timeout: no way out but the early send
         )
         loader = StreamingDataLoader(
             ds, batch_size=4, num_workers=2, multiprocessing_context="fork", persistent_workers=True
@@ -171,8 +178,29 @@ def test_a_stalled_download_holds_back_neither_the_batches_made_nor_another_work
         with pytest.raises(ObjectNotFound, match=r"shard\.0000[4-7]\.mds"):
             for batch in loader:
                 got.append(batch["id"].tolist())
+                server.open_gate()
         assert got == [[0, 1, 2, 3]]
         ds.close()
+
+
+def test_the_batches_made_before_an_error_come_first(tmp_path: Path) -> None:
+    """A local dataset (groups of 16): worker 0 makes batches 0 and 2, then finds shard 16 corrupt. Its
+    two batches must come, in torch's order with worker 1's, before the error."""
+    root = write(tmp_path / "ds", 40, size_limit=100)  # one sample a shard
+    (corrupt,) = shard_files(root, 16, 17)  # worker 0's third batch
+    path = root / corrupt
+    path.write_bytes(b"\xff" * path.stat().st_size)
+    ds = StreamingDataset(local=str(root), batch_size=4)
+    loader = StreamingDataLoader(
+        ds, batch_size=4, num_workers=2, multiprocessing_context="fork", persistent_workers=True
+    )
+    assert loader._batched_loader().dataset._group == 16  # type: ignore[union-attr]
+    got: list[list[int]] = []
+    with pytest.raises(FormatError, match=re.escape(corrupt)):
+        for batch in loader:
+            got.append(batch["id"].tolist())
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    ds.close()
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
