@@ -22,6 +22,7 @@ Python call per sample between the walk and the collation.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
-from astreaming.engine.iterate import batch_decoder, iter_plan_batches
+from astreaming.engine.iterate import DownloadWait, batch_decoder, iter_plan_batches
 from astreaming.format.mds.columns import STACKED_KINDS, Columns
 from astreaming.format.mds.packed import PackedList, load_list, payload
 from astreaming.format.reader import ShardReader
@@ -43,9 +44,11 @@ from astreaming.order.world import World
 __all__ = [
     "BatchedDataset",
     "Group",
+    "Pace",
     "assemble",
     "batched",
     "group_sizes",
+    "grouped",
     "lead_batch",
     "led_world",
     "ungroup",
@@ -65,7 +68,7 @@ class BatchedDataset:
     ``isinstance(info.dataset, TheirSubclass)``; only its ``__iter__`` (batches) is of its own.
     """
 
-    __slots__ = ("_batching", "_group", "_lead", "_source")
+    __slots__ = ("_batching", "_group", "_lead", "_pace", "_source")
 
     _source: StreamingDataset
     _batching: tuple[int, bool, Callable[[list[Any]], Any] | None]
@@ -73,6 +76,8 @@ class BatchedDataset:
     _lead: bool
     #: A DataLoader worker sends its batches up to this many at a time (see :class:`Group`).
     _group: int
+    #: How far a worker's groups may run ahead of the other workers' (see :class:`Pace`).
+    _pace: Pace | None
 
     def __iter__(self) -> Iterator[Any]:
         batch_size, _, collate_fn = self._batching
@@ -82,20 +87,23 @@ class BatchedDataset:
         if self._lead and in_worker:
             world = led_world(World.detect())
             skip = batch_size if world.worker_of_rank == 0 else 0  # the main process yielded it
-        walker = functools.partial(iter_plan_batches, batch_size=batch_size, decoder=_decoder(collate_fn))
+        grouping = info is not None and self._group > 1
+        walker = functools.partial(
+            iter_plan_batches, batch_size=batch_size, decoder=_decoder(collate_fn), announce_waits=grouping
+        )
         walk: Callable[..., Iterator[Any]] = self._walk  # type: ignore[attr-defined]
         batches = self._batches(walk(skip, walker, world), in_worker)
-        if info is None or self._group <= 1:
+        if info is None or not grouping:
             yield from batches
             return
-        sizes = group_sizes(self._group)
-        rounds = itertools.count()
-        while chunk := list(itertools.islice(batches, next(sizes))):
-            yield Group(info.id, next(rounds), chunk)
+        yield from grouped(batches, info.id, self._group, self._pace)
 
-    def _batches(self, walk: Iterator[list[Any]], in_worker: bool) -> Iterator[Any]:
+    def _batches(self, walk: Iterator[list[Any] | DownloadWait], in_worker: bool) -> Iterator[Any]:
         batch_size, drop_last, collate_fn = self._batching
         for pieces in walk:
+            if isinstance(pieces, DownloadWait):
+                yield pieces
+                continue
             if drop_last and sum(map(len, pieces)) < batch_size:
                 continue  # the worker's last batch; the walk still ends (and completes the epoch)
             yield assemble(pieces, collate_fn, in_worker=in_worker)
@@ -103,7 +111,7 @@ class BatchedDataset:
     def __reduce_ex__(self, protocol: Any) -> Any:
         # A spawned worker gets the user's dataset as it pickles itself, and the view is made again
         # there (its class is made at run time: it cannot be pickled by name).
-        return batched, (self._source, *self._batching, self._lead, self._group)
+        return batched, (self._source, *self._batching, self._lead, self._group, self._pace)
 
 
 class Group(NamedTuple):
@@ -112,16 +120,15 @@ class Group(NamedTuple):
     torch's DataLoader pays per item it moves from a worker: the main process sends the worker an index,
     wakes queue threads on both sides, and wraps each ``next`` in a profiler range; for small batches
     that costs more than making the batch. A worker of a :class:`BatchedDataset` with ``group`` > 1 sends
-    its batches up to ``group`` at a time (:func:`group_sizes`), and :func:`ungroup` hands them out in
-    the order torch would have handed out the single batches. A named tuple: torch's memory pinning
-    rebuilds it with its batches pinned (it turns a plain tuple into a list, and leaves other classes as
-    they are).
+    its batches up to ``group`` at a time (see :func:`grouped` and
+    :func:`group_sizes`), and :func:`ungroup` hands them out in the
+    order torch would have handed out the single batches. A named tuple: torch's memory pinning rebuilds
+    it with its batches pinned (it turns a plain tuple into a list, and leaves other classes as they are).
 
     Attributes:
         worker: torch's id of the worker.
-        round: The group's number among the worker's groups (0, 1, ...).
-        batches: Its batches: as many as :func:`group_sizes` gives for its round, fewer in the worker's
-            last group.
+        round: The group's number among the worker's groups (0, 1, ...): the worker's item number.
+        batches: Its batches (at least one), in the worker's order.
     """
 
     worker: int
@@ -136,8 +143,7 @@ def group_sizes(group: int) -> Iterator[int]:
     that worker: a first group of ``group`` batches made the second batch of a resumed epoch wait for 16
     batches of a worker that still opens a new shard for nearly every sample (py1e at a resume point:
     0.46 s became 2.3 s at 10M samples with 8 workers, ``benchmarks/resume.py``), and each worker then
-    held 16 batches' shards open at once (+50 MB a worker). Every worker follows the same sizes, so the
-    groups of one round are still of one size, as :func:`ungroup` needs.
+    held 16 batches' shards open at once (+50 MB a worker).
     """
     size = 1
     while size < group:
@@ -146,41 +152,141 @@ def group_sizes(group: int) -> Iterator[int]:
     yield from itertools.repeat(group)
 
 
-def ungroup(items: Iterator[Any], workers: int, in_order: bool = True) -> Iterator[Any]:
+class Pace:
+    """How many batches each worker may have sent by the end of its next group: the loader's main
+    process raises it as the batches of its slowest worker arrive, the workers read it.
+
+    torch hands out one item of each worker in turn, so a worker sending bigger groups than another
+    (its shards ready, the other's downloading) gets ahead of it by the difference at every turn, and
+    :func:`ungroup` would keep its batches until the other's arrive: without a bound, up to an epoch of
+    them. A worker's groups therefore end where its batch count reaches :meth:`allowance`: the slowest
+    running worker's count, as received, plus ``lead``, which is more than torch's prefetching lets any
+    worker run ahead (so groups of workers that keep pace, over local data, never stop at it). A worker
+    that is ahead still sends one batch per item: it keeps the pace of the slowest one, as torch does.
+
+    One shared 64-bit integer (``RawValue``: a lone aligned word, written by one process); it reaches a
+    spawned worker inside the dataset it is given.
+
+    Args:
+        context: The loader's multiprocessing context (or the ``multiprocessing`` module).
+        lead: Batches a worker may be ahead of the slowest one.
+    """
+
+    def __init__(self, context: Any, lead: int) -> None:
+        self.lead = lead
+        self._value = context.RawValue("q", lead)
+
+    def allowance(self) -> int:
+        """The batch count a worker's next group may reach."""
+        return int(self._value.value)
+
+    def note_slowest(self, received: int) -> None:
+        """The slowest running worker's batches received so far in this epoch (0 at its start)."""
+        self._value.value = received + self.lead
+
+
+def grouped(batches: Iterator[Any], worker: int, size: int, pace: Pace | None) -> Iterator[Group]:
+    """A DataLoader worker's batches as :class:`Group`\\ s of up to ``size`` batches (fewer in its first
+    groups: :func:`group_sizes`).
+
+    A group is sent early where waiting would hold its batches back: at a :data:`DOWNLOAD_WAIT` from the
+    walk (the next batch needs a shard that must be downloaded), when the worker's count reaches
+    ``pace``'s allowance (at least one batch per group), and when making the next batch fails: the
+    batches made before an error go first, then the error is raised (torch delivers it after them).
+
+    Args:
+        batches: The worker's batches, with a :data:`DOWNLOAD_WAIT` before each wait for a download.
+        worker: torch's id of the worker.
+        size: Batches per group at most.
+        pace: The bound on how far this worker's groups may run ahead of the others' (None: none).
+    """
+    rounds = itertools.count()
+    sizes = group_sizes(size)
+    target = next(sizes)
+    sent = 0
+    chunk: list[Any] = []
+    try:
+        for batch in batches:
+            if isinstance(batch, DownloadWait):
+                if chunk:
+                    yield Group(worker, next(rounds), chunk)
+                    sent, chunk, target = sent + len(chunk), [], next(sizes)
+                continue
+            chunk.append(batch)
+            limit = target if pace is None else min(target, max(1, pace.allowance() - sent))
+            if len(chunk) >= limit:
+                yield Group(worker, next(rounds), chunk)
+                sent, chunk, target = sent + len(chunk), [], next(sizes)
+    except Exception:
+        if chunk:
+            yield Group(worker, next(rounds), chunk)  # the resumed generator raises the error next
+        raise
+    if chunk:
+        yield Group(worker, next(rounds), chunk)
+
+
+def ungroup(
+    items: Iterator[Any], workers: int, in_order: bool = True, pace: Pace | None = None
+) -> Iterator[Any]:
     """The batches of a DataLoader whose workers send :class:`Group`\\ s, one by one, in torch's order.
 
-    torch hands out the items of its workers round-robin, skipping a worker once it has run out. With the
-    groups of one round all of the same size (a worker's last one shorter; :func:`group_sizes`), the
-    groups arrive round by round (round 0 of each worker still running, then round 1, ...), and within a
-    round the single batches would have come round-robin: the first batch of each group, then the second
-    of each, and so on. A round is complete when all ``workers`` sent their group, a group of the next
-    round arrives, or the items end. Without ``in_order`` torch hands out items as they arrive: the
-    groups' batches come one after the other.
-    Items that are not groups (a loader without workers) pass through.
+    torch hands out the single batches of its workers round-robin (each worker's first, then each one's
+    second, ...), skipping a worker once it has run out. Groups may hold any number of batches (a worker
+    sends early rather than wait for a download): each worker's batches are kept in arrival order and
+    handed out round-robin as far as they have arrived. torch also hands out the groups (its items)
+    round-robin, so a worker has run out once another's later item arrives before its own: the item of
+    round ``r`` of worker ``w`` means that every worker before ``w`` that has not sent ``r + 1`` items,
+    and every one after it that has not sent ``r``, has ended; once the items end, all have.
+    Without ``in_order`` torch hands out items as they arrive: the groups' batches come one after the
+    other. Items that are not groups (a loader without workers) pass through.
+
+    Before an error raised by torch (a worker's), the batches handed out are those torch would have
+    handed out first, in its order (a prefix of them).
+
+    Args:
+        items: The inner loader's items.
+        workers: The loader's workers.
+        in_order: The loader's ``in_order``.
+        pace: Told the slowest running worker's count as batches arrive (see :class:`Pace`).
     """
-    current: list[Group] = []
+    if not in_order:
+        for item in items:
+            if isinstance(item, Group):
+                yield from item.batches
+            else:
+                yield item
+        return
+    queues: list[collections.deque[Any]] = [collections.deque() for _ in range(workers)]
+    received = [0] * workers  # batches, per worker
+    sent = [0] * workers  # items (groups), per worker
+    running = set(range(workers))
+    turn = 0  # the worker whose batch is handed out next
+    if pace is not None:
+        pace.note_slowest(0)
     for item in items:
         if not isinstance(item, Group):
             yield item
             continue
-        if not in_order:
-            yield from item.batches
-            continue
-        if current and item.round != current[0].round:
-            yield from _interleave(current)
-            current = []
-        current.append(item)
-        if len(current) == workers:
-            yield from _interleave(current)
-            current = []
-    yield from _interleave(current)
-
-
-def _interleave(groups: list[Group]) -> Iterator[Any]:
-    for j in range(max((len(g.batches) for g in groups), default=0)):
-        for g in groups:
-            if j < len(g.batches):
-                yield g.batches[j]
+        w, r = item.worker, item.round
+        queues[w].extend(item.batches)
+        received[w] += len(item.batches)
+        sent[w] = r + 1
+        for other in list(running):
+            if sent[other] < (r + 1 if other < w else r):
+                running.discard(other)
+        if pace is not None and running:
+            pace.note_slowest(min(received[o] for o in running))
+        while queues[turn] or turn not in running:
+            if queues[turn]:
+                yield queues[turn].popleft()
+            elif not running and not any(queues):
+                break
+            turn = (turn + 1) % workers
+    # The items ended: every worker has; the rest round-robin over those with batches left.
+    while any(queues):
+        if queues[turn]:
+            yield queues[turn].popleft()
+        turn = (turn + 1) % workers
 
 
 def led_world(world: World) -> World:
@@ -228,6 +334,7 @@ def batched(
     collate_fn: Callable[[list[Any]], Any] | None,
     lead: bool = False,
     group: int = 1,
+    pace: Pace | None = None,
 ) -> IterableDataset[Any]:
     """The :class:`BatchedDataset` view of ``dataset`` (an instance of both).
 
@@ -238,8 +345,9 @@ def batched(
         collate_fn: Collates a list of samples; None: :func:`~astreaming.collate.collate`, column
             by column where the encodings allow.
         lead: The loader's main process yields worker 0's first batch (:func:`lead_batch`).
-        group: A DataLoader worker sends this many batches at a time (:class:`Group`; read them back
-            with :func:`ungroup`).
+        group: A DataLoader worker sends up to this many batches at a time (:class:`Group`; read them
+            back with :func:`ungroup`).
+        pace: Bounds how far a worker's groups run ahead of the others' (:class:`Pace`).
     """
     view: Any = object.__new__(_view_class(type(dataset)))
     view.__dict__ = dataset.__dict__  # one set of attributes: what either sets, both see
@@ -247,6 +355,7 @@ def batched(
     view._batching = (batch_size, drop_last, collate_fn)
     view._lead = lead
     view._group = group
+    view._pace = pace
     made: IterableDataset[Any] = view
     return made
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from astreaming.batched import batched, lead_batch, ungroup
+from astreaming.batched import Pace, batched, lead_batch, ungroup
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
@@ -91,11 +91,8 @@ class _WorkerInit:
 GROUP_MAX = 16
 #: ... and as many as hold about this many stored bytes.
 GROUP_BYTES = 1 << 20
-
-
-def _over_network(remote: str | None) -> bool:
-    """Whether a stream's remote is reached over the network (a URL other than ``file://``)."""
-    return remote is not None and "://" in remote and not remote.startswith("file://")
+#: Groups beyond torch's prefetching by which a worker may be ahead of the slowest one (see ``Pace``).
+PACE_SLACK = 3
 
 
 #: Above any exit priority multiprocessing or torch gives their own finalizers: runs first.
@@ -172,7 +169,12 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         if self._inner is None:
             collate_fn = None if self.collate_fn is collate else self.collate_fn
             group = self._group_size(dataset)
-            batches = batched(dataset, self.batch_size, self.drop_last, collate_fn, group=group)
+            pace = None
+            if group > 1 and getattr(self, "in_order", True):
+                # Out of order, torch hands out groups as they come: nothing waits for a slower worker.
+                context = self.multiprocessing_context or torch.multiprocessing
+                pace = Pace(context, (self.prefetch_factor or 2) * group + PACE_SLACK * group)
+            batches = batched(dataset, self.batch_size, self.drop_last, collate_fn, group=group, pace=pace)
             self._inner = DataLoader(
                 batches,
                 batch_size=None,
@@ -191,16 +193,12 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         return self._inner
 
     def _group_size(self, dataset: StreamingDataset) -> int:
-        """How many batches a worker sends at a time (see :class:`~astreaming.batched.Group`): as many as
-        fit in ``GROUP_BYTES`` (judged by the stored bytes per sample of the first shards), at most
-        ``GROUP_MAX``; one without workers, with a ``timeout`` (which bounds the wait for one item), or
-        with a stream whose remote is reached over the network (downloads can stall)."""
+        """How many batches a worker sends at a time at most (see :class:`~astreaming.batched.Group`):
+        as many as fit in ``GROUP_BYTES`` (judged by the stored bytes per sample of the first shards), at
+        most ``GROUP_MAX``; one without workers or with a ``timeout`` (which bounds the wait for one item,
+        and a group takes longer to make than a batch). A worker sends a group early rather than hold
+        it while it waits for a download (see :func:`~astreaming.batched.grouped`)."""
         if self.num_workers == 0 or self.timeout > 0 or self.batch_size is None:
-            return 1
-        if any(_over_network(stream.remote_root) for stream in dataset.streams):
-            # A worker waiting for a download would hold back the batches it already made, and torch's
-            # in-order hand-out waits for them: another worker's error, or its batches, would wait
-            # behind one stalled download (up to download_timeout) instead of coming through.
             return 1
         shards = dataset.shards[:64]
         samples = sum(e.samples for e in shards)
@@ -233,7 +231,8 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             iterator = iter(inner) if inner is not None else super().__iter__()
             batches = iterator
             if inner is not None:  # the workers send groups of batches: hand them out one by one
-                batches = ungroup(iterator, self.num_workers, getattr(self, "in_order", True))
+                pace = inner.dataset._pace  # type: ignore[attr-defined]
+                batches = ungroup(iterator, self.num_workers, getattr(self, "in_order", True), pace)
             for batch in batches:
                 self.num_samples_yielded += _batch_len(batch)
                 yield batch

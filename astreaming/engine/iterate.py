@@ -11,6 +11,9 @@ also cut where the consumer has something to report. A segment is decoded in one
 so a cached sequential epoch costs little more than the decoder itself. The position goes to
 the scheduler (a cross-thread call that wakes the loop thread) only where it can start a download: at
 each "trigger", the first position within ``predownload`` of a shard's first need, and before waiting.
+
+A batch walk may ask to be told before it waits for a download (:data:`DOWNLOAD_WAIT`): a DataLoader
+worker then sends the batches it holds before waiting, instead of holding them behind the download.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import functools
 import itertools
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +47,8 @@ from astreaming.errors import AstreamingError, FormatError
 from astreaming.format.reader import ShardReader
 
 __all__ = [
+    "DOWNLOAD_WAIT",
+    "DownloadWait",
     "aiter_plan",
     "batch_decoder",
     "drop_forgotten",
@@ -68,6 +73,22 @@ Plan = Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]
 _PRUNE_EVERY = 256
 #: Update the consumer position seen by cache eviction ("furthest next use") at least this often.
 _AT_EVERY = 64
+
+
+class DownloadWait:
+    """The type of :data:`DOWNLOAD_WAIT` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DOWNLOAD_WAIT"
+
+
+#: Yielded by :func:`iter_plan_batches` with ``announce_waits`` just before the walk waits for a shard
+#: that must be downloaded: neither ready in this process nor published in the cache, from a remote
+#: that is not a local directory. Nothing is yielded before waits that need no network (a shard
+#: published by any process, or being copied from a local remote), so a local dataset never sees it.
+DOWNLOAD_WAIT = DownloadWait()
 
 
 def triggers(first: npt.NDArray[np.int64], predownload: float | None) -> npt.NDArray[np.int64]:
@@ -276,7 +297,8 @@ def iter_plan(
     whole (see :class:`_EarlySample`).
     """
     segments = _decoded_segments(table, readers, runtime, plan, batch_decoder, ranges=ranges)
-    return itertools.chain.from_iterable(segments)
+    # Without announce_waits the walk yields no DOWNLOAD_WAIT: only decoded segments.
+    return itertools.chain.from_iterable(cast(Iterator[Iterable[dict[str, Any]]], segments))
 
 
 def iter_plan_batches(
@@ -288,16 +310,27 @@ def iter_plan_batches(
     batch_size: int,
     decoder: Callable[[ShardReader], Callable[[list[int]], Sized]],
     ranges: RangeSampler | None = None,
-) -> Iterator[list[Any]]:
+    announce_waits: bool = False,
+) -> Iterator[list[Any] | DownloadWait]:
     """The samples of ``plan`` in batches of ``batch_size`` consecutive plan positions (the last one may
     be shorter), each batch as the list of what ``decoder(reader)(indices)`` returned for its segments.
 
     Segments are cut at the batch boundaries, so each batch is decoded in as few calls as it has shards
     (one, mostly), and each piece while its shard is pinned.
+
+    With ``announce_waits``, :data:`DOWNLOAD_WAIT` is yielded (between batches, or within a batch that
+    spans shards: the batch then follows once its other shard is ready) each time the walk is about to
+    wait for a download, so that the consumer may hand on what it holds first. Resuming the walk waits.
     """
     pieces: list[Any] = []
     filled = 0
-    for piece in _decoded_segments(table, readers, runtime, plan, decoder, batch_size, ranges=ranges):
+    segments = _decoded_segments(
+        table, readers, runtime, plan, decoder, batch_size, ranges=ranges, announce_waits=announce_waits
+    )
+    for piece in segments:
+        if isinstance(piece, DownloadWait):
+            yield piece
+            continue
         pieces.append(piece)
         filled += len(piece)
         if filled >= batch_size:
@@ -316,13 +349,16 @@ def _decoded_segments(
     align: int = 0,
     *,
     ranges: RangeSampler | None = None,
-) -> Iterator[T | list[dict[str, Any]]]:
+    announce_waits: bool = False,
+) -> Iterator[T | list[dict[str, Any]] | DownloadWait]:
     """The decoded samples of each segment, each handed out once its shard is ready.
 
     The next segment is prepared (previous shard unpinned, next one waited for) only after the chain
     exhausted the previous one, so a shard stays pinned while its samples are decoded. With ``align``,
     segments are also cut at the plan positions that are multiples of it; the cuts that only serve
-    cache eviction (every ``_AT_EVERY`` positions) are then made only under a cache limit.
+    cache eviction (every ``_AT_EVERY`` positions) are then made only under a cache limit. With
+    ``announce_waits``, :data:`DOWNLOAD_WAIT` comes before each wait for a download (once per shard
+    switch).
     """
     # Chunks are computed here, in the consumer's thread; only the shard facts go to the loop.
     feed = PlanFeed(table, plan)
@@ -352,6 +388,7 @@ def _decoded_segments(
                     walk.leave()
                     walk.at(position)
                     reader = None
+                    announce = announce_waits
                     while reader is None:
                         if walk.enter(shard):
                             reader = walk.open(shard)
@@ -359,6 +396,12 @@ def _decoded_segments(
                         # Report the position first: the scheduler only starts shards within the
                         # look-ahead of the last reported position.
                         waiter.advance(position)
+                        if announce and _downloads(core, table, shard):
+                            # The consumer hands on what it holds; the shard may be ready when it
+                            # resumes the walk (check again, announce once).
+                            announce = False
+                            yield DOWNLOAD_WAIT
+                            continue
                         if early is not None:
                             sample, early = early.take(shard, local[begin]), None
                             if sample is not None:
@@ -393,6 +436,17 @@ def _decoded_segments(
         # Stopped early or finished: nothing queued for this plan is needed any more (other requests
         # on the same scheduler, such as random access, are left alone).
         waiter.cancel_many(sorted(feed.wanted))
+
+
+def _downloads(core: Runtime, table: ShardTable, shard: int) -> bool:
+    """Whether making ``shard`` ready (it is not) takes a download: its stream has a remote that is not
+    a local directory, and no process published the shard in the cache (a fetch of a published shard
+    only finds its files)."""
+    if not core.evictable[shard]:  # no remote: the shard is source data in the local directory
+        return False
+    if core.backend(int(table.stream_per_shard[shard]))[0].is_local_filesystem:
+        return False
+    return not table.is_local(shard)
 
 
 #: A shard at least this large is not waited for whole before a walk's first sample (see _EarlySample):

@@ -128,24 +128,6 @@ def test_group_size_follows_the_batch_bytes_and_the_timeout(tmp_path: Path) -> N
     assert group(remote, num_workers=0) == 1
 
 
-def test_a_remote_over_the_network_sends_batches_one_at_a_time(tmp_path: Path) -> None:
-    """A worker waiting for a download must not hold back the batches it made (torch hands batches out
-    in order: another worker's error would wait behind the stall): no groups from a network remote."""
-    from astreaming import StreamingDataLoader, StreamingDataset
-    from astreaming.testing.servers import StaticHTTPServer
-
-    _write(tmp_path / "site" / "ds", 40)
-    with StaticHTTPServer(tmp_path / "site") as server:
-        ds = StreamingDataset(remote=f"{server.url}/ds", local=str(tmp_path / "cache"), batch_size=4)
-        loader = StreamingDataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="fork")
-        view: Any = loader._batched_loader().dataset  # type: ignore[union-attr]
-        assert view._group == 1
-        assert [int(i) for batch in loader for i in batch["id"]] == [
-            int(i) for batch in StreamingDataLoader(ds, batch_size=4) for i in batch["id"]
-        ]
-        ds.close()
-
-
 def test_ungroup_restores_torchs_round_robin_when_workers_run_out() -> None:
     # Worker batch counts 7, 3 and 0, groups of 2: torch alone would hand out w0b0 w1b0 w0b1 w1b1 w0b2
     # w1b2 w0b3 w0b4 w0b5 w0b6 (a worker that ran out is skipped); the groups arrive round by round.
