@@ -256,10 +256,13 @@ def test_shared_loader_parses_botocore_data_as_plain_dicts_unchanged() -> None:
 
     from botocore.loaders import create_loader
 
-    from astreaming.storage.s3 import _session
+    from astreaming.storage.s3 import _DictJSONFileLoader, _session
 
-    ours = _session(None).get_component("data_loader")
-    theirs = create_loader()
+    assert isinstance(_session(None).get_component("data_loader").file_loader, _DictJSONFileLoader)
+    # Fresh loaders on both sides: botocore's endpoint resolver merges defaults into the data it was
+    # given, so the process's shared loader holds what earlier clients made of it.
+    ours, theirs = create_loader(), create_loader()
+    ours.file_loader = _DictJSONFileLoader()
     loaded = [(ours.load_data(n), theirs.load_data(n)) for n in ("endpoints", "partitions", "_retry")]
     loaded += [
         (ours.load_service_model("s3", t), theirs.load_service_model("s3", t))
