@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from astreaming.array import Array
-from astreaming.cache.budget import check_cache_limit
 from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
 from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
@@ -21,7 +20,6 @@ from astreaming.engine.hooks import HookedReaders, active_reader
 from astreaming.engine.indexes import load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
 from astreaming.engine.kept import KeptBackends
-from astreaming.engine.ledgerkeys import check_node_budget
 from astreaming.engine.ordering import build_spec, plan_store, worker_plan
 from astreaming.engine.ranges import RangeSampler
 from astreaming.engine.readers import ReaderCache
@@ -214,8 +212,13 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         self.epoch_size = total
         largest = max((self._table.max_bytes(s) for s in range(self._table.num_shards)), default=0)
         index_bytes = sum(s.index_bytes for s in self._table.streams)
-        check_cache_limit(self.args.cache_limit, index_bytes=index_bytes, largest_shard_bytes=largest)
         if self.args.cache_limit is not None:
+            # Imported here: the node ledger (sqlite3 and its library, ~1 MB resident) serves only a
+            # cache_limit, and a process without one should not carry it.
+            from astreaming.cache.budget import check_cache_limit
+            from astreaming.engine.ledgerkeys import check_node_budget
+
+            check_cache_limit(self.args.cache_limit, index_bytes=index_bytes, largest_shard_bytes=largest)
             # Each rank on this node reads at once (DataLoader workers are only known when iterating,
             # where the check is repeated with them).
             check_node_budget(

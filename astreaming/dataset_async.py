@@ -20,9 +20,6 @@ import itertools
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-import anyio.to_thread
-
 __all__ = ["CHUNK", "AsyncResourceAPI", "aiter_in_thread", "on_asyncio"]
 
 _D = TypeVar("_D", bound="AsyncResourceAPI")
@@ -43,6 +40,8 @@ def on_asyncio() -> bool:
 
 async def aiter_in_thread(items: Iterator[T], chunk: int = CHUNK) -> AsyncGenerator[T, None]:
     """Drive a sync iterator from anyio worker threads, ``chunk`` items per hop; closes it at the end."""
+    import anyio.to_thread  # here, not at module level: only async use needs anyio
+
     try:
         while True:
             batch = await anyio.to_thread.run_sync(lambda: list(itertools.islice(items, chunk)))
@@ -74,10 +73,14 @@ class AsyncResourceAPI:
         Returns:
             The dataset, as ``cls(*args, **kwargs)`` would.
         """
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(functools.partial(cls, *args, **kwargs))
 
     async def aclose(self) -> None:
         """``close()`` without blocking the running loop (storage sessions close on their own loop)."""
+        import anyio.to_thread
+
         await anyio.to_thread.run_sync(self.close)
 
     async def __aenter__(self: _D) -> _D:

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -156,7 +155,7 @@ def _load(final: Path) -> Arrays | None:
 
 
 def _publish(final: Path, arrays: Arrays) -> None:
-    temp = final.with_name(f"{final.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    temp = final.with_name(f"{final.name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
     temp.mkdir()
     try:
         for name, array in arrays.items():
@@ -169,7 +168,7 @@ def _publish(final: Path, arrays: Arrays) -> None:
 
 def _remove(final: Path) -> None:
     """Delete an artefact: renamed away first, so readers never see it half deleted."""
-    gone = final.with_name(f"{final.name}{_TMP_MARK}gone-{secrets.token_hex(4)}")
+    gone = final.with_name(f"{final.name}{_TMP_MARK}gone-{os.urandom(4).hex()}")
     with contextlib.suppress(OSError):
         os.rename(final, gone)
         shutil.rmtree(gone, ignore_errors=True)

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def lock_path(path: Path) -> Path:
 
 def temp_path(path: Path) -> Path:
     """A fresh temp name next to ``path`` (same directory, so the final rename is atomic)."""
-    return path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    return path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def remove_stale_temps(path: Path) -> int:

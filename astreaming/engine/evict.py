@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 
-from astreaming.cache.pins import exclusive
 from astreaming.engine.runtime import Runtime
 from astreaming.engine.shards import ShardTable
 from astreaming.errors import CacheError, ConfigError
@@ -71,6 +70,8 @@ async def evict_shard(runtime: Runtime, table: ShardTable, shard: int) -> int:
 
 def _delete_unpinned(table: ShardTable, shard: int) -> int:
     """Delete the shard's files unless a process with a cache limit pins it (its shared flock)."""
+    from astreaming.cache.pins import exclusive  # with the ledger's modules: only when evicting
+
     first = table.files(shard)[0].raw_path
     with exclusive(first) as locked:
         if not locked and first.exists():

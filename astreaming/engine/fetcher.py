@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from astreaming.cache.budget import NodeBudget
 from astreaming.cache.publish import ensure_file
 from astreaming.crashpoints import crash_point
 from astreaming.diskerrors import mapped_disk_errors
@@ -29,6 +29,9 @@ from astreaming.storage.partfile import settle
 from astreaming.storage.ranged import RangedDownloader
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import join, redact
+
+if TYPE_CHECKING:
+    from astreaming.cache.budget import NodeBudget
 
 __all__ = ["FetchCounters", "ShardFetcher"]
 

@@ -224,9 +224,10 @@ class _Walk:
         self.runtime.next_use.advance(position)
 
 
-def _local(table: ShardTable, chunk: Chunk) -> list[int]:
-    """Each sample's index within its shard (Python ints: the decoders index lists with them)."""
-    local: list[int] = (chunk.ids - table.bounds[chunk.shards]).tolist()
+def _local(table: ShardTable, chunk: Chunk) -> npt.NDArray[np.int64]:
+    """Each sample's index within its shard. Made Python ints a segment at a time (the decoders index
+    with them): a chunk's list of ints took 36 bytes a sample, 2.3 MB for a 64k-sample chunk."""
+    local: npt.NDArray[np.int64] = chunk.ids - table.bounds[chunk.shards]
     return local
 
 
@@ -403,7 +404,7 @@ def _decoded_segments(
                             yield DOWNLOAD_WAIT
                             continue
                         if early is not None:
-                            sample, early = early.take(shard, local[begin]), None
+                            sample, early = early.take(shard, int(local[begin])), None
                             if sample is not None:
                                 yield [sample]
                                 begin += 1
@@ -415,7 +416,7 @@ def _decoded_segments(
                     waiter.advance(position)
                 walk.at(position)
                 if begin < end:
-                    yield decode(local[begin:end])
+                    yield decode(local[begin:end].tolist())
                     spent += (end - begin) * weight
                     if spent >= RELEASE_EVERY:
                         readers.release_pages()
@@ -549,7 +550,7 @@ async def aiter_plan(
                     decode, current, weight = batch_decoder(reader), shard, readers.weight(shard)
                 scheduler.advance(position)
                 walk.at(position)
-                for sample in decode(local[begin:end]):
+                for sample in decode(local[begin:end].tolist()):
                     yield sample
                 spent += (end - begin) * weight
                 if spent >= RELEASE_EVERY:

@@ -18,8 +18,11 @@ __all__ = ["RELEASE_EVERY", "ReaderCache"]
 #: release (one ``madvise`` per open reader) and the minor faults that map pages again cost nothing next
 #: to decoding, small enough to keep the resident set near the process's own memory. On a sequential
 #: epoch of 10 KB samples the process peaked 15 MB above its imports at 8 MB, 9 MB at 2 MB and at 1 MB
-#: (the kernel maps cached pages back in large folios), at the same CPU per sample.
-RELEASE_EVERY = 2 << 20
+#: (the kernel maps cached pages back in large folios, 2 MB here), at the same CPU per sample. That was
+#: with the shard's offsets table read through the mapping, which kept the folio at the head of the file
+#: resident too; with the table copied (``format/mds/reader.py``), 1 MB keeps the pages read between two
+#: releases within two folios (4 MB), where 2 MB reached three (6 MB: 2.5 MB decoded, segments of 64).
+RELEASE_EVERY = 1 << 20
 
 
 class ReaderCache:

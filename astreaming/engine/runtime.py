@@ -17,16 +17,14 @@ import multiprocessing.util
 import os
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from astreaming.cache.announce import NeedsAnnouncer
-from astreaming.cache.budget import NodeBudget
 from astreaming.cache.nextuse import LATER, LaterUse, NextUse
-from astreaming.cache.pins import Pins
 from astreaming.engine.fetcher import ShardFetcher
-from astreaming.engine.ledgerkeys import ledger_layout
 from astreaming.engine.shards import ShardTable
 from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
 from astreaming.fetch.readiness import Readiness
@@ -35,6 +33,10 @@ from astreaming.fetch.waiter import ShardWaiter
 from astreaming.storage.base import Backend
 from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.retry import RetryPolicy, RetryStats
+
+if TYPE_CHECKING:
+    from astreaming.cache.budget import NodeBudget
+    from astreaming.cache.pins import Pins
 
 __all__ = ["Runtime", "SyncRuntime", "retry_policy"]
 
@@ -119,6 +121,11 @@ class Runtime:
         # The current plan ran to its end: its hint about the next one is what a successor will read.
         self.plan_ended = False
         if cache_limit is not None:
+            # Imported only under a cache_limit: the node ledger's modules and sqlite3 (~1 MB resident).
+            from astreaming.cache.budget import NodeBudget
+            from astreaming.cache.pins import Pins
+            from astreaming.engine.ledgerkeys import ledger_layout
+
             layout = ledger_layout(table, cache_limit, readers=readers)
             self.budget = NodeBudget(
                 cache_limit,

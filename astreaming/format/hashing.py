@@ -11,8 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import xxhash
-
 from astreaming.crashpoints import crash_point
 from astreaming.errors import ConfigError, HashMismatch
 
@@ -24,8 +22,22 @@ _HASHLIB: dict[str, Callable[..., Any]] = {
     for name in sorted(hashlib.algorithms_available)
     if hasattr(hashlib, name) and not name.startswith("shake_")
 }
+
+
+def _xxhash(name: str) -> Callable[..., Any]:
+    """xxhash's constructor ``name``, importing xxhash on first use: a process that verifies nothing
+    by xxhash does not load it."""
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        import xxhash
+
+        return getattr(xxhash, name)(*args, **kwargs)
+
+    return make
+
+
 _XXHASH: dict[str, Callable[..., Any]] = {
-    name: getattr(xxhash, name) for name in ("xxh32", "xxh64", "xxh3_64", "xxh3_128", "xxh128")
+    name: _xxhash(name) for name in ("xxh32", "xxh64", "xxh3_64", "xxh3_128", "xxh128")
 }
 _ALGOS: dict[str, Callable[..., Any]] = {**_HASHLIB, **_XXHASH}
 

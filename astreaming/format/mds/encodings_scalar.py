@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import pickle
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from astreaming.errors import FormatError
 from astreaming.format.mds.encodings_base import EncodingBase
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 _json_dumps = json.dumps
 _json_loads = json.loads
@@ -137,11 +139,15 @@ class StrDecimalEncoding(EncodingBase):
     name = "str_decimal"
 
     def _encode(self, value: Any) -> bytes:
+        from decimal import Decimal  # imported on use: decimal is ~0.3 MB resident
+
         if not isinstance(value, Decimal):
             raise self._reject(value, "a decimal.Decimal")
         return str(value).encode("utf-8")
 
     def decode(self, data: bytes | memoryview) -> Decimal:
+        from decimal import Decimal
+
         return Decimal(str(data, "utf-8"))
 
 

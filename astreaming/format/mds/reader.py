@@ -324,7 +324,10 @@ class MDSReader:
         self._num = entry.samples
         # memoryview indexing yields Python ints ~10x faster than indexing the numpy array.
         if sys.byteorder == "little":
-            self._offs: Sequence[int] = memoryview(buf)[4 : 4 + 4 * (self._num + 1)].cast("I")
+            table = memoryview(buf)[4 : 4 + 4 * (self._num + 1)]
+            if _copy_offsets(buf, len(table)):
+                table = memoryview(table.tobytes())
+            self._offs: Sequence[int] = table.cast("I")
         else:  # pragma: no cover - big-endian hosts
             self._offs = self.offsets.astype(np.int64).tolist()
         self.get_item: Callable[[int], dict[str, Any]] = plan.bind(buf, self._offs)
@@ -441,6 +444,25 @@ class MDSReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: A mapped shard's offsets table is copied into private memory when it is at most this share of the
+#: file (and at most ``_COPY_MAX`` bytes): see :func:`_copy_offsets`.
+_COPY_SHARE = 64
+_COPY_MAX = 1 << 20
+
+
+def _copy_offsets(buf: object, table_bytes: int) -> bool:
+    """Whether to read a shard's offsets from a private copy rather than from its mapping.
+
+    Every sample read looks its bounds up in the table at the head of the file, so read through the
+    mapping that head stays resident, and the kernel maps cached file pages a large folio (up to 2 MB
+    here) at a time: after each release of the walk's pages (``engine/readers.py``) the next sample
+    maps the head's folio back besides the one holding the sample. A copy of a small table (4 bytes a
+    sample) costs less than that folio; a table that is a large share of its file is left mapped (the
+    folio holding it is mostly table, and a copy per open reader could add up).
+    """
+    return isinstance(buf, mmap.mmap) and table_bytes <= min(_COPY_MAX, len(buf) // _COPY_SHARE)
 
 
 def _closed(index: int) -> dict[str, Any]:
