@@ -57,7 +57,7 @@ NOT_NEEDED = [
 OWN_PEAK = 12 << 20
 
 #: Resident bytes of the mapped shard files at any point of the walk: the pages read since the last
-#: release, within at most two of the kernel's large folios (2 MB here), with slack (4.0 MB measured).
+#: release, within the kernel's large folios (2 MB here), with slack (4.5 MB measured at a 2 MB release).
 #: Before the offsets table was copied, the head of the file stayed mapped beside them: 6-6.8 MB.
 MAPPED_PEAK = readers.RELEASE_EVERY + (4 << 20)
 
