@@ -57,16 +57,11 @@ def test_the_next_epochs_first_shards_survive_the_boundary(
     assert later <= (EPOCHS - 1) * (n - (HELD - 2)), downloads
 
 
-@pytest.mark.parametrize("front", ["for", "async for"])
-def test_the_next_epochs_first_shards_are_looked_up_off_the_reading_thread(
-    make_dataset: MakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, front: str
-) -> None:
-    """The lookup replays the next epoch's shuffle draws (about 0.25 s per 10M samples, issue 8): it runs
-    on a thread of its own, started once a quarter of the epoch was read, and the runtime gets exactly
-    what the reading thread computed before, ahead of the plan's end."""
+def _held_dataset(make_dataset: MakeDataset, tmp_path: Path) -> StreamingDataset:
+    """A shuffled dataset of SAMPLES whose cache_limit holds its index and HELD shards."""
     remote = make_dataset(SAMPLES, size_limit=2000)
     shard_bytes = max(p.stat().st_size for p in remote.glob("shard.*"))
-    ds = StreamingDataset(
+    return StreamingDataset(
         remote=str(remote),
         local=str(tmp_path / "cache"),
         batch_size=4,
@@ -74,6 +69,16 @@ def test_the_next_epochs_first_shards_are_looked_up_off_the_reading_thread(
         shuffle_block_size=150,
         cache_limit=(remote / "index.json").stat().st_size + HELD * shard_bytes,
     )
+
+
+@pytest.mark.parametrize("front", ["for", "async for"])
+def test_the_next_epochs_first_shards_are_looked_up_off_the_reading_thread(
+    make_dataset: MakeDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, front: str
+) -> None:
+    """The lookup replays the next epoch's shuffle draws (about 0.25 s per 10M samples, issue 8): it runs
+    on a thread of its own, started once a quarter of the epoch was read, and the runtime gets exactly
+    what the reading thread computed before, ahead of the plan's end."""
+    ds = _held_dataset(make_dataset, tmp_path)
     taken: list[int] = []
     lookups: list[tuple[threading.Thread, int, tuple[Any, ...]]] = []
     events: list[tuple[str, Any]] = []
@@ -126,16 +131,7 @@ def test_a_walks_look_ahead_leaves_the_epochs_shuffle_artefacts_until_the_walk_e
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this test's plan store
     plans = temp / "astreaming-plans"
-    remote = make_dataset(SAMPLES, size_limit=2000)
-    shard_bytes = max(p.stat().st_size for p in remote.glob("shard.*"))
-    ds = StreamingDataset(
-        remote=str(remote),
-        local=str(tmp_path / "cache"),
-        batch_size=4,
-        shuffle=True,
-        shuffle_block_size=150,
-        cache_limit=(remote / "index.json").stat().st_size + HELD * shard_bytes,
-    )
+    ds = _held_dataset(make_dataset, tmp_path)
 
     def artefacts() -> set[str]:
         return {p.name for p in plans.iterdir() if p.is_dir() and ".tmp-" not in p.name}
