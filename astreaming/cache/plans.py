@@ -33,6 +33,11 @@ Arrays = dict[str, np.ndarray]
 _TMP_MARK = ".tmp-"
 #: Seconds after which an artefact nobody published or read again is removed (a stopped epoch's).
 STALE_AFTER = 2 * 24 * 3600
+#: An artefact this process computed and published is used as computed up to this size: mapping back
+#: what it just wrote costs a file open and header parse per array (about 7 ms for a py1e epoch's draws,
+#: on the critical path of a cold resume); a larger one (a window, a whole permutation) is mapped, so
+#: its pages are the page cache's that the node's other processes share, not a private copy.
+KEEP_BYTES = 1 << 20
 
 
 class FilePlanStore:
@@ -76,8 +81,9 @@ class FilePlanStore:
                 found = _load(final)  # computed by another process while we waited
                 if found is None:
                     _remove_temps(self.root, key)
-                    _publish(final, compute())
-                    found = _load(final)
+                    computed = compute()
+                    _publish(final, computed)
+                    found = _kept(computed) if _nbytes(computed) <= KEEP_BYTES else _load(final)
         except OSError as exc:
             log.warning("plan cache %s is not usable (%s): plans stay in this process", self.root, exc)
             self._private = {}
@@ -152,6 +158,20 @@ def _load(final: Path) -> Arrays | None:
     finally:
         os.close(fd)
     return arrays
+
+
+def _nbytes(arrays: Arrays) -> int:
+    return sum(int(a.nbytes) for a in arrays.values())
+
+
+def _kept(arrays: Arrays) -> Arrays:
+    """Read-only contiguous views of freshly computed arrays, as a mapped artefact's are read-only."""
+    kept = {}
+    for name, array in arrays.items():
+        view = np.ascontiguousarray(array).view()
+        view.flags.writeable = False
+        kept[name] = view
+    return kept
 
 
 def _publish(final: Path, arrays: Arrays) -> None:

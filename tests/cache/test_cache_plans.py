@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astreaming.cache.plans import FilePlanStore
+from astreaming.cache.plans import KEEP_BYTES, FilePlanStore
 from astreaming.order import EpochSpec, World
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.weights import StreamWeights
@@ -39,6 +39,23 @@ def test_an_artefact_published_by_one_process_is_mapped_by_another(tmp_path: Pat
     assert got["ids"].tolist() == list(range(10)) and got["ids"].dtype == np.int32
     assert isinstance(got["ids"].base, np.memmap) and not got["ids"].flags.writeable  # mapped, read-only
     assert got["x"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_the_producer_uses_a_small_artefact_as_computed_and_maps_a_large_one(tmp_path: Path) -> None:
+    store = FilePlanStore(tmp_path)
+    small = {"ids": np.arange(10, dtype=np.int32)}
+    got = store.get("small", lambda: small)
+    # Not mapped back from the file it just wrote (a file open per array on a cold resume's path)...
+    assert not isinstance(got["ids"].base, np.memmap) and got["ids"].base is small["ids"]
+    assert not got["ids"].flags.writeable  # ...but read-only, as a mapped one is
+    large = {"ids": np.arange(KEEP_BYTES // 8 + 1, dtype=np.int64)}
+    got = store.get("large", lambda: large)
+    assert isinstance(got["ids"].base, np.memmap)  # the node's shared pages, not a private copy
+    assert np.array_equal(got["ids"], large["ids"])
+    # Published whole either way: another process maps both.
+    other = FilePlanStore(tmp_path)
+    assert other.get("small", _never)["ids"].tolist() == list(range(10))
+    assert np.array_equal(other.get("large", _never)["ids"], large["ids"])
 
 
 def test_a_dead_producers_temp_directory_is_removed_and_the_artefact_computed(tmp_path: Path) -> None:

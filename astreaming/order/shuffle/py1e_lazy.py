@@ -194,8 +194,11 @@ class _NodePositions:
         found_offsets: list[np.ndarray] = []
         found_values: list[np.ndarray] = []
         replay = Replay()
+        rng, drawn = replay.at(self.base), 0  # drawn: 64-bit draws taken since the node's base state
         scratch = np.empty(len(self.ramp), np.float64)
         index = np.empty(len(self.ramp), np.float64)
+        under_low = np.empty(len(self.ramp), np.bool_)
+        under_high = np.empty(len(self.ramp), np.bool_)
         for s, start, length, left, right in zip(range(a, b), starts, lengths, lefts, rights, strict=True):
             x0, x1 = max(start, lo), min(start + length, hi)
             n = x1 - x0
@@ -208,8 +211,10 @@ class _NodePositions:
                 continue
             if smallest >= high:
                 continue
-            rng = replay.at(self.base)
-            replay.bitgen.advance(int(uniform_at[s]) + x0 - start)  # one 64-bit draw per uniform
+            # Spans come in draw order: move forward to this one's first uniform (one 64-bit draw each).
+            at = int(uniform_at[s]) + x0 - start
+            replay.bitgen.advance(at - drawn)
+            drawn = at + n
             # uniform(left, right) is left + (right - left) * random(): the same operations in place,
             # then mosaic's addition of the float64 node offset (commutative: the same values).
             values = scratch[:n]
@@ -218,11 +223,23 @@ class _NodePositions:
             values += left
             np.add(self.ramp[:n], x0, out=index[:n])
             values += index[:n]
-            if smallest < low:
-                below_low += int(np.count_nonzero(values < low))
-            below_high += int(np.count_nonzero(values < high)) if largest >= high else n
-            inside = np.flatnonzero((values >= low) & (values < high))
-            if len(inside):
+            if smallest >= low:
+                count_low = 0
+            else:
+                count_low = int(np.count_nonzero(np.less(values, low, out=under_low[:n])))
+            if largest < high:
+                count_high = n
+            else:
+                count_high = int(np.count_nonzero(np.less(values, high, out=under_high[:n])))
+            below_low += count_low
+            below_high += count_high
+            if count_high > count_low:  # some positions in [low, high): the ones below high but not low
+                if largest < high:
+                    inside = np.flatnonzero(~under_low[:n]) if count_low else np.arange(n)
+                elif count_low:
+                    inside = np.flatnonzero(np.not_equal(under_high[:n], under_low[:n], out=under_high[:n]))
+                else:
+                    inside = np.flatnonzero(under_high[:n])
                 found_offsets.append(inside + x0)
                 found_values.append(values[inside])
         if not found_offsets:
