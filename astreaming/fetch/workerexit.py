@@ -24,6 +24,16 @@ code its ``run()`` earned (0 after a clean return; as ``_bootstrap`` computes it
 included, while a daemon thread watches the parent and ends the process the same way should it die
 before the exit is over. Nothing changes for a worker whose main process lives: the main process reads
 everything it reads today.
+
+Why a worker whose ``run()`` returned cleanly is not ended before the joins even with its parent alive
+(torch 2.13's ``_worker_loop`` returns on the final ``None``, through its watchdog, or after
+``KeyboardInterrupt``): then the join of torch's queue does not wait. On ``None`` either ``done_event`` is
+set (torch cancelled the join) or the worker's ``IterableDataset`` ended, and then the main process has
+received the worker's last result (the end-of-iteration marker, sent after every batch; nothing is sent
+after it), so the feeder has nothing left to write. After Ctrl-C the main process shuts the workers down
+(it sets ``done_event``, waits up to 5 s for each, then terminates it). Ending there would gain nothing
+and skip the rest of multiprocessing's exit: the joins of queues the worker's own code writes to, the
+removal of its temp directory, the wait for its non-daemon threads.
 """
 
 from __future__ import annotations
