@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import gc
 import logging
-import multiprocessing.util
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +19,7 @@ from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.errors import ConfigError
 from astreaming.fetch.stopping import install_stop_event
+from astreaming.fetch.workerexit import WorkerExit, guard_worker_exit
 from astreaming.order.world import World
 
 __all__ = ["StreamingDataLoader", "check_batch_size", "collate"]
@@ -76,12 +76,15 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         install_stop_event(self.event)
+        # The record of how run() ends, and the guard that ends an orphaned worker (its main process
+        # died) instead of letting it wait forever at exit on a result pipe nobody drains (see
+        # fetch.workerexit). The dataset's runtime installs the same guard in workers of a plain torch
+        # DataLoader; installed once per process.
+        run = guard_worker_exit()
         # Registered before anything astreaming registers in the worker, so they run last (atexit is
         # LIFO). Only a spawned worker runs them: it ends through the interpreter's shutdown, where a
         # forked one ends with os._exit right after its multiprocessing finalizers (see _ExitShortcut).
-        shortcut = _ExitShortcut()
-        multiprocessing.util.Finalize(None, shortcut.note_run_ended, exitpriority=_FIRST)
-        atexit.register(shortcut)
+        atexit.register(_ExitShortcut(run))
         atexit.register(gc.freeze)  # should the shortcut not be taken: the final collection skips them
         if self.user_fn is not None:
             self.user_fn(worker_id)
@@ -95,10 +98,6 @@ GROUP_BYTES = 1 << 20
 PACE_SLACK = 3
 
 
-#: Above any exit priority multiprocessing or torch gives their own finalizers: runs first.
-_FIRST = 1 << 30
-
-
 class _ExitShortcut:
     """The last exit handler of a spawned worker: it ends the process with ``os._exit(0)``, as a forked
     worker ends, instead of finishing the interpreter's shutdown, which collects and tears down every
@@ -109,19 +108,16 @@ class _ExitShortcut:
     logging is shut down and stdout and stderr are flushed first. Skipped, as in a forked worker: exit
     handlers registered while the worker's modules were imported, and ``__del__`` at module teardown.
 
-    Only after the worker's ``run()`` returned: multiprocessing calls :meth:`note_run_ended` right after
-    it, in a ``finally`` where an exception that escaped ``run()`` is still in flight. Otherwise the
-    shutdown takes its usual course, with the exit code it gives.
+    Only after the worker's ``run()`` returned (``run``, multiprocessing's report of how it ended: see
+    :class:`~astreaming.fetch.workerexit.WorkerExit`). Otherwise the shutdown takes its usual course, with
+    the exit code it gives.
     """
 
-    def __init__(self) -> None:
-        self.clean = False
-
-    def note_run_ended(self) -> None:
-        self.clean = sys.exc_info()[0] is None
+    def __init__(self, run: WorkerExit | None) -> None:
+        self.run = run
 
     def __call__(self) -> None:
-        if not self.clean:
+        if self.run is None or not self.run.clean:
             return
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

@@ -14,10 +14,12 @@ venv, where astreaming is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -292,27 +294,48 @@ def _tree(root: int) -> list[int]:
 
 
 def run_measured(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 1800.0, every: float = 0.05
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 1800.0,
+    every: float = 0.05,
+    kill_group: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``argv``; return its completed process and the peak RSS (MB) of its whole process tree.
 
     The tree (the process, its DataLoader workers, their helpers) is sampled every ``every`` seconds from
     /proc and the RSS of its members summed: pages shared between processes (fork's copy-on-write, mapped
     files, shared memory) count once per process, for every loader alike.
+
+    With ``kill_group`` the process starts in a session of its own, and whatever of its process group is
+    left when it ended (or when this function failed or was interrupted) is killed: for a child that ends
+    with ``os._exit`` and leaves its DataLoader workers behind.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
-            argv, env=dict(env) if env is not None else None, stdout=out, stderr=err, text=True
+            argv,
+            env=dict(env) if env is not None else None,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=kill_group,
         )
         peak = 0
         deadline = time.monotonic() + timeout
-        while proc.poll() is None:
-            peak = max(peak, sum(_rss_kb(pid) for pid in _tree(proc.pid)))
-            if time.monotonic() > deadline:
-                proc.kill()
+        try:
+            while proc.poll() is None:
+                peak = max(peak, sum(_rss_kb(pid) for pid in _tree(proc.pid)))
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise subprocess.TimeoutExpired(argv, timeout)
+                time.sleep(every)
+        finally:
+            if kill_group:
+                # The group outlives its leader while a member lives: its id stays reserved till then.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                raise subprocess.TimeoutExpired(argv, timeout)
-            time.sleep(every)
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read())

@@ -30,6 +30,7 @@ from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
 from astreaming.fetch.readiness import Readiness
 from astreaming.fetch.scheduler import FetchScheduler
 from astreaming.fetch.waiter import ShardWaiter
+from astreaming.fetch.workerexit import guard_worker_exit, in_dataloader_worker
 from astreaming.storage.base import Backend
 from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.retry import RetryPolicy, RetryStats
@@ -370,6 +371,11 @@ class SyncRuntime:
             # there, multiprocessing's exit finalizers do. Without this its ledger rows (position, needs)
             # and liveness lock file outlive it until another process sweeps them.
             multiprocessing.util.Finalize(None, self._finalizer, exitpriority=0)
+            if in_dataloader_worker():
+                # A worker of a plain torch DataLoader (a StreamingDataLoader's worker init did it
+                # already): should its main process die, it ends instead of waiting forever at exit for
+                # a result pipe nobody drains (see fetch.workerexit). Runs after the close above (-1 < 0).
+                guard_worker_exit()
 
     def enqueue(
         self,

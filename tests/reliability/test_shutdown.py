@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import gc
 import json
+import multiprocessing
 import multiprocessing.util
 import os
 import signal
@@ -31,10 +32,12 @@ from astreaming import StreamingDataLoader, StreamingDataset
 from astreaming import dataloader as dataloader_module
 from astreaming.dataloader import _ExitShortcut, _WorkerInit
 from astreaming.errors import ObjectNotFound
+from astreaming.fetch import workerexit
 from astreaming.fetch.loop_thread import LoopThread
 from astreaming.fetch.scheduler import FetchScheduler
 from astreaming.fetch.stopping import WorkersStopping, install_stop_event
 from astreaming.fetch.waiter import ShardWaiter
+from astreaming.fetch.workerexit import WorkerExit
 
 from . import exit_markers
 from .conftest import read_index, write_dataset
@@ -252,26 +255,28 @@ def test_the_exit_shortcut_only_after_a_clean_run(monkeypatch: pytest.MonkeyPatc
         exits.append(code)
 
     monkeypatch.setattr(os, "_exit", fake_exit)
-    clean = _ExitShortcut()
+    clean = WorkerExit(os.getppid(), "worker")
     clean.note_run_ended()
-    clean()
+    _ExitShortcut(clean)()
     assert exits == [0]
-    failed = _ExitShortcut()
+    failed = WorkerExit(os.getppid(), "worker")
     with pytest.raises(ValueError):
         try:
             raise ValueError("run() failed")
         finally:
             failed.note_run_ended()
-    failed()
+    _ExitShortcut(failed)()
     assert exits == [0]
-    _ExitShortcut()()  # multiprocessing never reported the end of run(): no shortcut either
+    _ExitShortcut(WorkerExit(os.getppid(), "worker"))()  # multiprocessing never reported the end of run()
+    _ExitShortcut(None)()  # not a multiprocessing child: nothing to report it
     assert exits == [0]
 
 
 def test_worker_exit_handlers_are_registered_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loader's worker init registers its exit handlers before anything else of the worker, so that
     they run last (atexit is LIFO): the shortcut, then ``gc.freeze`` before it (should the shortcut not
-    be taken, the final collection skips torch's heap); and the hook that sees ``run()`` end."""
+    be taken, the final collection skips torch's heap); and the hooks that see ``run()`` end and guard
+    the exit of an orphan (see tests/reliability/test_orphaned_workers.py)."""
     registered: list[Any] = []
     finalizers: list[tuple[Any, Any]] = []
     seen_by_user: list[int] = []
@@ -281,6 +286,9 @@ def test_worker_exit_handlers_are_registered_first(monkeypatch: pytest.MonkeyPat
         "Finalize",
         lambda obj, callback, exitpriority: finalizers.append((callback, exitpriority)),
     )
+    # As in a worker: a multiprocessing child whose guard is not installed yet.
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: multiprocessing.current_process())
+    monkeypatch.setattr(workerexit, "_guard", None)
     init = _WorkerInit(threading.Event(), lambda worker_id: seen_by_user.append(len(registered)))
     try:
         init(1)  # what each worker of a StreamingDataLoader runs first
@@ -289,8 +297,13 @@ def test_worker_exit_handlers_are_registered_first(monkeypatch: pytest.MonkeyPat
     shortcut, freeze = registered
     assert isinstance(shortcut, _ExitShortcut) and freeze is gc.freeze
     assert seen_by_user == [2]  # before the user's own init (and the dataset's runtime) could register
-    ((callback, priority),) = finalizers
-    assert callback == shortcut.note_run_ended and priority > 0
+    run = shortcut.run
+    assert run is not None
+    (note, first), (guard, before_joins) = finalizers
+    assert note == run.note_run_ended and first > 0
+    assert guard == run.guard and -5 < before_joins < 0  # before multiprocessing joins feeder threads
+    assert workerexit.guard_worker_exit() is run  # once per process (the dataset's runtime asks again)
+    assert len(finalizers) == 2
 
 
 class _Failing(StreamingDataset):
