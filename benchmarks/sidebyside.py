@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,32 +80,12 @@ def python_of(lib: str) -> str:
     return str(Path(os.environ.get("PEER2_VENV", DEFAULT_PEER2_VENV)) / "bin" / "python")
 
 
-_COMPILED: set[str] = set()
-
-
-def compile_sources(tree: Path) -> None:
-    """Byte-compile ``tree``'s astreaming package once per run, as installing it does (pip writes the
-    ``.pyc`` files of a wheel; the peers' are there). A process importing a source tree without them
-    compiles every module again: measured on 7 Dec 2026, 1.1 MB more resident (the compiler's memory)
-    and its CPU time in each measured process. ``PYTHONDONTWRITEBYTECODE``, set in some environments,
-    keeps the interpreter from ever writing them; ``__pycache__`` is ignored by git."""
-    package = tree / "astreaming"
-    if str(package) in _COMPILED or not package.is_dir():
-        return
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], env=env, check=True)
-    _COMPILED.add(str(package))
-
-
 def run(lib: str, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """``run_lib.py`` for ``lib`` in a fresh process; its JSON plus the peak RSS of its process tree."""
     paths = [str(HERE)] + ([str(_common.STUBS_DIR)] if lib == "mosaic" else [])
-    if lib == "astreaming":
-        source = os.environ.get("ASTREAMING_SRC")
-        if source:
-            # Measure another checkout of astreaming (a before/after comparison) with this venv's packages.
-            paths.insert(0, source)
-        compile_sources(Path(source) if source else HERE.parent)
+    if lib == "astreaming" and os.environ.get("ASTREAMING_SRC"):
+        # Measure another checkout of astreaming (a before/after comparison) with this venv's packages.
+        paths.insert(0, os.environ["ASTREAMING_SRC"])
     full_env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(paths))
     argv = [python_of(lib), str(HERE / "peers" / "run_lib.py"), "--lib", lib, *args]
     proc, peak_mb = _common.run_measured(argv, env=full_env, timeout=3600)

@@ -16,7 +16,7 @@ from astreaming.errors import FormatError
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo, JSONEntry, MDSEntry, ShardEntry, XSVEntry
-from astreaming.format.mds.reader import MDSReader, close_quietly, map_file, map_file_for_reads, read_by_pread
+from astreaming.format.mds.reader import MDSReader, map_file
 from astreaming.format.paths import join_basename
 
 __all__ = ["ShardReader", "load_file", "open_shard", "verify_file"]
@@ -79,17 +79,8 @@ def open_shard(root: str | Path, entry: ShardEntry, *, allow_unsafe_types: bool 
     source = str(join_basename(root, entry.raw_data.basename))
     if isinstance(entry, MDSEntry):
         plan = MDSReader.plan(entry, source=source, allow_unsafe_types=allow_unsafe_types)
-        fd: int | None = None
-        if read_by_pread(entry) and (Path(source).exists() or entry.zip_data is None):
-            # Large samples: walks read them with os.pread, nothing of the file stays mapped in.
-            buf, fd = map_file_for_reads(source, expected_size=entry.raw_data.bytes)
-        else:
-            buf = load_file(root, entry.raw_data, entry.zip_data, entry.compression)
-        try:
-            return MDSReader(buf, entry, source=source, plan=plan, fd=fd)
-        except BaseException:
-            close_quietly(fd)
-            raise
+        buf = load_file(root, entry.raw_data, entry.zip_data, entry.compression)
+        return MDSReader(buf, entry, source=source, plan=plan)
     if isinstance(entry, (JSONEntry, XSVEntry)):
         # Imported here: these readers bring the text formats' writers with them (~0.2 MB resident),
         # which an MDS dataset never needs.

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from astreaming import MDSWriter
+from astreaming.engine import readers
 
 pytestmark = [
     # The figures come from /proc/self/status and /proc/self/smaps, which only Linux has (CI runs Linux).
@@ -51,11 +52,15 @@ NOT_NEEDED = [
     "botocore",
 ]
 
-#: astreaming's own peak resident memory over torch's in the walk below, in bytes. Measured (7 Dec 2026):
-#: 7.05 MB with the package byte-compiled, 7.45 MB compiled from source (PYTHONDONTWRITEBYTECODE);
-#: 8.8 and 9.4 MB while the walk read its 10 KB samples through the mapping (before, 14 MB: the lazy
-#: imports, the private copy of the offsets table and the release of mapped pages came first).
-OWN_PEAK = 8 << 20
+#: astreaming's own peak resident memory over torch's in the walk below, in bytes: about 9.5 MB was
+#: measured (modules ~4 MB, mapped shard pages <= 4 MB, plan and the decoded segment); before the
+#: lazy imports, the private copy of the offsets table and the 1 MB release interval, 14 MB.
+OWN_PEAK = 12 << 20
+
+#: Resident bytes of the mapped shard files at any point of the walk: the pages read since the last
+#: release, within the kernel's large folios (2 MB here), with slack (4.5 MB measured at a 2 MB release).
+#: Before the offsets table was copied, the head of the file stayed mapped beside them: 6-6.8 MB.
+MAPPED_PEAK = readers.RELEASE_EVERY + (4 << 20)
 
 SCRIPT = textwrap.dedent(
     """
@@ -127,10 +132,8 @@ def test_cached_local_walk_imports_nothing_it_does_not_use(walked: dict[str, Any
     assert loaded == []
 
 
-def test_cached_local_walk_of_large_samples_maps_no_shard_page_in(walked: dict[str, Any]) -> None:
-    """10 KB samples are read with os.pread (format/mds/reader.py): none of the shards' pages is resident
-    at any point (read through the mapping, the pages read since the last release were: 4.5 MB)."""
-    assert walked["mapped_peak"] == 0, walked["mapped_peak"]
+def test_cached_local_walk_keeps_mapped_pages_within_two_folios(walked: dict[str, Any]) -> None:
+    assert 0 < walked["mapped_peak"] <= MAPPED_PEAK, walked["mapped_peak"]
 
 
 def test_cached_local_walk_adds_little_memory_to_the_process(walked: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ import pytest
 
 from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
 from astreaming.engine import iterate, readers
-from astreaming.format.mds import reader as mds_reader
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/smaps")
 
@@ -66,13 +65,6 @@ def children() -> list[int]:
 BOUND = readers.RELEASE_EVERY + 2 * SHARD
 
 
-@pytest.fixture
-def mapped_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read these 40 KB samples through the mapping, as smaller ones are (by default a plain walk reads
-    them with os.pread and maps nothing in: tests/format/test_mds_pread.py, test_footprint.py)."""
-    monkeypatch.setattr(mds_reader, "PREAD_MIN_SAMPLE", 1 << 40)
-
-
 def _ds(root: Path) -> StreamingDataset:
     return StreamingDataset(local=str(root), batch_size=8, shuffle=False)
 
@@ -85,7 +77,6 @@ def _three_quarters(it: Iterator[object], per_item: int) -> int:
     return taken
 
 
-@pytest.mark.usefixtures("mapped_reads")
 def test_plain_loop_keeps_mapped_pages_bounded(dataset: Path) -> None:
     ds = _ds(dataset)
     it = iter(ds)
@@ -97,7 +88,6 @@ def test_plain_loop_keeps_mapped_pages_bounded(dataset: Path) -> None:
     assert resident <= BOUND, f"{resident} resident bytes of {count} mapped shards"
 
 
-@pytest.mark.usefixtures("mapped_reads")
 def test_without_releasing_the_pages_stay(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same walk with releases turned off: the bound above is what they buy (so the tests can fail)."""
     monkeypatch.setattr(iterate, "RELEASE_EVERY", 1 << 60)
@@ -108,7 +98,6 @@ def test_without_releasing_the_pages_stay(dataset: Path, monkeypatch: pytest.Mon
     assert sum(1 for _ in it) == SAMPLES - SAMPLES * 3 // 4
 
 
-@pytest.mark.usefixtures("mapped_reads")
 def test_async_loop_keeps_mapped_pages_bounded(dataset: Path) -> None:
     async def walk() -> tuple[int, int, int]:
         seen, measured = 0, (0, 0)

@@ -13,7 +13,6 @@ writer config JSON (ends at ``offsets[0]``), then the samples; ``offsets[N]`` is
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import functools
@@ -42,7 +41,6 @@ __all__ = [
     "SampleDecoder",
     "build_decoder",
     "map_file",
-    "map_file_for_reads",
     "mds_header_size",
     "parse_mds_header",
 ]
@@ -299,9 +297,6 @@ class MDSReader:
         source: the shard file, named in errors.
         allow_unsafe_types: permit ``pkl`` columns.
         plan: the :class:`DecodePlan` from :meth:`plan` when already built.
-        fd: a descriptor of the mapped file, owned by the reader from now on (closed by :meth:`close`):
-            ``get_many`` then reads with ``os.pread`` (see :func:`read_by_pread`). Ignored (and left
-            open) unless ``buf`` is a mapping.
 
     Attributes:
         get_item: ``get_item(i)`` decodes sample ``i`` (``0 <= i < N``, else IndexError).
@@ -317,7 +312,6 @@ class MDSReader:
         source: str,
         allow_unsafe_types: bool = False,
         plan: DecodePlan | None = None,
-        fd: int | None = None,
     ) -> None:
         # Build the decoder first: a pkl column must fail before any sample is touched.
         plan = plan or self.plan(entry, source=source, allow_unsafe_types=allow_unsafe_types)
@@ -328,26 +322,16 @@ class MDSReader:
         )
         self._buf = buf
         self._num = entry.samples
-        # Runs of samples are read with os.pread from this descriptor (owned by the reader) instead of
-        # through the mapping: see read_by_pread.
-        self._fd = fd if fd is not None and isinstance(buf, mmap.mmap) else None
         # memoryview indexing yields Python ints ~10x faster than indexing the numpy array.
         if sys.byteorder == "little":
             table = memoryview(buf)[4 : 4 + 4 * (self._num + 1)]
-            if self._fd is not None or _copy_offsets(buf, len(table)):
+            if _copy_offsets(buf, len(table)):
                 table = memoryview(table.tobytes())
             self._offs: Sequence[int] = table.cast("I")
         else:  # pragma: no cover - big-endian hosts
             self._offs = self.offsets.astype(np.int64).tolist()
         self.get_item: Callable[[int], dict[str, Any]] = plan.bind(buf, self._offs)
         self.get_many: Callable[[Iterable[int]], list[dict[str, Any]]] = plan.bind_many(buf, self._offs)
-        if self._fd is not None:
-            self._bind_many = plan.bind_many
-            self._mapped_many = self.get_many
-            self.get_many = self._read_many
-            # The header was validated and copied through the mapping: give its pages back now (the
-            # reads below never map any).
-            release_pages(buf)
         # Columnar decoding (get_columns) is built on first use: the plain iteration never needs it.
         self._layout: ColumnLayout | None = None
 
@@ -372,14 +356,10 @@ class MDSReader:
         """
         source = str(path)
         plan = cls.plan(entry, source=source, allow_unsafe_types=allow_unsafe_types)
-        if read_by_pread(entry):
-            buf, fd = map_file_for_reads(path, expected_size=entry.raw_data.bytes)
-        else:
-            buf, fd = map_file(path, expected_size=entry.raw_data.bytes), None
+        buf = map_file(path, expected_size=entry.raw_data.bytes)
         try:
-            return cls(buf, entry, source=source, plan=plan, fd=fd)
+            return cls(buf, entry, source=source, plan=plan)
         except BaseException:
-            close_quietly(fd)
             if isinstance(buf, mmap.mmap):
                 buf.close()
             raise
@@ -438,67 +418,12 @@ class MDSReader:
             raise IndexError(f"{self.source}: sample {index} out of range (shard has {self._num})")
         return bytes(self._buf[self._offs[index] : self._offs[index + 1]])
 
-    def _read_many(self, indices: Iterable[int]) -> list[dict[str, Any]]:
-        """``get_many`` of a reader with a descriptor: each run of consecutive samples (at most
-        ``PREAD_BYTES``, or one larger sample) read with one ``os.pread`` and decoded from those bytes.
-
-        The same samples as the mapped ``get_many``, and the same errors: whatever fails here (an index
-        out of range, a corrupt sample) is decoded again through the mapping, which raises its own
-        error naming the shard, the sample and the absolute byte positions.
-        """
-        wanted = indices if isinstance(indices, list) else list(indices)
-        count = len(wanted)
-        if not count or self._fd is None:
-            return self._mapped_many(wanted)
-        first = wanted[0]
-        sequential = type(first) is int and first >= 0 and first + count <= self._num
-        if sequential and wanted == list(range(first, first + count)):  # a sequential walk's segment
-            return self._read_run(wanted, first, first + count)
-        out: list[dict[str, Any]] = []
-        for index in wanted:  # shuffled: one read per sample
-            if type(index) is not int or not 0 <= index < self._num:
-                return self._mapped_many(wanted)
-            decoded = self._read_run(wanted, index, index + 1)
-            if len(decoded) != 1:  # pragma: no cover - _read_run returns the mapped decode of wanted
-                return decoded
-            out += decoded
-        return out
-
-    def _read_run(self, wanted: list[int], begin: int, end: int) -> list[dict[str, Any]]:
-        """Samples ``begin..end-1`` (in range), read ``PREAD_BYTES`` at a time; on a decoding error,
-        ``wanted`` decoded through the mapping (which raises that error as the mapped reader does)."""
-        offs, fd, bind = self._offs, self._fd, self._bind_many
-        assert fd is not None
-        out: list[dict[str, Any]] = []
-        while begin < end:
-            lo = offs[begin]
-            # The last sample boundary within PREAD_BYTES of lo (one sample at least).
-            stop = max(begin + 1, bisect.bisect_right(offs, lo + PREAD_BYTES, begin + 1, end + 1) - 1)
-            hi = offs[stop]
-            try:
-                data = os.pread(fd, hi - lo, lo)
-            except OSError as exc:
-                raise FormatError(f"{self.source}: reading bytes {lo}..{hi}: {exc}") from exc
-            if len(data) != hi - lo:
-                raise FormatError(
-                    f"{self.source}: read {len(data)} bytes at {lo} where the shard has {hi - lo} "
-                    "(the file changed while open)"
-                )
-            try:
-                out += bind(data, [o - lo for o in offs[begin : stop + 1]])(range(stop - begin))
-            except Exception:
-                return self._mapped_many(wanted)
-            begin = stop
-        return out
-
     def release_pages(self) -> None:
         """Drop this process's resident pages of the shard's mapping (see :mod:`astreaming.format.pages`)."""
         release_pages(self._buf)
 
     def close(self) -> None:
         """Release the mapping. Samples already returned stay valid (they are copies)."""
-        fd, self._fd = self._fd, None
-        close_quietly(fd)
         buf = self._buf
         self.get_item = _closed
         self.get_many = _closed_many
@@ -548,34 +473,6 @@ def _closed_many(indices: Iterable[int]) -> list[dict[str, Any]]:
     raise IndexError("the shard reader is closed")
 
 
-#: An MDS shard whose samples average at least this many bytes is read by ``get_many`` with ``os.pread``
-#: rather than through its mapping (see :func:`read_by_pread`).
-PREAD_MIN_SAMPLE = 4 << 10
-#: Bytes read by one ``os.pread`` at most (a run of consecutive samples; a larger sample is read alone).
-#: A walk's segment (64 samples at most) is one read up to this size: with 10 KB samples, reads of 256 KB
-#: read the cached plain loop 7% slower than reads of 1 MB (idle machine, 7 Dec 2026).
-PREAD_BYTES = 1 << 20
-
-
-def read_by_pread(entry: MDSEntry) -> bool:
-    """Whether a mapped shard's walks read its samples with ``os.pread`` instead of through the mapping.
-
-    Read through a mapping, every page a walk touches is resident in the process until the walk gives it
-    back (``engine/readers.py``: every 2 MB decoded), and the kernel maps cached file pages a large folio
-    at a time (up to 2 MB here): 4-6 MB of a process's resident set, whatever the dataset. Read with
-    ``os.pread``, a run of samples costs one buffer the allocator reuses. Small samples stay mapped: a
-    read per run of them costs more than the pages they share.
-    """
-    return entry.raw_data.bytes >= PREAD_MIN_SAMPLE * max(1, entry.samples)
-
-
-def close_quietly(fd: int | None) -> None:
-    """Close ``fd`` if it is one (a reader's descriptor, when it closes or fails to open)."""
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 def map_file(path: str | Path, *, expected_size: int) -> mmap.mmap | bytes:
     """Map a whole file read-only (an empty file gives ``b""``, which mmap cannot map).
 
@@ -584,27 +481,12 @@ def map_file(path: str | Path, *, expected_size: int) -> mmap.mmap | bytes:
             blocking, so a FIFO cannot hang the reader) or its size differs from ``expected_size``
             (naming the path).
     """
-    return _map(path, expected_size, keep_fd=False)[0]
-
-
-def map_file_for_reads(path: str | Path, *, expected_size: int) -> tuple[mmap.mmap | bytes, int | None]:
-    """:func:`map_file`, and a descriptor of the same file kept open for ``os.pread`` (None for an empty
-    file); the caller owns it (:class:`MDSReader` closes it).
-
-    Raises:
-        FormatError: as :func:`map_file`.
-    """
-    return _map(path, expected_size, keep_fd=True)
-
-
-def _map(path: str | Path, expected_size: int, *, keep_fd: bool) -> tuple[mmap.mmap | bytes, int | None]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise FormatError(f"{path}: shard file not found") from None
     except IsADirectoryError:
         raise FormatError(f"{path}: is a directory, not a shard file") from None
-    kept: int | None = None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -614,11 +496,7 @@ def _map(path: str | Path, expected_size: int, *, keep_fd: bool) -> tuple[mmap.m
         if size != expected_size:
             raise FormatError(f"{path}: file has {size} bytes but the index says {expected_size}")
         if size == 0:
-            return b"", None
-        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        if keep_fd:
-            kept = fd  # the same file as the mapping (it cannot be replaced under an open descriptor)
-        return buf, kept
+            return b""
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     finally:
-        if kept is None:
-            os.close(fd)  # the mapping keeps its own reference to the file
+        os.close(fd)  # the mapping keeps its own reference to the file
