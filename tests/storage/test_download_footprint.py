@@ -1,0 +1,95 @@
+"""What concurrent S3 downloads hold in memory: each its gather buffer and the chunk in hand, not its
+object nor several buffers' worth (issue 12: peak RSS not above the best peer's).
+
+The downloads run in a fresh interpreter (this tree on ``PYTHONPATH``) against moto in server mode, in
+this process: the server's own memory is not measured. The figure is the kernel's (``VmHWM`` after a
+reset of the peak through ``/proc/self/clear_refs``), so it holds under any load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from storage_cases import S3_BUCKET
+
+from astreaming.storage import partfile
+from astreaming.storage.base import CHUNK_SIZE
+from astreaming.testing.servers import MotoS3Server
+
+pytestmark = [
+    # /proc/self/status and /proc/self/clear_refs are Linux's (CI runs Linux).
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self (Linux only)"),
+    pytest.mark.timeout(300),
+    pytest.mark.usefixtures("aws_env"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Downloads at once, and the size of each object (several buffers' worth).
+DOWNLOADS = 8
+SIZE = 24 << 20
+
+#: What one download may hold: its buffer, the chunk it copies in, and aiohttp's read-ahead.
+PER_DOWNLOAD = partfile.WRITE_BUFFER + CHUNK_SIZE + (1 << 20)
+#: Everything else the burst may add (sockets, tasks, worker threads' stacks and arenas).
+SLACK = 8 << 20
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from pathlib import Path
+    from astreaming.storage.s3 import S3Backend
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+
+    async def main(endpoint, urls, dest):
+        async with S3Backend(endpoint_url=endpoint) as b:
+            # The client built, a connection warm, the allocator past its first large blocks.
+            await b.download(urls[0], dest / "warm")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # VmHWM := VmRSS
+            base = status("VmRSS")
+            sizes = await asyncio.gather(*(b.download(u, dest / str(i)) for i, u in enumerate(urls)))
+            return {"sizes": sizes, "held": status("VmHWM") - base}
+
+    endpoint, dest, *urls = sys.argv[1:]
+    print(json.dumps(asyncio.run(main(endpoint, urls, Path(dest)))))
+    """
+)
+
+
+def test_concurrent_s3_downloads_hold_a_buffer_each(s3_server: MotoS3Server, tmp_path: Path) -> None:
+    prefix = f"footprint-{uuid.uuid4().hex[:8]}"
+    client = s3_server.client()
+    try:
+        data = os.urandom(SIZE)
+        for i in range(DOWNLOADS):
+            client.put_object(Bucket=S3_BUCKET, Key=f"{prefix}/{i}.bin", Body=data)
+    finally:
+        client.close()
+    del data
+    urls = [f"s3://{S3_BUCKET}/{prefix}/{i}.bin" for i in range(DOWNLOADS)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, s3_server.url, str(tmp_path), *urls],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["sizes"] == [SIZE] * DOWNLOADS
+    assert all((tmp_path / str(i)).stat().st_size == SIZE for i in range(DOWNLOADS))
+    assert result["held"] <= DOWNLOADS * PER_DOWNLOAD + SLACK, result["held"]
