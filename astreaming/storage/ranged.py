@@ -27,9 +27,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from astreaming.storage.base import Backend, discard
-from astreaming.storage.gather import Gather
+from astreaming.storage.base import CHUNK_SIZE, Backend, discard
 from astreaming.storage.linkgauge import LinkGauge
+from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import redact
 
@@ -44,7 +44,10 @@ PART_SECONDS = 0.5
 COST_RATIO = 10.0
 #: Bytes of parts held in memory at once (fetched, not yet written), over every object in flight.
 BUFFER_BYTES = 96 << 20
-#: A streamed part is written in pieces of at least this many bytes (one thread hop each).
+#: A streamed part is written in pieces of at least this many bytes (one thread hop each). Every part in
+#: flight holds up to this plus a chunk: at 1 MB the cold S3 epoch of ``python -m benchmarks remote``
+#: (about 12 parts in flight at its peak) peaked 10-11 MB higher than at 256 KB, in the same time
+#: (interleaved runs, load 3-4, 7 Dec 2026); 128 KB saved nothing more.
 WRITE_GATHER = 256 << 10
 #: Most parts requested at once.
 MAX_PARALLEL = 16
@@ -184,7 +187,7 @@ class RangedDownloader:
     ) -> None:
         # A backend that streams holds a gathered piece at a time; one that cannot, the whole part.
         streams = type(backend).read_range_into is not Backend.read_range_into
-        held = min(end - start, 2 * WRITE_GATHER) if streams else end - start
+        held = min(end - start, WRITE_GATHER + CHUNK_SIZE) if streams else end - start
         async with self._buffer.hold(held), self._slots:
             read = lambda: self._read(backend, url, start, end, size, fd)  # noqa: E731 - a fresh attempt per call
             await with_retries(policy, read, url=url, stats=stats, what="range download")
@@ -200,7 +203,6 @@ class RangedDownloader:
                 received = await backend.read_range_into(url, start, asked, writer)
             await writer.flush()
         finally:
-            writer.close()
             self.gauge.end(request, received)  # a failed attempt frees its connection, unmeasured
         # The backends raise TransientStorageError for a body cut short of its announced length. A
         # complete answer of another length is retried too (a hop may cut a body and lower its
@@ -215,31 +217,30 @@ class RangedDownloader:
 
 
 class _PartWriter:
-    """The sink of one attempt at a part: writes what arrives at the part's offsets, gathered
-    :data:`WRITE_GATHER` at a time (nothing past the part's end: the byte asked past an object's end only
-    shows it is longer)."""
+    """The sink of one attempt at a part: writes what arrives at the part's offsets, in gathered pieces
+    (nothing past the part's end: the byte asked past an object's end only shows it is longer)."""
 
     def __init__(self, fd: int, start: int, end: int) -> None:
-        self._room = end - start
-        self._gather = Gather(
-            lambda view, offset: _write_at(fd, view, offset), capacity=WRITE_GATHER, offset=start
-        )
+        self._fd = fd
+        self._offset = start  # where the pending bytes go
+        self._end = end
+        self._pending = bytearray()
 
     async def __call__(self, chunk: bytes) -> None:
-        if self._room <= 0:
-            return
-        piece = memoryview(chunk)[: self._room]
-        self._room -= len(piece)
-        await self._gather.add(piece)
+        room = self._end - self._offset - len(self._pending)
+        if room > 0:
+            self._pending += chunk[:room] if len(chunk) > room else chunk
+        if len(self._pending) >= WRITE_GATHER:
+            await self.flush()
 
     async def flush(self) -> None:
         """Write what is pending (waited for to its end even when cancelled: the descriptor is closed
         right after the download)."""
-        await self._gather.flush()
-
-    def close(self) -> None:
-        """Give the buffer back (what is pending is dropped: a failed attempt's part is fetched again)."""
-        self._gather.close()
+        if not self._pending:
+            return
+        data, self._pending = self._pending, bytearray()
+        await settle(asyncio.ensure_future(asyncio.to_thread(_write_at, self._fd, data, self._offset)))
+        self._offset += len(data)
 
 
 class _ByteBudget:
@@ -264,7 +265,7 @@ class _ByteBudget:
                 self._changed.notify_all()
 
 
-def _write_at(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
