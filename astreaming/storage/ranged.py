@@ -45,9 +45,10 @@ COST_RATIO = 10.0
 #: Bytes of parts held in memory at once (fetched, not yet written), over every object in flight.
 BUFFER_BYTES = 96 << 20
 #: A streamed part is written in pieces of at least this many bytes (one thread hop each). Every part in
-#: flight holds up to this plus a chunk: at 1 MB the cold S3 epoch of ``python -m benchmarks remote``
-#: (about 12 parts in flight at its peak) peaked 10-11 MB higher than at 256 KB, in the same time
-#: (interleaved runs, load 3-4, 7 Dec 2026); 128 KB saved nothing more.
+#: flight holds up to this plus a chunk: with 1 MB here (and 4 MB for ``partfile.WRITE_BUFFER``) the cold
+#: S3 epoch of ``python -m benchmarks remote``, ~12 parts in flight at its peak, peaked at 273.5 MB of
+#: tree RSS, at 256 KB (and 1 MB) at 259.2 MB, in 0.955x the time (medians of 3 interleaved rounds, load
+#: 3, 7 Dec 2026: ``benchmarks/results/remote_ttfs_rss_s9_ab.json``). Smaller pieces saved no more.
 WRITE_GATHER = 256 << 10
 #: Most parts requested at once.
 MAX_PARALLEL = 16
