@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from astreaming.storage.base import Backend, discard
+from astreaming.storage.base import CHUNK_SIZE, Backend, discard
 from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.partfile import settle
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
@@ -44,8 +44,12 @@ PART_SECONDS = 0.5
 COST_RATIO = 10.0
 #: Bytes of parts held in memory at once (fetched, not yet written), over every object in flight.
 BUFFER_BYTES = 96 << 20
-#: A streamed part is written in pieces of at least this many bytes (one thread hop each).
-WRITE_GATHER = 1 << 20
+#: A streamed part is written in pieces of at least this many bytes (one thread hop each). Every part in
+#: flight holds up to this plus a chunk: with 1 MB here (and 4 MB for ``partfile.WRITE_BUFFER``) the cold
+#: S3 epoch of ``python -m benchmarks remote``, ~12 parts in flight at its peak, peaked at 273.5 MB of
+#: tree RSS, at 256 KB (and 1 MB) at 259.2 MB, in 0.955x the time (medians of 3 interleaved rounds, load
+#: 3, 7 Dec 2026: ``benchmarks/results/remote_ttfs_rss_s9_ab.json``). Smaller pieces saved no more.
+WRITE_GATHER = 256 << 10
 #: Most parts requested at once.
 MAX_PARALLEL = 16
 #: Weight of the newest measurement in the running estimate of one request's throughput.
@@ -184,7 +188,7 @@ class RangedDownloader:
     ) -> None:
         # A backend that streams holds a gathered piece at a time; one that cannot, the whole part.
         streams = type(backend).read_range_into is not Backend.read_range_into
-        held = min(end - start, 2 * WRITE_GATHER) if streams else end - start
+        held = min(end - start, WRITE_GATHER + CHUNK_SIZE) if streams else end - start
         async with self._buffer.hold(held), self._slots:
             read = lambda: self._read(backend, url, start, end, size, fd)  # noqa: E731 - a fresh attempt per call
             await with_retries(policy, read, url=url, stats=stats, what="range download")
