@@ -3,8 +3,9 @@ join, the chunk in hand), a ranged part a few hundred KB, never their objects (i
 above the best peer's).
 
 The downloads run in a fresh interpreter (this tree on ``PYTHONPATH``) against moto in server mode (and
-for the ranged one the fault proxy), in this process: their own memory is not measured. The figure is the kernel's (``VmHWM`` after a
-reset of the peak through ``/proc/self/clear_refs``), so it holds under any load.
+for the ranged one the fault proxy), in this process: their own memory is not measured. The figure is
+the kernel's (``VmHWM`` after a reset of the peak through ``/proc/self/clear_refs``), so it holds under
+any load.
 """
 
 from __future__ import annotations
