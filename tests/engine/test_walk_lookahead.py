@@ -78,38 +78,22 @@ def test_a_local_walk_computes_its_look_ahead_after_its_first_chunk(
     assert first_batch + rest == whole[skipped:]
 
 
-def test_a_walk_that_downloads_computes_its_look_ahead_before_its_first_sample(
-    tmp_path: Path, computed: list[tuple[int, int]]
+# Shards fetched into the cache: the look-ahead's are wanted while the first chunk's come in. Under a
+# cache limit, once every shard is cached (in place): eviction needs to know what comes next.
+@pytest.mark.parametrize("cache_limit", [None, "1mb"])
+def test_a_walk_that_fetches_or_runs_under_a_cache_limit_computes_its_look_ahead_first(
+    tmp_path: Path, computed: list[tuple[int, int]], cache_limit: str | None
 ) -> None:
     data = _write(tmp_path / "remote")
+    cache = str(tmp_path / "cache")
     ds = StreamingDataset(
-        remote=str(data), local=str(tmp_path / "cache"), batch_size=BATCH, shuffle=True, shuffle_seed=7
+        remote=str(data), local=cache, batch_size=BATCH, shuffle=True, shuffle_seed=7, cache_limit=cache_limit
     )
+    if cache_limit is not None:
+        list(ds)  # the cache now holds every shard
     computed.clear()
     it = iter(ds)
     next(it)
-    # Its shards are fetched into the cache: the look-ahead's are wanted while the first chunk's come in.
-    assert computed == [(0, 1), (1, 3)]
-    assert len(list(it)) == 400 - 1
-
-
-def test_a_local_walk_under_a_cache_limit_computes_its_look_ahead_first(
-    tmp_path: Path, computed: list[tuple[int, int]]
-) -> None:
-    data = _write(tmp_path / "remote")
-    ds = StreamingDataset(
-        remote=str(data),
-        local=str(tmp_path / "cache"),
-        batch_size=BATCH,
-        shuffle=True,
-        shuffle_seed=7,
-        cache_limit="1mb",
-    )
-    list(ds)  # the cache now holds every shard
-    computed.clear()
-    it = iter(ds)
-    next(it)
-    # In place, but eviction under the limit needs to know what comes next.
     assert computed == [(0, 1), (1, 3)]
     assert len(list(it)) == 400 - 1
 

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from storage_cases import S3_BUCKET
@@ -43,17 +44,23 @@ SIZE = 24 << 20
 #: gathered up to the buffer, then joined: twice the buffer for a moment, in each download).
 HELD_MAX = DOWNLOADS * (3 << 20)
 
-SCRIPT = textwrap.dedent(
+#: The resident-set reader both scripts start with.
+PRELUDE = textwrap.dedent(
     """
-    import asyncio, json, sys
-    from pathlib import Path
-    from astreaming.storage.s3 import S3Backend
-
     def status(key):
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
+    """
+)
+
+SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from pathlib import Path
+    from astreaming.storage.s3 import S3Backend
+
 
     async def main(endpoint, urls, dest):
         async with S3Backend(endpoint_url=endpoint) as b:
@@ -71,25 +78,32 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_concurrent_s3_downloads_hold_a_buffer_each(s3_server: MotoS3Server, tmp_path: Path) -> None:
-    data = os.urandom(SIZE)
+def _upload(s3_server: MotoS3Server, data: bytes) -> str:
+    """The URL of a new object holding ``data``."""
     key = f"footprint-{uuid.uuid4().hex[:8]}.bin"
     client = s3_server.client()
     try:
         client.put_object(Bucket=S3_BUCKET, Key=key, Body=data)
     finally:
         client.close()
-    url = f"s3://{S3_BUCKET}/{key}"
+    return f"s3://{S3_BUCKET}/{key}"
+
+
+def _run(script: str, *args: str) -> dict[str, Any]:
+    """``script``'s JSON result, run in a fresh interpreter on this tree."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, s3_server.url, str(tmp_path), *[url] * DOWNLOADS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_concurrent_s3_downloads_hold_a_buffer_each(s3_server: MotoS3Server, tmp_path: Path) -> None:
+    data = os.urandom(SIZE)
+    url = _upload(s3_server, data)
+    result = _run(SCRIPT, s3_server.url, str(tmp_path), *[url] * DOWNLOADS)
     assert result["sizes"] == [SIZE] * DOWNLOADS
     assert all((tmp_path / str(i)).read_bytes() == data for i in range(DOWNLOADS))
     assert result["held"] <= HELD_MAX, result["held"]
@@ -104,7 +118,7 @@ PART = 4 << 20
 #: (each part's bytes gathered in a ``bytearray`` until a write).
 RANGED_HELD_MAX = (RANGED_SIZE // PART) * (384 << 10)
 
-RANGED_SCRIPT = textwrap.dedent(
+RANGED_SCRIPT = PRELUDE + textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
@@ -112,11 +126,6 @@ RANGED_SCRIPT = textwrap.dedent(
     from astreaming.storage.retry import RetryPolicy, RetryStats
     from astreaming.storage.s3 import S3Backend
 
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
 
     async def main(endpoint, url, size, dest):
         async with S3Backend(endpoint_url=endpoint) as b:
@@ -136,24 +145,9 @@ RANGED_SCRIPT = textwrap.dedent(
 
 def test_ranged_s3_download_holds_little_per_part(s3_server: MotoS3Server, tmp_path: Path) -> None:
     data = os.urandom(RANGED_SIZE)
-    key = f"footprint-{uuid.uuid4().hex[:8]}.bin"
-    client = s3_server.client()
-    try:
-        client.put_object(Bucket=S3_BUCKET, Key=key, Body=data)
-    finally:
-        client.close()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    url = _upload(s3_server, data)
     with ThreadedFaultProxy(s3_server.url, FaultPlan(latency=0.02, bandwidth=50e6)) as proxy:
-        done = subprocess.run(
-            [sys.executable, "-c", RANGED_SCRIPT, proxy.url, str(tmp_path), f"s3://{S3_BUCKET}/{key}",
-             str(RANGED_SIZE)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = _run(RANGED_SCRIPT, proxy.url, str(tmp_path), url, str(RANGED_SIZE))
     assert result["size"] == RANGED_SIZE and result["parts"] == RANGED_SIZE // PART
     assert (tmp_path / "out").read_bytes() == data
     assert result["held"] <= RANGED_HELD_MAX, result["held"]
