@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from proc_status import STATUS_SOURCE
 
 from astreaming import MDSWriter
 from astreaming.engine import readers
@@ -62,15 +63,9 @@ OWN_PEAK = 12 << 20
 #: Before the offsets table was copied, the head of the file stayed mapped beside them: 6-6.8 MB.
 MAPPED_PEAK = readers.RELEASE_EVERY + (4 << 20)
 
-SCRIPT = textwrap.dedent(
+SCRIPT = STATUS_SOURCE + textwrap.dedent(
     """
     import json, sys
-
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
 
     def mapped(root):
         resident, inside = 0, False

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from proc_status import STATUS_SOURCE
 from storage_cases import S3_BUCKET
 
 from astreaming.testing.faults import FaultPlan
@@ -44,18 +45,7 @@ SIZE = 24 << 20
 #: gathered up to the buffer, then joined: twice the buffer for a moment, in each download).
 HELD_MAX = DOWNLOADS * (3 << 20)
 
-#: The resident-set reader both scripts start with.
-PRELUDE = textwrap.dedent(
-    """
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    """
-)
-
-SCRIPT = PRELUDE + textwrap.dedent(
+SCRIPT = STATUS_SOURCE + textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
@@ -118,7 +108,7 @@ PART = 4 << 20
 #: (each part's bytes gathered in a ``bytearray`` until a write).
 RANGED_HELD_MAX = (RANGED_SIZE // PART) * (384 << 10)
 
-RANGED_SCRIPT = PRELUDE + textwrap.dedent(
+RANGED_SCRIPT = STATUS_SOURCE + textwrap.dedent(
     """
     import asyncio, json, sys
     from pathlib import Path
