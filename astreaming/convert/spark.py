@@ -5,17 +5,30 @@ int -> int32, long -> int64, float -> float32, double -> float64, decimal -> str
 binary -> bytes, array<short|int|long|float|double> -> ndarray:<int16|int32|int64|float32|float64>;
 booleans, dates, timestamps and other types need explicit ``columns``. Compression defaults to zstd.
 
-Each task writes its partition with astreaming's uploading ``MDSWriter`` into ``out/<partition>``
-(zero-padded, so partitions sort in DataFrame order), local or remote; the driver then merges the
-partition indexes into ``out/index.json``. The writer contract holds: a failed task publishes no
-partition index and the driver no root index; an existing output is replaced only with ``exist_ok``.
+Each task attempt writes its partition with astreaming's uploading ``MDSWriter`` into a directory of its
+own, ``out/<partition>-<run>-<attempt>`` (the partition zero-padded, so partitions sort in DataFrame
+order), local or remote; the driver then merges the partition indexes of the attempts Spark accepted into
+``out/index.json``. The writer contract holds: a failed task publishes no partition index and the driver
+no root index; an existing output is replaced only with ``exist_ok``.
+
+Why a directory per attempt and per call: when a job fails, Spark marks its other tasks killed, but a
+Python worker that was busy (importing pandas, inside a udf) is not stopped until it next touches its
+socket. Such a task of a failed call can run on while the user's rerun writes the same partition; with
+one directory per partition it emptied the rerun's directory (CI saw ``00002/index.json`` vanish after
+the rerun published it) or overwrote its shards. A task never empties or reuses a directory now, so a
+stale attempt can only leave a directory of its own that no index references.
 ``pyspark`` (4.x, with pandas and pyarrow) is needed only to call this function.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from astreaming._units import bytes_to_int
@@ -99,8 +112,9 @@ def _task(
     writer_kwargs: dict[str, Any],
     udf_iterable: Callable[..., Iterable[Mapping[str, Any]]] | None,
     udf_kwargs: dict[str, Any],
+    run: str,
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """The ``mapInPandas`` function: write this task's rows into ``out/<partition>``."""
+    """The ``mapInPandas`` function: write this attempt's rows into ``out/<partition>-<run>-<attempt>``."""
 
     def write(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
@@ -108,11 +122,13 @@ def _task(
 
         context = TaskContext.get()
         partition = context.partitionId() if context is not None else 0
-        name = f"{partition:05d}"
+        attempt = context.attemptNumber() if context is not None else 0
+        name = f"{partition:05d}-{run}-{attempt}"
         coerce = coercers(columns)
         samples = 0
-        # exist_ok: the driver checked the root; a retried task replaces its failed attempt's files.
-        with MDSWriter(out=_partition_out(out, name), columns=columns, **writer_kwargs, exist_ok=True) as w:
+        # Not exist_ok: the name is this attempt's alone, so an existing directory means a bug, and a task
+        # must never empty a directory another attempt (or call) may be writing or may have published.
+        with MDSWriter(out=_partition_out(out, name), columns=columns, **writer_kwargs, exist_ok=False) as w:
             for frame in frames:
                 rows = udf_iterable(frame, **udf_kwargs) if udf_iterable else frame.to_dict("records")
                 for row in rows:
@@ -179,7 +195,9 @@ def dataframe_to_mds(
     for target in (remote, local):
         if target is not None:
             prepare_root(target, exist_ok, {})
-    task = _task(dict(columns), out, kwargs, udf_iterable, dict(udf_kwargs or {}))
+    # A token of this call in every partition name: see the module docstring.
+    run = uuid.uuid4().hex[:8]
+    task = _task(dict(columns), out, kwargs, udf_iterable, dict(udf_kwargs or {}), run)
     try:
         results = dataframe.mapInPandas(task, schema="partition long, name string, samples long").collect()
     except Exception as e:
@@ -187,7 +205,24 @@ def dataframe_to_mds(
             f"dataframe_to_mds: a Spark task failed; no index.json was published in {out!r}: {e}"
         ) from e
     names = [row["name"] for row in sorted(results, key=lambda r: r["partition"])]
+    if local is not None:
+        _remove_failed_attempts(local, run, set(names))
     if merge_index and names:
         parts = [_partition_out(out, name) for name in names]
         merge_partitions(parts, out)
     return local, remote
+
+
+def _remove_failed_attempts(local: str, run: str, accepted: set[str]) -> None:
+    """Delete this call's local attempt directories that Spark did not accept (retried or speculative).
+
+    Best effort: an attempt Spark could not stop may still be writing, and whatever it leaves is never
+    referenced by an index. A remote output keeps such directories (listing and deleting them would cost
+    more than the bytes they hold); so does the local side of a ``(local, remote)`` output on executors.
+    """
+    root = Path(local[len("file://") :] if local.startswith("file://") else local)
+    pattern = re.compile(rf"\d{{5,}}-{run}-\d+")
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            if entry.is_dir() and pattern.fullmatch(entry.name) and entry.name not in accepted:
+                shutil.rmtree(entry, ignore_errors=True)

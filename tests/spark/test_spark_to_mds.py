@@ -91,13 +91,17 @@ def test_local_output_mapping_partitions_and_merge(spark: Any, tmp_path: Path) -
         "x": "float64",
     }
     assert shard["compression"] == "zstd"  # mosaic's default for dataframe_to_mds
-    assert sorted(p.name for p in out.iterdir()) == ["00000", "00001", "00002", "index.json"]
+    # One directory per partition, named for the partition, this call and the task attempt.
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert [d.split("-")[0] for d in dirs] == ["00000", "00001", "00002"]
+    assert len({d.split("-")[1] for d in dirs}) == 1 and all(d.endswith("-0") for d in dirs)
+    assert sorted(p.name for p in out.iterdir() if not p.is_dir()) == ["index.json"]
     # The merged index lists partition 0's shards, then 1's, then 2's.
     prefixes = [s["raw_data"]["basename"].split("/")[0] for s in index["shards"]]
-    assert prefixes == sorted(prefixes)
+    assert prefixes == sorted(prefixes) and set(prefixes) == set(dirs)
     samples = _read_local(out)
     _check_rows(samples)
-    parts = [_read_local(out / p) for p in ("00000", "00001", "00002")]
+    parts = [_read_local(out / p) for p in dirs]
     assert [int(s["id"]) for s in samples] == [int(s["id"]) for part in parts for s in part]
 
 
@@ -155,6 +159,37 @@ def test_failed_task_publishes_no_index_and_rerun_needs_exist_ok(spark: Any, tmp
         dataframe_to_mds(_frame(spark), mds_kwargs={"out": str(out)})
     dataframe_to_mds(_frame(spark), mds_kwargs={"out": str(out), "exist_ok": True})
     _check_rows(_read_local(out))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_task_of_an_earlier_call_cannot_touch_the_rerun(spark: Any, tmp_path: Path) -> None:
+    """A failed call's task that Spark did not stop in time runs on during the rerun, or only starts then.
+
+    When a job fails Spark marks its other tasks killed, but a Python worker busy importing pandas or
+    inside a udf runs on until it next touches its socket. CI once saw such a task empty the rerun's
+    partition directory after the rerun had published it. Here the stale task is the function Spark's
+    worker runs (``mapInPandas``'s), called after the rerun: the rerun's output must stay byte for byte.
+    """
+    import pandas as pd
+
+    from astreaming.convert import spark as spark_convert
+
+    out = tmp_path / "rerun"
+    columns = {"id": "int64", "name": "str"}
+    dataframe_to_mds(_frame(spark), mds_kwargs={"out": str(out), "columns": columns})
+    published = _files(out)
+    stale = spark_convert._task(columns, str(out), {"compression": "zstd"}, None, {}, "0ldca11")
+    frame = pd.DataFrame({"id": [-1, -2], "name": ["stale", "stale"]})
+    assert len(list(stale(iter([frame])))) == 1
+    after = _files(out)
+    assert {name: after[name] for name in published} == published
+    # The stale attempt wrote only below a directory of its own, which no index references.
+    assert {name.split("/")[0] for name in after.keys() - published.keys()} == {"00000-0ldca11-0"}
+    samples = _read_local(out)
+    assert sorted((int(s["id"]), s["name"]) for s in samples) == [(i, f"row {i}") for i in range(ROWS)]
 
 
 def test_unmapped_type_is_refused_before_writing(spark: Any, tmp_path: Path) -> None:
