@@ -48,7 +48,8 @@ def spark(spark_gcs: FakeGCSServer, tmp_path_factory: pytest.TempPathFactory) ->
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # tests stay on loopback
     session = (
-        SparkSession.builder.master("local[2]")
+        # Two attempts per task, as on a cluster (local mode defaults to one): retries are tested.
+        SparkSession.builder.master("local[2,2]")
         .appName("astreaming-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.host", "127.0.0.1")
