@@ -9,7 +9,8 @@ Each task attempt writes its partition with astreaming's uploading ``MDSWriter``
 own, ``out/<partition>-<run>-<attempt>`` (the partition zero-padded, so partitions sort in DataFrame
 order), local or remote; the driver then merges the partition indexes of the attempts Spark accepted into
 ``out/index.json``. The writer contract holds: a failed task publishes no partition index and the driver
-no root index; an existing output is replaced only with ``exist_ok``.
+no root index; an existing output is replaced only with ``exist_ok`` (a remote root loses its index.json
+and the partition directories of earlier calls, other objects stay).
 
 Why a directory per attempt and per call: when a job fails, Spark marks its other tasks killed, but a
 Python worker that was busy (importing pandas, inside a udf) is not stopped until it next touches its
@@ -35,12 +36,15 @@ from astreaming._units import bytes_to_int
 from astreaming.convert.columns import coercers
 from astreaming.convert.run import prepare_root
 from astreaming.convert.write import join_out
-from astreaming.errors import AstreamingError, ConfigError
+from astreaming.errors import AstreamingError, ConfigError, ObjectNotFound
+from astreaming.fetch.loop_thread import get_loop_thread
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import validate_hashes
 from astreaming.format.mds.encodings import get_encoding
+from astreaming.format.writer import is_remote_out
 from astreaming.output.merge import merge_index as merge_partitions
 from astreaming.output.writers import MDSWriter
+from astreaming.storage import backend_for
 
 __all__ = ["SparkTaskError", "dataframe_to_mds", "spark_columns"]
 
@@ -195,6 +199,10 @@ def dataframe_to_mds(
     for target in (remote, local):
         if target is not None:
             prepare_root(target, exist_ok, {})
+    if exist_ok and remote is not None:
+        # A local root was emptied; a remote one only lost its index.json. The partitions of earlier
+        # calls carry other names than this call's, so nothing would overwrite them: delete them.
+        _remove_partitions(remote, lambda name: True)
     # A token of this call in every partition name: see the module docstring.
     run = uuid.uuid4().hex[:8]
     task = _task(dict(columns), out, kwargs, udf_iterable, dict(udf_kwargs or {}), run)
@@ -205,24 +213,43 @@ def dataframe_to_mds(
             f"dataframe_to_mds: a Spark task failed; no index.json was published in {out!r}: {e}"
         ) from e
     names = [row["name"] for row in sorted(results, key=lambda r: r["partition"])]
-    if local is not None:
-        _remove_failed_attempts(local, run, set(names))
+    # Attempts Spark retried or ran speculatively: never referenced by the index, so they go.
+    unaccepted = re.compile(rf"\d{{5,}}-{run}-\d+")
+    for target in (local, remote):
+        if target is not None:
+            _remove_partitions(target, lambda name: bool(unaccepted.fullmatch(name)) and name not in names)
     if merge_index and names:
         parts = [_partition_out(out, name) for name in names]
         merge_partitions(parts, out)
     return local, remote
 
 
-def _remove_failed_attempts(local: str, run: str, accepted: set[str]) -> None:
-    """Delete this call's local attempt directories that Spark did not accept (retried or speculative).
+#: The directory names ``dataframe_to_mds`` gives partitions: ``<partition>-<call>-<attempt>``.
+_PARTITION = re.compile(r"\d{5,}-[0-9a-f]{8}-\d+")
+
+
+def _remove_partitions(root: str, doomed: Callable[[str], bool]) -> None:
+    """Delete the partition directories directly under ``root`` whose name ``doomed`` accepts.
 
     Best effort: an attempt Spark could not stop may still be writing, and whatever it leaves is never
-    referenced by an index. A remote output keeps such directories (listing and deleting them would cost
-    more than the bytes they hold); so does the local side of a ``(local, remote)`` output on executors.
+    referenced by an index. Local directories go with ``rmtree``; remote ones object by object.
     """
-    root = Path(local[len("file://") :] if local.startswith("file://") else local)
-    pattern = re.compile(rf"\d{{5,}}-{run}-\d+")
+    if is_remote_out(root):
+        get_loop_thread().call(_remove_remote_partitions(root, doomed))
+        return
+    base = Path(root[len("file://") :] if root.startswith("file://") else root)
     with contextlib.suppress(OSError):
-        for entry in root.iterdir():
-            if entry.is_dir() and pattern.fullmatch(entry.name) and entry.name not in accepted:
+        for entry in base.iterdir():
+            if entry.is_dir() and _PARTITION.fullmatch(entry.name) and doomed(entry.name):
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+async def _remove_remote_partitions(root: str, doomed: Callable[[str], bool]) -> None:
+    prefix = root.rstrip("/") + "/"
+    async with backend_for(prefix, timeout=60.0) as backend:
+        urls = [info.url async for info in backend.list(prefix)]
+        for url in urls:
+            name = url[len(prefix) :].split("/", 1)[0]
+            if _PARTITION.fullmatch(name) and doomed(name):
+                with contextlib.suppress(ObjectNotFound):
+                    await backend.delete(url)

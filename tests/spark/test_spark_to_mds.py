@@ -16,6 +16,7 @@ from astreaming import StreamingDataset
 from astreaming.convert.spark import SparkTaskError, dataframe_to_mds
 from astreaming.errors import ConfigError
 from astreaming.format.local import LocalDataset
+from astreaming.output.transfer import list_objects, upload
 from astreaming.testing.servers import FakeGCSServer
 
 from .conftest import GCS_BUCKET
@@ -129,6 +130,24 @@ def test_remote_output_on_fake_gcs(spark: Any, spark_gcs: FakeGCSServer, tmp_pat
     with StreamingDataset(remote=url, local=str(tmp_path / "cache"), batch_size=1) as ds:
         samples = [ds[i] for i in range(ds.num_samples)]
     _check_rows(samples)
+    # A rerun with exist_ok replaces the partitions: those of the first call are deleted, not left behind.
+    first = _remote_dirs(url)
+    (tmp_path / "keep.txt").write_text("not a partition")
+    upload(tmp_path / "keep.txt", f"{url}/notes/keep.txt")
+    dataframe_to_mds(_frame(spark), mds_kwargs={"out": url, "exist_ok": True})
+    second = _remote_dirs(url)
+    assert len(first) == len(second) == 3 and not first & second
+    top = [u for u in list_objects(url + "/") if "/" not in u[len(url) + 1 :]]
+    assert top == [f"{url}/index.json"]
+    assert list_objects(f"{url}/notes/") == [f"{url}/notes/keep.txt"]  # not a partition: kept
+    with StreamingDataset(remote=url, local=str(tmp_path / "cache2"), batch_size=1) as ds:
+        _check_rows([ds[i] for i in range(ds.num_samples)])
+
+
+def _remote_dirs(url: str) -> set[str]:
+    """The partition directories below the remote root ``url``."""
+    parts = [u[len(url) + 1 :].split("/", 1) for u in list_objects(url + "/")]
+    return {part[0] for part in parts if len(part) == 2 and part[0] != "notes"}
 
 
 def test_failed_task_publishes_no_index_and_rerun_needs_exist_ok(spark: Any, tmp_path: Path) -> None:
