@@ -299,7 +299,7 @@ def run_measured(
     env: Mapping[str, str] | None = None,
     timeout: float = 1800.0,
     every: float = 0.05,
-    kill_group: bool = False,
+    kill_group: bool = True,
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``argv``; return its completed process and the peak RSS (MB) of its whole process tree.
 
@@ -307,9 +307,10 @@ def run_measured(
     /proc and the RSS of its members summed: pages shared between processes (fork's copy-on-write, mapped
     files, shared memory) count once per process, for every loader alike.
 
-    With ``kill_group`` the process starts in a session of its own, and whatever of its process group is
-    left when it ended (or when this function failed or was interrupted) is killed: for a child that ends
-    with ``os._exit`` and leaves its DataLoader workers behind.
+    With ``kill_group`` (the default) the process starts in a session of its own, and whatever of its
+    process group is left when it ended (or when this function failed or was interrupted) is killed: a
+    benchmark child that ends with ``os._exit``, or a peer that leaves its DataLoader workers behind, must
+    not leave them loading the machine for the runs after it.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(

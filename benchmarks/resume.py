@@ -94,7 +94,7 @@ def run_ours(
     env = dict(os.environ, TMPDIR=str(plans_tmp))
     # The child ends with os._exit, as a preempted job dies: its workers are killed with its process group
     # once it ended, whatever happens (they end by themselves: tests/reliability/test_orphaned_workers.py).
-    proc, peak = _common.run_measured(argv, env=env, timeout=3600, kill_group=True)
+    proc, peak = _common.run_measured(argv, env=env, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"astreaming resume failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
