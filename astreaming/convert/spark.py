@@ -17,7 +17,8 @@ Python worker that was busy (importing pandas, inside a udf) is not stopped unti
 socket. Such a task of a failed call can run on while the user's rerun writes the same partition; with
 one directory per partition it emptied the rerun's directory (CI saw ``00002/index.json`` vanish after
 the rerun published it) or overwrote its shards. A task never empties or reuses a directory now, so a
-stale attempt can only leave a directory of its own that no index references.
+stale attempt can only leave a directory of its own that no index references. (mosaic, too, gives each
+attempt its own directory, named by the task attempt id; the partition number first keeps them sorted.)
 ``pyspark`` (4.x, with pandas and pyarrow) is needed only to call this function.
 """
 
