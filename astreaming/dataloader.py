@@ -285,9 +285,14 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
         return self.dataset.state_dict(num_samples, False)
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Resume the dataset from ``obj`` at the next iteration."""
+        """Resume the dataset from ``obj`` at the next iteration.
+
+        A ``state_dict()`` taken before that iteration yields a batch is ``obj`` itself: batches this
+        loader yielded before the load no longer count (mosaic added them to the loaded position).
+        """
         if isinstance(self.dataset, StreamingDataset):
             self.dataset.load_state_dict(obj)
+            self.num_samples_yielded = 0
 
     def __del__(self) -> None:
         # Shut persistent workers down now rather than at interpreter exit.
