@@ -51,7 +51,8 @@ def fetched_by_torch(depth: int = 2) -> bool:
 
     Args:
         depth: Frames from this function up to the caller of ``iter(dataset)`` (``iter`` itself, a
-            builtin, has no frame): 2 when called straight from ``__iter__``.
+            builtin, has no frame): 2 when called straight from ``__iter__``. A subclass's ``__iter__``
+            calling ``super().__iter__()`` adds frames named ``__iter__``: they are passed over.
     """
     if in_dataloader_worker():
         return True
@@ -59,6 +60,8 @@ def fetched_by_torch(depth: int = 2) -> bool:
         frame = sys._getframe(depth)
     except ValueError:  # pragma: no cover - called from the bottom of the stack
         return False
+    while frame.f_code.co_name == "__iter__" and frame.f_back is not None:
+        frame = frame.f_back
     return frame.f_globals.get("__name__") == _TORCH_FETCH
 
 

@@ -98,3 +98,27 @@ def test_stateful_state_saved_after_the_epoch_starts_the_next_one(
     resumed.load_state_dict(first.state_dict())
     assert batches(resumed) == full[1]
     assert batches(resumed) == full[2]
+
+
+class _OwnIter(StreamingDataset):
+    """A subclass whose ``__iter__`` wraps the dataset's (as a user's may, to log or count)."""
+
+    def __iter__(self) -> Any:
+        return super().__iter__()
+
+
+def test_stateful_without_workers_resumes_a_subclass_iterating_through_super(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    remote = make_dataset(40, size_limit=400)
+
+    def loader(name: str) -> Any:
+        ds = _OwnIter(remote=str(remote), local=str(tmp_path / name), batch_size=4, shuffle=True)
+        return StatefulDataLoader(ds, batch_size=4)
+
+    full = batches(loader("full"))
+    first = loader("first")
+    head = batches(first, 3)
+    resumed = loader("resumed")
+    resumed.load_state_dict(first.state_dict())
+    assert head + batches(resumed) == full
