@@ -147,6 +147,8 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             # No collate_fn given (and batching on): collate read-only MDS arrays without a warning.
             self.collate_fn = collate
         self.num_samples_yielded = 0
+        # An iteration yielded batches and has not run to its end (see state_dict).
+        self._mid_epoch = False
         check_batch_size(self.dataset, self.batch_size)
         self._user_worker_init_fn = self.worker_init_fn
         self._stop_event: Any = None
@@ -204,6 +206,7 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
+        self._mid_epoch = True
         inner = self._batched_loader()
         runner: DataLoader[Any] = inner if inner is not None else self
         fresh = not self.persistent_workers or getattr(runner, "_iterator", None) is None
@@ -232,6 +235,7 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             for batch in batches:
                 self.num_samples_yielded += _batch_len(batch)
                 yield batch
+            self._mid_epoch = False
         except GeneratorExit:
             raise  # the consumer stopped early: dropping the iterator shuts its workers down at once
         except BaseException as error:
@@ -276,18 +280,41 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             runner._iterator = None  # persistent workers: the next epoch starts fresh ones
 
     def state_dict(self) -> dict[str, Any] | None:
-        """The dataset's checkpoint after what this loader yielded (None for other datasets)."""
+        """The dataset's checkpoint after what this loader yielded (None for other datasets).
+
+        Raises:
+            ConfigError: mid-epoch with ``in_order=False`` and several workers: the batches yielded
+                need not be the epoch's first ones, which is all a checkpoint can say (resuming from
+                it would repeat some samples and skip others).
+        """
         if not isinstance(self.dataset, StreamingDataset):
             return None
+        if (
+            self._mid_epoch
+            and self.num_samples_yielded
+            and self.num_workers > 1
+            and not getattr(self, "in_order", True)
+        ):
+            raise ConfigError(
+                "state_dict: this StreamingDataLoader has in_order=False, so the batches it yielded "
+                "this epoch may not be its first ones, and a checkpoint counts only how many there "
+                "were; use in_order=True (the default) to checkpoint mid-epoch"
+            )
         world = World.detect()
         replication = self.dataset.args.replication or 1
         num_samples = self.num_samples_yielded * world.num_ranks // replication
         return self.dataset.state_dict(num_samples, False)
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Resume the dataset from ``obj`` at the next iteration."""
+        """Resume the dataset from ``obj`` at the next iteration.
+
+        A ``state_dict()`` taken before that iteration yields a batch is ``obj`` itself: batches this
+        loader yielded before the load no longer count (mosaic added them to the loaded position).
+        """
         if isinstance(self.dataset, StreamingDataset):
             self.dataset.load_state_dict(obj)
+            self.num_samples_yielded = 0
+            self._mid_epoch = False
 
     def __del__(self) -> None:
         # Shut persistent workers down now rather than at interpreter exit.

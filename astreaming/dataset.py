@@ -13,7 +13,7 @@ import numpy as np
 from astreaming.array import Array
 from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
-from astreaming.dataset_resume import ResumableIterator, in_dataloader_worker
+from astreaming.dataset_resume import ResumableIterator, fetched_by_torch, in_dataloader_worker
 from astreaming.engine.access import read_sample
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
@@ -454,9 +454,10 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         return HookedReaders(readers, self, self.__getitem__) if self._has_hooks() else readers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        # In a DataLoader worker the iterator also reports and restores its position (torchdata's
-        # StatefulDataLoader); elsewhere the bare walk, with no Python code per sample.
-        return ResumableIterator(self._walk) if in_dataloader_worker() else self._walk(0)
+        # Iterated by a DataLoader (in a worker, or by the fetcher of one without workers) the iterator
+        # also reports and restores its position (torchdata's StatefulDataLoader); elsewhere the bare
+        # walk, with no Python code per sample.
+        return ResumableIterator(self._walk) if fetched_by_torch() else self._walk(0)
 
     def _walk(self, skip: int, walker: Walker = iter_plan, world: World | None = None) -> Iterator[Any]:
         # ``walker``: iter_plan yields samples; StreamingDataLoader's workers pass one yielding batches.

@@ -6,18 +6,27 @@ samples it yielded). On reload it restores the dataset, creates the iterator and
 before the first ``next``: the worker then computes the same plan (same epoch, same resume point) and
 skips what it had already yielded, so the loader continues exactly where the snapshot was taken.
 
-Only DataLoader workers get this iterator; a plain ``for`` keeps the bare plan walk, whose samples never
-pass through Python code per sample (see ``engine/iterate.py``).
+The restored iteration starts at once (its first sample is read ahead): a worker whose part was already
+all yielded completes its part of the epoch then and there. torchdata restores a state saved after the
+epoch ended (its iterator "finished") only to replace it with a fresh iterator, which must run the next
+epoch: the epoch must count as completed before the fresh workers start, whatever became of the restored
+ones (torch stops them as soon as it has replaced them).
+
+DataLoader workers, and a ``num_workers=0`` loader's fetcher in the main process, get this iterator
+(:func:`fetched_by_torch`); a plain ``for`` keeps the bare plan walk, whose samples never pass through
+Python code per sample (see ``engine/iterate.py``).
 """
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from astreaming.errors import ConfigError
 
-__all__ = ["ResumableIterator", "in_dataloader_worker"]
+__all__ = ["ResumableIterator", "fetched_by_torch", "in_dataloader_worker"]
 
 T = TypeVar("T")
 
@@ -31,6 +40,31 @@ def in_dataloader_worker() -> bool:
     return get_worker_info() is not None
 
 
+#: The module of torch's dataset fetchers, which call ``iter(dataset)`` for a DataLoader's iteration.
+_TORCH_FETCH = "torch.utils.data._utils.fetch"
+
+
+def fetched_by_torch(depth: int = 2) -> bool:
+    """Whether the ``__iter__`` calling this was called by a torch DataLoader (a worker's, or, with
+    ``num_workers=0``, this process's fetcher: torchdata's ``StatefulDataLoader`` then asks the iterator
+    for its position in this process).
+
+    Args:
+        depth: Frames from this function up to the caller of ``iter(dataset)`` (``iter`` itself, a
+            builtin, has no frame): 2 when called straight from ``__iter__``. A subclass's ``__iter__``
+            calling ``super().__iter__()`` adds frames named ``__iter__``: they are passed over.
+    """
+    if in_dataloader_worker():
+        return True
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:  # pragma: no cover - called from the bottom of the stack
+        return False
+    while frame.f_code.co_name == "__iter__" and frame.f_back is not None:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__") == _TORCH_FETCH
+
+
 class ResumableIterator(Generic[T]):
     """An iterator with ``state_dict()``/``load_state_dict()`` (torchdata's ``Stateful``).
 
@@ -41,6 +75,7 @@ class ResumableIterator(Generic[T]):
 
     def __init__(self, start: Callable[[int], Iterator[T]]) -> None:
         self._start = start
+        self._walk: Iterator[T] | None = None
         self._it: Iterator[T] | None = None
         self._skip = 0
         self._yielded = 0
@@ -50,7 +85,7 @@ class ResumableIterator(Generic[T]):
 
     def __next__(self) -> T:
         if self._it is None:
-            self._it = self._start(self._skip)
+            self._it = self._walk = self._start(self._skip)
         item = next(self._it)
         self._yielded += 1
         return item
@@ -61,6 +96,9 @@ class ResumableIterator(Generic[T]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after ``state["samples_yielded"]`` samples (before the first ``next`` only).
+
+        Starts the iteration and reads its first sample ahead (see the module's docstring): a part
+        already yielded whole completes the epoch here.
 
         Raises:
             ConfigError: the iteration already started, or the state lacks ``samples_yielded``.
@@ -74,9 +112,16 @@ class ResumableIterator(Generic[T]):
                 f"load_state_dict: expected {{'samples_yielded': int}}, got {state!r}"
             ) from None
         self._yielded = 0
+        self._walk = self._start(self._skip)
+        try:
+            first = next(self._walk)
+        except StopIteration:
+            self._it = iter(())
+        else:
+            self._it = itertools.chain((first,), self._walk)
 
     def close(self) -> None:
         """Stop the iteration (its downloads are cancelled)."""
-        close = getattr(self._it, "close", None)
+        close = getattr(self._walk, "close", None)
         if close is not None:
             close()

@@ -103,8 +103,9 @@ class EpochControl:
     def load(self, checkpoint: dict[str, Any]) -> None:
         """Make the next iteration resume ``checkpoint`` (its epoch, from its ``sample_in_epoch``)."""
         epoch = int(checkpoint["epoch"])
-        # A checkpoint supersedes an earlier set_epoch: it says exactly where training stands.
-        self._update(resume=dict(checkpoint), next_epoch=epoch, explicit_epoch=None)
+        # A checkpoint supersedes an earlier set_epoch: it says exactly where training stands, also to
+        # a checkpoint saved before the next iteration starts (`current`), whatever ran before the load.
+        self._update(resume=dict(checkpoint), next_epoch=epoch, explicit_epoch=None, last_started=None)
 
     def start(self) -> EpochStart:
         """Decide the epoch and first sample of an iteration that begins now, and record it."""
@@ -144,7 +145,8 @@ class EpochControl:
         return int(explicit) if explicit is not None else int(state["next_epoch"])
 
     def current(self) -> EpochStart:
-        """The epoch of the latest started iteration (or the one the next would run) and its offset."""
+        """The epoch of the latest iteration started since the last load (else the one the next would
+        run) and its offset."""
         state = self._read()
         started = state["last_started"]
         if started is None:
