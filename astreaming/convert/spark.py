@@ -192,9 +192,26 @@ def dataframe_to_mds(
     exist_ok = bool(kwargs.pop("exist_ok", False))
     local, remote = _split_out(out)
     _check_writer_args(columns, kwargs)
-    for target in (remote, local):
-        if target is not None:
-            prepare_root(target, exist_ok, {})
+    with contextlib.ExitStack() as claims:
+        for target in (remote, local):
+            if target is not None:
+                claims.enter_context(prepare_root(target, exist_ok, {}))
+        # The roots stay claimed until the merge: no other writer or conversion can empty or share them.
+        _write_and_merge(dataframe, columns, out, kwargs, udf_iterable, udf_kwargs, merge_index)
+    return local, remote
+
+
+def _write_and_merge(
+    dataframe: Any,
+    columns: Mapping[str, str],
+    out: Any,
+    kwargs: dict[str, Any],
+    udf_iterable: Callable[..., Iterable[Mapping[str, Any]]] | None,
+    udf_kwargs: Mapping[str, Any] | None,
+    merge_index: bool,
+) -> None:
+    """Run the tasks, remove this call's unaccepted local attempts, and merge the accepted partitions."""
+    local, _ = _split_out(out)
     # A token of this call in every partition name: see the module docstring.
     run = uuid.uuid4().hex[:8]
     task = _task(dict(columns), out, kwargs, udf_iterable, dict(udf_kwargs or {}), run)
@@ -210,7 +227,6 @@ def dataframe_to_mds(
     if merge_index and names:
         parts = [_partition_out(out, name) for name in names]
         merge_partitions(parts, out)
-    return local, remote
 
 
 def _remove_failed_attempts(local: str, run: str, accepted: set[str]) -> None:

@@ -101,7 +101,8 @@ class RemoteOutput(ShardWriter):
         try:
             uploader.prepare(exist_ok=self.exist_ok)
             if target.local is not None:
-                local = prepare_local_out(local, exist_ok=self.exist_ok)
+                self._claim = prepare_local_out(local, exist_ok=self.exist_ok)
+                local = self._claim.path
         except BaseException:
             uploader.abort()
             self._remove_staging(local)

@@ -1,0 +1,156 @@
+"""Claim a local output directory for one writer: refuse or replace what is there, and hold it.
+
+mosaic's writers ``rmtree`` a non-empty output when ``exist_ok=True`` and check nothing else. That
+deletes whatever the directory holds (a user's files, a cache below it, the current directory itself)
+and lets two writers share a directory, each emptying or overwriting the other's shards. Here:
+
+- ``exist_ok=True`` replaces a previous *output*: the directory's entries must all be files a writer
+  or a conversion leaves (``index.json``, ``shard.NNNNN.*`` files, their temporary files, an image
+  folder's ``classes.json``) or directories made only of those (partitions). Anything else is refused
+  with :class:`OutputExistsError` naming it, and nothing is deleted. The directory itself is kept (its
+  contents are removed), so ``out="."`` leaves the process in a valid working directory.
+- while a writer (or a conversion) has the directory, it holds an exclusive ``flock`` on it; a second
+  writer is refused with :class:`OutputInUseError` naming the path instead of emptying or interleaving
+  with the first one's files. ``exist_ok=True`` leaves a sub-directory that another writer holds (a
+  partition still being written) to that writer instead of deleting it under it. The lock goes with the
+  process (a killed writer leaves no stale lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import shutil
+from pathlib import Path
+from types import TracebackType
+
+from astreaming.errors import ConfigError
+
+__all__ = ["OutputClaim", "OutputExistsError", "OutputInUseError", "claim_output"]
+
+# Files a writer leaves: shards and their .meta files (any compression extension), the index and its
+# temporary files (write_text_atomic), and the classes.json an image-folder conversion adds.
+_OWN_FILE = re.compile(
+    r"index\.json|\.index\.json\..*\.tmp|classes\.json|shard\.\d{5,}\.[A-Za-z0-9]+(\.meta)?(\.[A-Za-z0-9]+)?"
+)
+
+
+class OutputExistsError(ConfigError, FileExistsError):
+    """The output directory is not empty and ``exist_ok`` is False (mosaic raised FileExistsError), or it
+    holds files that are not a previous output, which ``exist_ok=True`` does not delete."""
+
+
+class OutputInUseError(OutputExistsError):
+    """Another writer or conversion (this process or another) is writing into the output directory."""
+
+
+class OutputClaim:
+    """A local output directory held by one writer until :meth:`release` (or the process ends)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Let other writers have the directory. Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor of the open directory drops its flock
+
+    def __enter__(self) -> OutputClaim:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # A writer dropped without finish() or abandon() must not keep its directory locked forever.
+        self.release()
+
+
+def claim_output(
+    local: Path, *, exist_ok: bool, hint: str = "pass exist_ok=True to replace it"
+) -> OutputClaim:
+    """Create or check ``local``, lock it for this writer, and empty it if ``exist_ok``.
+
+    A directory below ``local`` that another writer holds (a partition still being written, for instance
+    by a task of an earlier failed run) is left to it, not deleted under it.
+
+    Raises:
+        ConfigError: ``local`` exists and is not a directory.
+        OutputInUseError: another writer holds ``local``.
+        OutputExistsError: ``local`` is not empty and ``exist_ok`` is False, or it holds something that
+            is not a previous output (named in the message); nothing was deleted.
+    """
+    if local.exists() and not local.is_dir():
+        raise ConfigError(f"out: {local} exists and is not a directory")
+    local.mkdir(parents=True, exist_ok=True)
+    fd = _lock(local)
+    if fd is None:
+        raise OutputInUseError(f"out: directory {local} is being written by another writer or conversion")
+    claim = OutputClaim(local, fd)
+    try:
+        entries = sorted(local.iterdir())
+        if entries and not exist_ok:
+            raise OutputExistsError(f"out: directory {local} is not empty; {hint}")
+        with contextlib.ExitStack() as held:
+            # Every directory to delete stays locked by us until it is gone, so no writer starts in it.
+            removable = [entry for entry in entries if _replaceable(local, entry, held)]
+            for entry in removable:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
+def _lock(directory: Path) -> int | None:
+    """An open descriptor of ``directory`` holding its exclusive flock, or None if another holds it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            os.close(fd)
+            return None
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+            return fd  # a filesystem without flock: write unguarded, as mosaic always did
+        os.close(fd)
+        raise
+    return fd
+
+
+def _replaceable(root: Path, entry: Path, held: contextlib.ExitStack) -> bool:
+    """Whether to delete ``entry``: True for an output file or a directory of them that no other writer
+    holds, False for a directory (or one below it) that another writer holds.
+
+    Raises:
+        OutputExistsError: ``entry`` is, or holds, something that is not part of an output.
+    """
+    if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+        _foreign(root, entry)
+    if entry.is_file():
+        if not _OWN_FILE.fullmatch(entry.name):
+            _foreign(root, entry)
+        return True
+    fd = _lock(entry)
+    if fd is None:
+        return False
+    held.callback(os.close, fd)
+    return all([_replaceable(root, child, held) for child in sorted(entry.iterdir())])
+
+
+def _foreign(root: Path, entry: Path) -> None:
+    raise OutputExistsError(
+        f"out: {root} holds {entry}, which is not part of a previous output; exist_ok=True replaces "
+        "only index.json, shard files and partition directories, so nothing was deleted: move it or "
+        "choose another directory"
+    )
