@@ -34,7 +34,7 @@ __all__ = ["OutputClaim", "OutputExistsError", "OutputInUseError", "claim_output
 # Files a writer leaves: shards and their .meta files (any compression extension), the index and its
 # temporary files (write_text_atomic), and the classes.json an image-folder conversion adds.
 _OWN_FILE = re.compile(
-    r"index\.json|\.index\.json\..*\.tmp|classes\.json|shard\.\d{5,}\.[A-Za-z0-9]+(\.meta)?(\.[A-Za-z0-9]+)?"
+    r"index\.json|\.+index\.json\..*\.tmp|classes\.json|shard\.\d{5,}\.[A-Za-z0-9]+(\.meta)?(\.[A-Za-z0-9]+)?"
 )
 
 

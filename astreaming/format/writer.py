@@ -189,7 +189,7 @@ class ShardWriter(ABC):
         try:
             if self._samples:
                 self.flush_shard()
-            index_path = self.local / "index.json"
+            index_path = self.local / self.local_index_name()
             write_text_atomic(index_path, dump_index(self.shards))
             self._closed = True
             if self.uploader is not None:
@@ -197,6 +197,15 @@ class ShardWriter(ABC):
                 self.uploader.finish()
         finally:
             self.release_output()
+
+    def local_index_name(self) -> str:
+        """The name the index is written under locally before its upload (``index.json`` here).
+
+        An uploading writer that keeps no local copy writes it under a temporary name instead: its
+        uploaded shards are deleted one by one, so an ``index.json`` standing beside them while the
+        uploads run would describe missing files if the process were killed before the end.
+        """
+        return "index.json"
 
     def abandon(self) -> None:
         """Stop without publishing an index (the shards written so far stay on disk)."""

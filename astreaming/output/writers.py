@@ -41,6 +41,10 @@ __all__ = ["CSVWriter", "JSONWriter", "MDSWriter", "RemoteOutput", "TSVWriter", 
 
 log = logging.getLogger(__name__)
 
+# The local index of a writer that keeps no local copy: uploaded as index.json, never published locally.
+# Named like write_text_atomic's temporary files, which a later exist_ok=True may delete.
+_UPLOAD_INDEX = ".index.json.upload.tmp"
+
 
 class RemoteOutput(ShardWriter):
     """Mixin that gives a format writer remote output; list it before the format writer class.
@@ -121,7 +125,9 @@ class RemoteOutput(ShardWriter):
         super().write(sample)
 
     def finish(self) -> None:
-        """Flush the last shard, wait for every upload, then publish index.json locally and remotely.
+        """Flush the last shard, wait for every upload, then publish index.json remotely (and locally with
+        ``keep_local``: every file stays there, so the local copy is a whole dataset even if the upload
+        fails).
 
         Raises:
             StorageError: An upload failed (the URL is named); no index was uploaded and the local
@@ -138,10 +144,8 @@ class RemoteOutput(ShardWriter):
             self._closed = True
             if self._remote_uploader is not None:
                 self._remote_uploader.abort()  # no-op if finish() got as far as closing it
-                if not self.keep_local:
-                    # Uploaded shards were deleted locally: the local index would describe missing files.
-                    with contextlib.suppress(OSError):
-                        (self.local / "index.json").unlink()
+                with contextlib.suppress(OSError):
+                    (self.local / _UPLOAD_INDEX).unlink()
                 log.error("upload to %s failed; files not uploaded are kept in %s", self.remote, self.local)
             raise
         if self._remote_uploader is not None and not self.keep_local:
@@ -150,6 +154,12 @@ class RemoteOutput(ShardWriter):
                 # Every file was deleted after its upload; drop the directory if nothing else is there.
                 with contextlib.suppress(OSError):
                     self.local.rmdir()
+
+    def local_index_name(self) -> str:
+        """``index.json`` with ``keep_local`` (every file stays, so the local copy is a whole dataset),
+        else a temporary name: the shards are deleted as they are uploaded, and a process killed while
+        the uploads run must not leave an ``index.json`` beside some of them (see the format writer)."""
+        return _UPLOAD_INDEX if self._remote_uploader is not None and not self.keep_local else "index.json"
 
     def abandon(self) -> None:
         """Stop without publishing an index anywhere; pending uploads are cancelled."""

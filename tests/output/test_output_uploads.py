@@ -205,3 +205,35 @@ def test_unexpected_backend_errors_still_block_the_index(script: Script, tmp_pat
         w.write(sample(0))
     assert isinstance(info.value.__cause__, RuntimeError)
     assert not (tmp_path / "r" / "index.json").exists()
+
+
+def test_no_local_index_stands_beside_shards_being_uploaded(script: Script, tmp_path: Path) -> None:
+    """``(local, remote)`` without keep_local: each shard is deleted locally once uploaded, so an
+    ``index.json`` written locally before the uploads end would, if the process were killed then (Ctrl-C
+    is handled, SIGKILL is not), be left describing shards that are gone: an interrupted write
+    publishing a dataset. The index is written under a temporary name and only uploaded."""
+    script.gate = threading.Event()  # every upload waits: finish() stops where a kill would find it
+    local = tmp_path / "local"
+    w = MDSWriter(
+        out=(str(local), f"scripted://{tmp_path}/r"),
+        backend=script.backend(),
+        columns=COLUMNS,
+        size_limit=400,
+    )
+    for i in range(12):
+        w.write(sample(i))
+    finisher = threading.Thread(target=w.finish)
+    finisher.start()
+    try:
+        wait_until(
+            lambda: (
+                any(p.name.endswith("index.json.upload.tmp") for p in local.iterdir())
+                or (local / "index.json").exists()
+            )
+        )
+        assert not (local / "index.json").exists()
+    finally:
+        script.gate.set()
+        finisher.join()
+    assert [LocalDataset(tmp_path / "r")[i]["id"] for i in range(12)] == list(range(12))
+    assert not local.exists()  # every file uploaded and deleted, the directory removed
