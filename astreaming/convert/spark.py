@@ -39,6 +39,7 @@ from astreaming.errors import AstreamingError, ConfigError
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import validate_hashes
 from astreaming.format.mds.encodings import get_encoding
+from astreaming.format.outdir import check_output
 from astreaming.output.merge import merge_index as merge_partitions
 from astreaming.output.writers import MDSWriter
 
@@ -192,6 +193,11 @@ def dataframe_to_mds(
     exist_ok = bool(kwargs.pop("exist_ok", False))
     local, remote = _split_out(out)
     _check_writer_args(columns, kwargs)
+    if local is not None and remote is not None:
+        # Before the remote, whose index exist_ok=True deletes: see astreaming.output.writers.
+        check_output(
+            Path(local[len("file://") :] if local.startswith("file://") else local), exist_ok=exist_ok
+        )
     with contextlib.ExitStack() as claims:
         for target in (remote, local):
             if target is not None:

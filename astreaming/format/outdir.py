@@ -29,7 +29,7 @@ from types import TracebackType
 
 from astreaming.errors import ConfigError
 
-__all__ = ["OutputClaim", "OutputExistsError", "OutputInUseError", "claim_output"]
+__all__ = ["OutputClaim", "OutputExistsError", "OutputInUseError", "check_output", "claim_output"]
 
 # Files a writer leaves: shards and their .meta files (any compression extension), the index and its
 # temporary files (write_text_atomic), and the classes.json an image-folder conversion adds.
@@ -73,6 +73,25 @@ class OutputClaim:
         self.release()
 
 
+def check_output(local: Path, *, exist_ok: bool, hint: str = "pass exist_ok=True to replace it") -> None:
+    """Raise what :func:`claim_output` would raise, changing nothing (a missing directory passes).
+
+    For a writer with a second output (a remote): check the local one before touching the remote.
+    """
+    if local.exists() and not local.is_dir():
+        raise ConfigError(f"out: {local} exists and is not a directory")
+    if not local.is_dir():
+        return
+    fd = _lock(local)
+    if fd is None:
+        raise _in_use(local)
+    try:
+        with contextlib.ExitStack() as held:
+            _removable(local, exist_ok, hint, held)
+    finally:
+        os.close(fd)
+
+
 def claim_output(
     local: Path, *, exist_ok: bool, hint: str = "pass exist_ok=True to replace it"
 ) -> OutputClaim:
@@ -92,16 +111,12 @@ def claim_output(
     local.mkdir(parents=True, exist_ok=True)
     fd = _lock(local)
     if fd is None:
-        raise OutputInUseError(f"out: directory {local} is being written by another writer or conversion")
+        raise _in_use(local)
     claim = OutputClaim(local, fd)
     try:
-        entries = sorted(local.iterdir())
-        if entries and not exist_ok:
-            raise OutputExistsError(f"out: directory {local} is not empty; {hint}")
         with contextlib.ExitStack() as held:
             # Every directory to delete stays locked by us until it is gone, so no writer starts in it.
-            removable = [entry for entry in entries if _replaceable(local, entry, held)]
-            for entry in removable:
+            for entry in _removable(local, exist_ok, hint, held):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
@@ -110,6 +125,18 @@ def claim_output(
         claim.release()
         raise
     return claim
+
+
+def _in_use(local: Path) -> OutputInUseError:
+    return OutputInUseError(f"out: directory {local} is being written by another writer or conversion")
+
+
+def _removable(local: Path, exist_ok: bool, hint: str, held: contextlib.ExitStack) -> list[Path]:
+    """The entries of ``local`` to delete (locking the directories among them into ``held``)."""
+    entries = sorted(local.iterdir())
+    if entries and not exist_ok:
+        raise OutputExistsError(f"out: directory {local} is not empty; {hint}")
+    return [entry for entry in entries if _replaceable(local, entry, held)]
 
 
 def _lock(directory: Path) -> int | None:

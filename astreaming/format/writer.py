@@ -25,10 +25,17 @@ from astreaming.errors import ConfigError, FormatError
 from astreaming.format.compression import Compression, get_compression
 from astreaming.format.hashing import hash_bytes, validate_hashes
 from astreaming.format.index import FileInfo, ShardEntry, dump_index, write_text_atomic
-from astreaming.format.outdir import OutputClaim, OutputExistsError, OutputInUseError, claim_output
+from astreaming.format.outdir import (
+    OutputClaim,
+    OutputExistsError,
+    OutputInUseError,
+    check_output,
+    claim_output,
+)
 
 __all__ = [
     "MissingColumnError",
+    "check_local_out",
     "OutputExistsError",
     "OutputInUseError",
     "ShardWriter",
@@ -260,6 +267,11 @@ class ShardWriter(ABC):
 def prepare_local_out(local: str | os.PathLike[str], *, exist_ok: bool) -> OutputClaim:
     """The local half of a remote output: the same checks and claim as a local ``out`` (astreaming.output)."""
     return _prepare_out(os.fspath(local), exist_ok=exist_ok)
+
+
+def check_local_out(local: str | os.PathLike[str], *, exist_ok: bool) -> None:
+    """Raise what :func:`prepare_local_out` would raise, changing nothing (checked before the remote)."""
+    check_output(Path(local), exist_ok=exist_ok)
 
 
 def _parse_size_limit(size_limit: int | str | None) -> int | None:

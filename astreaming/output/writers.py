@@ -31,7 +31,7 @@ from typing import Any
 from astreaming.errors import ConfigError
 from astreaming.format import jsonl, xsv
 from astreaming.format.mds import writer as mds
-from astreaming.format.writer import ShardWriter, is_remote_out, prepare_local_out
+from astreaming.format.writer import ShardWriter, check_local_out, is_remote_out, prepare_local_out
 from astreaming.output.target import check_backend, is_local, parse_out
 from astreaming.output.uploader import RemoteUploader
 from astreaming.storage import Backend
@@ -80,7 +80,12 @@ class RemoteOutput(ShardWriter):
         assert target.remote is not None
         self.remote = target.remote
         # The remote is checked before the local directory is touched: exist_ok=True empties the local
-        # directory, which must not happen when the run is refused anyway.
+        # directory, which must not happen when the run is refused anyway. And the local directory is
+        # checked (changing nothing) before the remote, whose index exist_ok=True deletes: a local
+        # directory that will be refused (held by another writer, holding other files) must not cost the
+        # remote its published index.
+        if target.local is not None:
+            check_local_out(target.local, exist_ok=self.exist_ok)
         if target.local is None:
             self._staging = True
             local = Path(tempfile.mkdtemp(prefix="astreaming-out-"))

@@ -137,6 +137,26 @@ def test_exist_ok_checks_the_remote(remote: Remote, tmp_path: Path) -> None:
     check_dataset(remote.download(tmp_path / "copy"))
 
 
+def test_a_refused_local_side_leaves_the_remote_index_published(remote: Remote, tmp_path: Path) -> None:
+    """``exist_ok=True`` unpublishes the remote index first; a local directory the writer then refuses (it
+    holds the user's files, or another writer has it) must not have cost the remote its index."""
+    with MDSWriter(out=remote.url, columns=COLUMNS, exist_ok=True) as w:
+        w.write(sample(0))
+    published = remote.get("index.json")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "notes.txt").write_text("the user's")
+    with pytest.raises(OutputExistsError, match=r"notes\.txt"):
+        MDSWriter(out=(str(local), remote.url), columns=COLUMNS, exist_ok=True)
+    (local / "notes.txt").unlink()
+    other = MDSWriter(out=str(local), columns=COLUMNS)
+    with pytest.raises(OutputExistsError, match="being written by another writer"):
+        MDSWriter(out=(str(local), remote.url), columns=COLUMNS, exist_ok=True)
+    other.finish()
+    assert remote.get("index.json") == published
+    assert (local / "index.json").exists()  # the other writer's output, untouched
+
+
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
     [
