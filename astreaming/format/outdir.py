@@ -6,7 +6,9 @@ and lets two writers share a directory, each emptying or overwriting the other's
 
 - ``exist_ok=True`` replaces a previous *output*: the directory's entries must all be files a writer
   or a conversion leaves (``index.json``, ``shard.NNNNN.*`` files, their temporary files, an image
-  folder's ``classes.json``) or directories made only of those (partitions). Anything else is refused
+  folder's ``classes.json``) or partitions made only of those: directories named as conversions name
+  them (``part-NNNNN``, ``NNNNN-<call>-<attempt>``, digits) or that the index references (a merge of
+  partitions named otherwise). A cache below ``out``, a checkout or anything else is refused
   with :class:`OutputExistsError` naming it, and nothing is deleted. The directory itself is kept (its
   contents are removed), so ``out="."`` leaves the process in a valid working directory.
 - while a writer (or a conversion) has the directory, it holds an exclusive ``flock`` on it; a second
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -36,6 +39,10 @@ __all__ = ["OutputClaim", "OutputExistsError", "OutputInUseError", "check_output
 _OWN_FILE = re.compile(
     r"index\.json|\.+index\.json\..*\.tmp|classes\.json|shard\.\d{5,}\.[A-Za-z0-9]+(\.meta)?(\.[A-Za-z0-9]+)?"
 )
+
+# Partition directories: astreaming convert's part-NNNNN, dataframe_to_mds's NNNNN-<call>-<attempt>, and
+# mosaic's numbered ones (its dataframe_to_mds names them by task attempt id).
+_PARTITION = re.compile(r"part-\d{5,}|\d+(-[0-9a-f]+-\d+)?")
 
 
 class OutputExistsError(ConfigError, FileExistsError):
@@ -136,7 +143,8 @@ def _removable(local: Path, exist_ok: bool, hint: str, held: contextlib.ExitStac
     entries = sorted(local.iterdir())
     if entries and not exist_ok:
         raise OutputExistsError(f"out: directory {local} is not empty; {hint}")
-    return [entry for entry in entries if _replaceable(local, entry, held)]
+    partitions = _indexed_dirs(local)
+    return [entry for entry in entries if _replaceable(local, entry, held, partitions)]
 
 
 def _lock(directory: Path) -> int | None:
@@ -155,9 +163,12 @@ def _lock(directory: Path) -> int | None:
     return fd
 
 
-def _replaceable(root: Path, entry: Path, held: contextlib.ExitStack) -> bool:
-    """Whether to delete ``entry``: True for an output file or a directory of them that no other writer
+def _replaceable(root: Path, entry: Path, held: contextlib.ExitStack, partitions: frozenset[str]) -> bool:
+    """Whether to delete ``entry``: True for an output file or a partition directory that no other writer
     holds, False for a directory (or one below it) that another writer holds.
+
+    ``partitions`` are the directory names the index beside ``entry`` references: with the names
+    conversions give partitions, the only directories an output has.
 
     Raises:
         OutputExistsError: ``entry`` is, or holds, something that is not part of an output.
@@ -168,11 +179,30 @@ def _replaceable(root: Path, entry: Path, held: contextlib.ExitStack) -> bool:
         if not _OWN_FILE.fullmatch(entry.name):
             _foreign(root, entry)
         return True
+    if entry.name not in partitions and not _PARTITION.fullmatch(entry.name):
+        _foreign(root, entry)  # a cache, a checkout, ...: whatever it holds, it is not a partition
     fd = _lock(entry)
     if fd is None:
         return False
     held.callback(os.close, fd)
-    return all([_replaceable(root, child, held) for child in sorted(entry.iterdir())])
+    inner = _indexed_dirs(entry)
+    return all([_replaceable(root, child, held, inner) for child in sorted(entry.iterdir())])
+
+
+def _indexed_dirs(directory: Path) -> frozenset[str]:
+    """The first path components of the basenames in ``directory/index.json`` that have one (a merge's
+    partitions); empty if there is no readable index."""
+    try:
+        shards = json.loads((directory / "index.json").read_bytes())["shards"]
+        names = {
+            info["basename"].split("/", 1)[0]
+            for shard in shards
+            for key in ("raw_data", "zip_data", "raw_meta", "zip_meta")
+            if isinstance(info := shard.get(key), dict) and "/" in str(info.get("basename", ""))
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return frozenset()
+    return frozenset(names)
 
 
 def _foreign(root: Path, entry: Path) -> None:

@@ -111,3 +111,32 @@ def test_exist_ok_leaves_a_partition_another_writer_holds(tmp_path: Path) -> Non
     busy.finish()  # its files were not deleted under it
     assert _xs(out / "part-00000") == [100, 101, 102, 103]
     assert _xs(out) == [0]
+
+
+def test_exist_ok_refuses_the_parent_of_a_cache(tmp_path: Path) -> None:
+    from astreaming import StreamingDataset
+
+    _write(tmp_path / "ds", 4)
+    out = tmp_path / "out"
+    _write(out, 3)
+    # A cache holds index.json and shards too; it is still not a partition of this output.
+    ds = StreamingDataset(remote=str(tmp_path / "ds"), local=str(out / "cache"), shuffle=False, batch_size=1)
+    assert [int(s["x"]) for s in ds] == [0, 1, 2, 3]
+    before = _tree(out)
+    with pytest.raises(OutputExistsError, match="not part of a previous output") as info:
+        _write(out, 1, exist_ok=True)
+    assert str(out / "cache") in str(info.value)
+    assert _tree(out) == before
+
+
+def test_exist_ok_replaces_partitions_its_index_references(tmp_path: Path) -> None:
+    from astreaming.format.merge import merge_index
+
+    out = tmp_path / "out"
+    _write(out / "train-a", 2)
+    _write(out / "train-b", 2)
+    merge_index([str(out / "train-a"), str(out / "train-b")], str(out))
+    assert _xs(out) == [0, 1, 0, 1]
+    _write(out, 1, exist_ok=True)
+    assert not [p for p in out.iterdir() if p.is_dir()]
+    assert _xs(out) == [0]
