@@ -32,7 +32,14 @@ from types import TracebackType
 
 from astreaming.errors import ConfigError
 
-__all__ = ["OutputClaim", "OutputExistsError", "OutputInUseError", "check_output", "claim_output"]
+__all__ = [
+    "OutputClaim",
+    "OutputExistsError",
+    "OutputInUseError",
+    "check_output",
+    "claim_output",
+    "is_partition_name",
+]
 
 # Files a writer leaves: shards and their .meta files (any compression extension), the index and its
 # temporary files (write_text_atomic), and the classes.json an image-folder conversion adds.
@@ -78,6 +85,11 @@ class OutputClaim:
     def __del__(self) -> None:
         # A writer dropped without finish() or abandon() must not keep its directory locked forever.
         self.release()
+
+
+def is_partition_name(name: str) -> bool:
+    """Whether ``name`` is a partition directory name of a conversion (``part-00003``, ``00003-<call>-0``)."""
+    return _PARTITION.fullmatch(name) is not None
 
 
 def check_output(local: Path, *, exist_ok: bool, hint: str = "pass exist_ok=True to replace it") -> None:
