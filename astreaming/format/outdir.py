@@ -67,12 +67,21 @@ class OutputClaim:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._pid = os.getpid()
 
     def release(self) -> None:
         """Let other writers have the directory. Idempotent."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the only descriptor of the open directory drops its flock
+        if fd is None:
+            return
+        if os.getpid() == self._pid:
+            # Unlock before closing: a process forked meanwhile (DataLoader workers) shares the open
+            # directory, and closing our descriptor alone would leave it locked until that child exits.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        # A forked child only closes its copy: unlocking would release the claim of the process it
+        # was forked from (the lock belongs to the open directory both share).
+        os.close(fd)
 
     def __enter__(self) -> OutputClaim:
         return self

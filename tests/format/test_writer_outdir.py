@@ -140,3 +140,28 @@ def test_exist_ok_replaces_partitions_its_index_references(tmp_path: Path) -> No
     _write(out, 1, exist_ok=True)
     assert not [p for p in out.iterdir() if p.is_dir()]
     assert _xs(out) == [0]
+
+
+def test_a_forked_child_does_not_keep_the_directory_held(tmp_path: Path) -> None:
+    """A process forked while a writer is open (DataLoader workers, say) shares its locked descriptor:
+    finish() must still let the directory go, and the child's exit must not release a later claim."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    out = tmp_path / "out"
+    writer = MDSWriter(out=str(out), columns=COLS)
+    writer.write({"x": 1, "s": "a"})
+    stop = ctx.Event()
+    child = ctx.Process(target=stop.wait)
+    child.start()
+    try:
+        writer.finish()
+        second = MDSWriter(out=str(out), columns=COLS, exist_ok=True)  # held by the child before the fix
+    finally:
+        stop.set()
+        child.join()
+    with pytest.raises(OutputInUseError):
+        MDSWriter(out=str(out), columns=COLS, exist_ok=True)  # the child's exit released nothing
+    second.write({"x": 2, "s": "b"})
+    second.finish()
+    assert _xs(out) == [2]
