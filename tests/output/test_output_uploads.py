@@ -234,3 +234,16 @@ def test_no_local_index_stands_beside_shards_being_uploaded(script: Script, tmp_
         finisher.join()
     assert [LocalDataset(tmp_path / "r")[i]["id"] for i in range(12)] == list(range(12))
     assert not local.exists()  # every file uploaded and deleted, the directory removed
+
+
+def test_a_shard_past_the_multipart_threshold_uploads_with_default_settings(
+    cloud: Remote, tmp_path: Path
+) -> None:
+    """With the backends' default thresholds: a 9 MiB shard takes the resumable (gs) or multipart (s3)
+    path. gs once sent each 16 MiB chunk as raw bytes, which aiohttp warns may block the event loop (a
+    ResourceWarning per chunk; under ``-W error`` the upload failed)."""
+    blob = np.random.default_rng(1).bytes(9 << 20)
+    with MDSWriter(out=cloud.url, columns=COLUMNS, size_limit=None) as w:
+        w.write({"id": 7, "blob": blob})
+    ds = LocalDataset(cloud.download(tmp_path / "copy"))
+    assert ds[0]["id"] == 7 and ds[0]["blob"] == blob
