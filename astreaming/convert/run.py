@@ -9,10 +9,10 @@ written. Workers are started with ``spawn``: the parent may already run the astr
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +27,8 @@ from astreaming.convert.write import join_out, partition_name, write_units
 from astreaming.errors import AstreamingError, ConfigError, FormatError
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import validate_hashes
-from astreaming.format.writer import OutputExistsError, is_remote_out
+from astreaming.format.outdir import claim_output
+from astreaming.format.writer import is_remote_out
 from astreaming.output.merge import merge_index
 from astreaming.output.transfer import upload
 from astreaming.output.uploader import RemoteUploader
@@ -155,8 +156,15 @@ def _stderr_is_tty() -> bool:
         return False
 
 
-def prepare_root(out: str, exist_ok: bool, sidecars: Mapping[str, bytes]) -> None:
-    """Check (or empty) the output root, and put the sidecar files in it, before the workers start."""
+def prepare_root(
+    out: str, exist_ok: bool, sidecars: Mapping[str, bytes]
+) -> contextlib.AbstractContextManager[Any]:
+    """Check (or empty) the output root, and put the sidecar files in it, before the workers start.
+
+    Returns:
+        The claim on a local root, held until it is released (use it as a context manager): while the
+        workers write their partitions, another conversion or writer cannot empty or share the root.
+    """
     if is_remote_out(out):
         with tempfile.TemporaryDirectory(prefix="astreaming-convert-") as tmp:
             checker = RemoteUploader(out, Path(tmp))
@@ -168,19 +176,16 @@ def prepare_root(out: str, exist_ok: bool, sidecars: Mapping[str, bytes]) -> Non
                 path = Path(tmp) / name
                 path.write_bytes(data)
                 upload(path, join_out(out, name))
-        return
+        return contextlib.nullcontext()
     root = Path(out[len("file://") :] if out.startswith("file://") else out)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"out: {root} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()):
-        if not exist_ok:
-            raise OutputExistsError(
-                f"out: directory {root} is not empty; pass --overwrite (exist_ok=True) to replace it"
-            )
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for name, data in sidecars.items():
-        (root / name).write_bytes(data)
+    claim = claim_output(root, exist_ok=exist_ok, hint="pass --overwrite (exist_ok=True) to replace it")
+    try:
+        for name, data in sidecars.items():
+            (root / name).write_bytes(data)
+    except BaseException:
+        claim.release()
+        raise
+    return claim
 
 
 def _convert_parallel(
@@ -192,10 +197,10 @@ def _convert_parallel(
     options: ConvertOptions,
     tick: Callable[[int], object],
 ) -> tuple[int, int]:
-    prepare_root(out, options.exist_ok, source.sidecars())
-    parts = [join_out(out, partition_name(k)) for k in range(len(groups))]
-    results = _run_workers(source, groups, columns, parts, settings, tick)
-    merge_index(parts, out)
+    with prepare_root(out, options.exist_ok, source.sidecars()):
+        parts = [join_out(out, partition_name(k)) for k in range(len(groups))]
+        results = _run_workers(source, groups, columns, parts, settings, tick)
+        merge_index(parts, out)
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 

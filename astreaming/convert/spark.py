@@ -42,6 +42,7 @@ from astreaming.fetch.loop_thread import get_loop_thread
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import validate_hashes
 from astreaming.format.mds.encodings import get_encoding
+from astreaming.format.outdir import check_output
 from astreaming.format.writer import is_remote_out
 from astreaming.output.merge import merge_index as merge_partitions
 from astreaming.output.writers import MDSWriter
@@ -197,13 +198,35 @@ def dataframe_to_mds(
     exist_ok = bool(kwargs.pop("exist_ok", False))
     local, remote = _split_out(out)
     _check_writer_args(columns, kwargs)
-    for target in (remote, local):
-        if target is not None:
-            prepare_root(target, exist_ok, {})
-    if exist_ok and remote is not None:
-        # A local root was emptied; a remote one only lost its index.json. The partitions of earlier
-        # calls carry other names than this call's, so nothing would overwrite them: delete them.
-        _remove_partitions(remote, lambda name: True)
+    if local is not None and remote is not None:
+        # Before the remote, whose index exist_ok=True deletes: see astreaming.output.writers.
+        check_output(
+            Path(local[len("file://") :] if local.startswith("file://") else local), exist_ok=exist_ok
+        )
+    with contextlib.ExitStack() as claims:
+        for target in (remote, local):
+            if target is not None:
+                claims.enter_context(prepare_root(target, exist_ok, {}))
+        if exist_ok and remote is not None:
+            # A remote root lost its indexes only. The partitions of earlier calls carry other names
+            # than this call's, so nothing would overwrite them: delete them.
+            _remove_partitions(remote, lambda name: True)
+        # The roots stay claimed until the merge: no other writer or conversion can empty or share them.
+        _write_and_merge(dataframe, columns, out, kwargs, udf_iterable, udf_kwargs, merge_index)
+    return local, remote
+
+
+def _write_and_merge(
+    dataframe: Any,
+    columns: Mapping[str, str],
+    out: Any,
+    kwargs: dict[str, Any],
+    udf_iterable: Callable[..., Iterable[Mapping[str, Any]]] | None,
+    udf_kwargs: Mapping[str, Any] | None,
+    merge_index: bool,
+) -> None:
+    """Run the tasks, remove this call's unaccepted attempts, and merge the accepted partitions."""
+    local, remote = _split_out(out)
     # A token of this call in every partition name: see the module docstring.
     run = uuid.uuid4().hex[:8]
     task = _task(dict(columns), out, kwargs, udf_iterable, dict(udf_kwargs or {}), run)
@@ -222,7 +245,6 @@ def dataframe_to_mds(
     if merge_index and names:
         parts = [_partition_out(out, name) for name in names]
         merge_partitions(parts, out)
-    return local, remote
 
 
 #: The directory names ``dataframe_to_mds`` gives partitions: ``<partition>-<call>-<attempt>``.

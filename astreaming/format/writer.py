@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,10 +25,19 @@ from astreaming.errors import ConfigError, FormatError
 from astreaming.format.compression import Compression, get_compression
 from astreaming.format.hashing import hash_bytes, validate_hashes
 from astreaming.format.index import FileInfo, ShardEntry, dump_index, write_text_atomic
+from astreaming.format.outdir import (
+    OutputClaim,
+    OutputExistsError,
+    OutputInUseError,
+    check_output,
+    claim_output,
+)
 
 __all__ = [
     "MissingColumnError",
+    "check_local_out",
     "OutputExistsError",
+    "OutputInUseError",
     "ShardWriter",
     "Uploader",
     "is_remote_out",
@@ -40,10 +48,6 @@ DEFAULT_SIZE_LIMIT = 1 << 26
 _W = TypeVar("_W", bound="ShardWriter")
 _OPTIONS = ("progress_bar", "max_workers", "retry", "exist_ok")
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-class OutputExistsError(ConfigError, FileExistsError):
-    """The output directory is not empty and ``exist_ok`` is False (mosaic raised FileExistsError)."""
 
 
 class MissingColumnError(FormatError, KeyError):
@@ -82,7 +86,10 @@ class ShardWriter(ABC):
         hashes: hash algorithms, unique and sorted.
         size_limit: shard size limit in bytes or a string like ``"64mb"``; ``None`` or 0 = one shard.
         progress_bar, max_workers, retry, exist_ok: mosaic's keyword options. ``exist_ok=True`` empties a
-            non-empty output directory; ``False`` refuses it.
+            non-empty output directory that holds only a previous output (index, shards, partitions) and
+            refuses one holding anything else (:class:`OutputExistsError` naming it; mosaic deleted it
+            all); ``False`` refuses any non-empty directory. A local output directory is held by one
+            writer at a time: a second one is refused with :class:`OutputInUseError`.
     """
 
     format: ClassVar[str]
@@ -114,6 +121,8 @@ class ShardWriter(ABC):
         self.size_limit = _parse_size_limit(size_limit)
         # Remote output plugs in here: a subclass's _open_output may set an uploader for every file.
         self.uploader: Uploader | None = None
+        # The local output directory, held (flock) until finish() or abandon(); set by _open_output.
+        self._claim: OutputClaim | None = None
         self.local = self._open_output(out)
         self.shards: list[ShardEntry] = []
         self._samples: list[bytes] = []
@@ -127,7 +136,8 @@ class ShardWriter(ABC):
         ``astreaming.output`` overrides this to accept remote URLs and ``(local, remote)`` tuples and to
         set :attr:`uploader`; ``format`` itself never imports the storage layer.
         """
-        return _prepare_out(out, exist_ok=self.exist_ok, writer=type(self).__name__)
+        self._claim = _prepare_out(out, exist_ok=self.exist_ok, writer=type(self).__name__)
+        return self._claim.path
 
     @property
     def extra_bytes_per_shard(self) -> int:
@@ -183,21 +193,41 @@ class ShardWriter(ABC):
         """Flush the last shard and publish index.json (atomically). Idempotent."""
         if self._closed:
             return
-        if self._samples:
-            self.flush_shard()
-        index_path = self.local / "index.json"
-        write_text_atomic(index_path, dump_index(self.shards))
-        self._closed = True
-        if self.uploader is not None:
-            self.uploader.upload(index_path, "index.json")
-            self.uploader.finish()
+        try:
+            if self._samples:
+                self.flush_shard()
+            index_path = self.local / self.local_index_name()
+            write_text_atomic(index_path, dump_index(self.shards))
+            self._closed = True
+            if self.uploader is not None:
+                self.uploader.upload(index_path, "index.json")
+                self.uploader.finish()
+        finally:
+            self.release_output()
+
+    def local_index_name(self) -> str:
+        """The name the index is written under locally before its upload (``index.json`` here).
+
+        An uploading writer that keeps no local copy writes it under a temporary name instead: its
+        uploaded shards are deleted one by one, so an ``index.json`` standing beside them while the
+        uploads run would describe missing files if the process were killed before the end.
+        """
+        return "index.json"
 
     def abandon(self) -> None:
         """Stop without publishing an index (the shards written so far stay on disk)."""
         self._closed = True
         self._samples = []
-        if self.uploader is not None:
-            self.uploader.abort()
+        try:
+            if self.uploader is not None:
+                self.uploader.abort()
+        finally:
+            self.release_output()
+
+    def release_output(self) -> None:
+        """Let other writers have the local output directory (done by finish() and abandon())."""
+        if self._claim is not None:
+            self._claim.release()
 
     def __enter__(self: _W) -> _W:
         return self
@@ -234,9 +264,14 @@ class ShardWriter(ABC):
             self.uploader.upload(path, basename)
 
 
-def prepare_local_out(local: str | os.PathLike[str], *, exist_ok: bool) -> Path:
-    """The local half of a remote output: the same checks as a local ``out`` (used by astreaming.output)."""
+def prepare_local_out(local: str | os.PathLike[str], *, exist_ok: bool) -> OutputClaim:
+    """The local half of a remote output: the same checks and claim as a local ``out`` (astreaming.output)."""
     return _prepare_out(os.fspath(local), exist_ok=exist_ok)
+
+
+def check_local_out(local: str | os.PathLike[str], *, exist_ok: bool) -> None:
+    """Raise what :func:`prepare_local_out` would raise, changing nothing (checked before the remote)."""
+    check_output(Path(local), exist_ok=exist_ok)
 
 
 def _parse_size_limit(size_limit: int | str | None) -> int | None:
@@ -258,8 +293,8 @@ def is_remote_out(out: object) -> bool:
     )
 
 
-def _prepare_out(out: object, *, exist_ok: bool, writer: str = "this writer") -> Path:
-    """Validate the local output directory, emptying it if ``exist_ok`` (mosaic's rmtree)."""
+def _prepare_out(out: object, *, exist_ok: bool, writer: str = "this writer") -> OutputClaim:
+    """Validate and claim the local output directory, emptying a previous output if ``exist_ok``."""
     if is_remote_out(out):
         raise ConfigError(
             f"out: remote output is not supported yet by astreaming.format's {writer} ({out!r}); "
@@ -269,12 +304,4 @@ def _prepare_out(out: object, *, exist_ok: bool, writer: str = "this writer") ->
         out = out[len("file://") :]
     if not isinstance(out, (str, os.PathLike)):
         raise ConfigError(f"out: expected a directory path, got {out!r}")
-    local = Path(out)
-    if local.exists() and not local.is_dir():
-        raise ConfigError(f"out: {local} exists and is not a directory")
-    if local.is_dir() and any(local.iterdir()):
-        if not exist_ok:
-            raise OutputExistsError(f"out: directory {local} is not empty; pass exist_ok=True to replace it")
-        shutil.rmtree(local)
-    local.mkdir(parents=True, exist_ok=True)
-    return local
+    return claim_output(Path(out), exist_ok=exist_ok)

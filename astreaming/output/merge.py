@@ -205,11 +205,13 @@ async def _merge(
                 paths.append(str(dest))
             merge_local(paths, str(root))
             merged = root / INDEX
+            # Remote first: when its upload fails no local index may claim a merge that did not happen
+            # (its partitions may exist only remotely). The local write is the one that rarely fails.
+            if remote is not None:
+                await backends.upload(merged, join(remote.rstrip("/") or remote, INDEX))
             if target.local is not None and (keep_local or remote is None):
                 Path(target.local).mkdir(parents=True, exist_ok=True)
                 write_text_atomic(Path(target.local) / INDEX, merged.read_text())
-            if remote is not None:
-                await backends.upload(merged, join(remote.rstrip("/") or remote, INDEX))
 
 
 async def _list_partitions(backends: _Backends, target: OutputTarget) -> list[tuple[str, str | None]]:

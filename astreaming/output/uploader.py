@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
 from astreaming.fetch.loop_thread import LoopThread, get_loop_thread
+from astreaming.format.outdir import is_partition_name
 from astreaming.format.writer import OutputExistsError
 from astreaming.output.target import check_backend, remote_backend
 from astreaming.storage import Backend, RetryPolicy, RetryStats, join, redact, with_retries
@@ -58,6 +59,12 @@ class UploadStats:
     bytes_uploaded: int = 0
     peak_in_flight: int = 0
     failures: int = 0
+
+
+def _is_partition_index(relative: str) -> bool:
+    """Whether ``relative`` (below the output) is ``<partition>/index.json`` for a partition name."""
+    head, sep, tail = relative.partition("/")
+    return bool(sep) and tail == INDEX and is_partition_name(head)
 
 
 class RemoteUploader:
@@ -213,14 +220,22 @@ class RemoteUploader:
         await self._backend.__aenter__()
 
     async def _prepare(self, exist_ok: bool) -> None:
-        if exist_ok:
-            index_url = self.url_of(INDEX)
-            with contextlib.suppress(ObjectNotFound):
-                await with_retries(
-                    self._meta_policy, lambda: self._backend.delete(index_url), url=index_url, what="delete"
-                )
-            return
         prefix = self.remote.rstrip("/") + "/"
+        if exist_ok:
+            # The output's index, and those of its partitions (part-NNNNN/index.json, ...): a previous
+            # conversion with more workers left partitions this run will not rewrite, and a published
+            # index of theirs would be merged back by merge_index's root form. Other objects stay.
+            async def indexes() -> list[str]:
+                return [
+                    info.url
+                    async for info in self._backend.list(prefix)
+                    if _is_partition_index(info.url[len(prefix) :])
+                ]
+
+            stale = await with_retries(self._meta_policy, indexes, url=prefix, what="list")
+            for index_url in [self.url_of(INDEX), *stale]:
+                await self._delete_if_present(index_url)
+            return
 
         async def first() -> str | None:
             async for info in self._backend.list(prefix):
@@ -233,6 +248,10 @@ class RemoteUploader:
                 f"out: remote directory {redact(self.remote)} is not empty ({redact(found)} exists); "
                 "pass exist_ok=True to overwrite it"
             )
+
+    async def _delete_if_present(self, url: str) -> None:
+        with contextlib.suppress(ObjectNotFound):
+            await with_retries(self._meta_policy, lambda: self._backend.delete(url), url=url, what="delete")
 
     def _spawn(self, path: Path, basename: str, size: int) -> None:
         # Runs on the loop thread (call_soon): callbacks run in order, so every task exists before

@@ -31,7 +31,7 @@ from typing import Any
 from astreaming.errors import ConfigError
 from astreaming.format import jsonl, xsv
 from astreaming.format.mds import writer as mds
-from astreaming.format.writer import ShardWriter, is_remote_out, prepare_local_out
+from astreaming.format.writer import ShardWriter, check_local_out, is_remote_out, prepare_local_out
 from astreaming.output.target import check_backend, is_local, parse_out
 from astreaming.output.uploader import RemoteUploader
 from astreaming.storage import Backend
@@ -40,6 +40,10 @@ from astreaming.storage.urls import local_path
 __all__ = ["CSVWriter", "JSONWriter", "MDSWriter", "RemoteOutput", "TSVWriter", "XSVWriter"]
 
 log = logging.getLogger(__name__)
+
+# The local index of a writer that keeps no local copy: uploaded as index.json, never published locally.
+# Named like write_text_atomic's temporary files, which a later exist_ok=True may delete.
+_UPLOAD_INDEX = ".index.json.upload.tmp"
 
 
 class RemoteOutput(ShardWriter):
@@ -76,7 +80,12 @@ class RemoteOutput(ShardWriter):
         assert target.remote is not None
         self.remote = target.remote
         # The remote is checked before the local directory is touched: exist_ok=True empties the local
-        # directory, which must not happen when the run is refused anyway.
+        # directory, which must not happen when the run is refused anyway. And the local directory is
+        # checked (changing nothing) before the remote, whose index exist_ok=True deletes: a local
+        # directory that will be refused (held by another writer, holding other files) must not cost the
+        # remote its published index.
+        if target.local is not None:
+            check_local_out(target.local, exist_ok=self.exist_ok)
         if target.local is None:
             self._staging = True
             local = Path(tempfile.mkdtemp(prefix="astreaming-out-"))
@@ -101,7 +110,8 @@ class RemoteOutput(ShardWriter):
         try:
             uploader.prepare(exist_ok=self.exist_ok)
             if target.local is not None:
-                local = prepare_local_out(local, exist_ok=self.exist_ok)
+                self._claim = prepare_local_out(local, exist_ok=self.exist_ok)
+                local = self._claim.path
         except BaseException:
             uploader.abort()
             self._remove_staging(local)
@@ -120,7 +130,9 @@ class RemoteOutput(ShardWriter):
         super().write(sample)
 
     def finish(self) -> None:
-        """Flush the last shard, wait for every upload, then publish index.json locally and remotely.
+        """Flush the last shard, wait for every upload, then publish index.json remotely (and locally with
+        ``keep_local``: every file stays there, so the local copy is a whole dataset even if the upload
+        fails).
 
         Raises:
             StorageError: An upload failed (the URL is named); no index was uploaded and the local
@@ -137,10 +149,8 @@ class RemoteOutput(ShardWriter):
             self._closed = True
             if self._remote_uploader is not None:
                 self._remote_uploader.abort()  # no-op if finish() got as far as closing it
-                if not self.keep_local:
-                    # Uploaded shards were deleted locally: the local index would describe missing files.
-                    with contextlib.suppress(OSError):
-                        (self.local / "index.json").unlink()
+                with contextlib.suppress(OSError):
+                    (self.local / _UPLOAD_INDEX).unlink()
                 log.error("upload to %s failed; files not uploaded are kept in %s", self.remote, self.local)
             raise
         if self._remote_uploader is not None and not self.keep_local:
@@ -149,6 +159,12 @@ class RemoteOutput(ShardWriter):
                 # Every file was deleted after its upload; drop the directory if nothing else is there.
                 with contextlib.suppress(OSError):
                     self.local.rmdir()
+
+    def local_index_name(self) -> str:
+        """``index.json`` with ``keep_local`` (every file stays, so the local copy is a whole dataset),
+        else a temporary name: the shards are deleted as they are uploaded, and a process killed while
+        the uploads run must not leave an ``index.json`` beside some of them (see the format writer)."""
+        return _UPLOAD_INDEX if self._remote_uploader is not None and not self.keep_local else "index.json"
 
     def abandon(self) -> None:
         """Stop without publishing an index anywhere; pending uploads are cancelled."""

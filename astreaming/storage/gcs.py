@@ -13,6 +13,7 @@ server, or anonymous access to public buckets when nothing is configured).
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 import mimetypes
@@ -313,8 +314,10 @@ class GCSBackend(Backend):
                 last = offset + len(chunk) >= size
                 total = str(size) if last else "*"
                 crange = f"bytes {offset}-{offset + len(chunk) - 1}/{total}"
+                # A file object, not the raw bytes: aiohttp writes raw bytes over 1 MiB in one go on the
+                # loop, and warns (ResourceWarning) that it may block it; a BytesIO is streamed.
                 async with http.put(
-                    session_uri, data=chunk, headers={**headers, "Content-Range": crange}
+                    session_uri, data=io.BytesIO(chunk), headers={**headers, "Content-Range": crange}
                 ) as r:
                     if r.status == 308 and not last:
                         offset += len(chunk)

@@ -65,7 +65,7 @@ def test_exist_ok(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     MDSWriter(out=str(out), columns=COLS).finish()  # an empty directory is fine
-    (out / "stale.txt").write_text("x")
+    (out / "shard.00007.mds").write_bytes(b"a shard of an earlier, failed run")
     with pytest.raises(OutputExistsError, match="not empty") as info:
         MDSWriter(out=str(out), columns=COLS)
     assert isinstance(info.value, FileExistsError)

@@ -10,7 +10,7 @@ from output_remotes import GCS_BUCKET, Remote
 
 from astreaming.errors import TransientStorageError
 from astreaming.format.local import LocalDataset
-from astreaming.output import MDSWriter, RemoteUploader
+from astreaming.output import MDSWriter, RemoteUploader, merge_index
 from astreaming.testing.faults import FaultPlan
 from astreaming.testing.servers import FakeGCSServer
 from astreaming.testing.threadedproxy import ThreadedFaultProxy
@@ -63,3 +63,31 @@ def test_exhausted_retries_raise_and_publish_no_index(gcs: Remote, proxied_gcs: 
     assert GCS_BUCKET in str(info.value) and "/shard." in str(info.value)
     proxied_gcs.plan = FaultPlan()
     assert gcs.listing() == []  # no shard, and above all no index.json
+
+
+def test_a_503_storm_on_the_merged_index_publishes_it_nowhere(
+    gcs: Remote, proxied_gcs: ThreadedFaultProxy, tmp_path: Path
+) -> None:
+    """merge_index to ``(local, remote)``: when the remote index cannot be uploaded, no local one either.
+
+    The partitions are remote only, so a local index.json left behind would describe files that are not
+    there, and claim a merge that did not happen.
+    """
+    golden = Path(__file__).resolve().parent.parent / "golden" / "output" / "merged" / "data"
+    for path in sorted(golden.rglob("*")):
+        rel = path.relative_to(golden).as_posix()
+        if path.is_file() and rel != "index.json":
+            gcs.put(rel, path.read_bytes())
+    local = tmp_path / "local"
+    parts = [f"{gcs.url}/{p}/index.json" for p in ("0", "1")]
+    proxied_gcs.plan = FaultPlan(error_rate=1.0, error_statuses=(503,), seed=2, match=_uploads)
+    with pytest.raises(TransientStorageError, match=r"index\.json.*after 3 attempt") as info:
+        merge_index(parts, (str(local), gcs.url), download_timeout=30)
+    assert f"{gcs.url}/index.json" in str(info.value)
+    assert not (local / "index.json").exists()
+    proxied_gcs.plan = FaultPlan()
+    assert "index.json" not in gcs.listing()
+    merge_index(parts, (str(local), gcs.url), download_timeout=30)  # the rerun publishes both
+    assert (
+        gcs.get("index.json") == (golden / "index.json").read_bytes() == (local / "index.json").read_bytes()
+    )

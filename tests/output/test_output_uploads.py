@@ -177,13 +177,10 @@ def test_missing_bucket(cloud: Remote, tmp_path: Path) -> None:
     # exist_ok=False: the remote is checked up front, which already fails, naming the URL.
     with pytest.raises(StorageError, match="astreaming-no-such-bucket"):
         MDSWriter(out=url, columns=COLUMNS)
-    # exist_ok=True skips the listing: the uploads themselves fail, with the typed error.
-    w = MDSWriter(out=url, columns=COLUMNS, exist_ok=True, size_limit=400)
-    with pytest.raises(StorageError, match="astreaming-no-such-bucket/ds/shard") as info, w:
-        for i in range(10):
-            w.write(sample(i))
+    # exist_ok=True lists too (to unpublish the partition indexes below out): the same typed failure.
+    with pytest.raises(StorageError, match="astreaming-no-such-bucket") as info:
+        MDSWriter(out=url, columns=COLUMNS, exist_ok=True, size_limit=400)
     assert isinstance(info.value, (ObjectNotFound, PermissionDenied))
-    assert not w.local.exists() or not (w.local / "index.json").exists()
 
 
 def test_many_shards_through_a_real_server(cloud: Remote, tmp_path: Path) -> None:
@@ -205,3 +202,48 @@ def test_unexpected_backend_errors_still_block_the_index(script: Script, tmp_pat
         w.write(sample(0))
     assert isinstance(info.value.__cause__, RuntimeError)
     assert not (tmp_path / "r" / "index.json").exists()
+
+
+def test_no_local_index_stands_beside_shards_being_uploaded(script: Script, tmp_path: Path) -> None:
+    """``(local, remote)`` without keep_local: each shard is deleted locally once uploaded, so an
+    ``index.json`` written locally before the uploads end would, if the process were killed then (Ctrl-C
+    is handled, SIGKILL is not), be left describing shards that are gone: an interrupted write
+    publishing a dataset. The index is written under a temporary name and only uploaded."""
+    script.gate = threading.Event()  # every upload waits: finish() stops where a kill would find it
+    local = tmp_path / "local"
+    w = MDSWriter(
+        out=(str(local), f"scripted://{tmp_path}/r"),
+        backend=script.backend(),
+        columns=COLUMNS,
+        size_limit=400,
+    )
+    for i in range(12):
+        w.write(sample(i))
+    finisher = threading.Thread(target=w.finish)
+    finisher.start()
+    try:
+        wait_until(
+            lambda: (
+                any(p.name.endswith("index.json.upload.tmp") for p in local.iterdir())
+                or (local / "index.json").exists()
+            )
+        )
+        assert not (local / "index.json").exists()
+    finally:
+        script.gate.set()
+        finisher.join()
+    assert [LocalDataset(tmp_path / "r")[i]["id"] for i in range(12)] == list(range(12))
+    assert not local.exists()  # every file uploaded and deleted, the directory removed
+
+
+def test_a_shard_past_the_multipart_threshold_uploads_with_default_settings(
+    cloud: Remote, tmp_path: Path
+) -> None:
+    """With the backends' default thresholds: a 9 MiB shard takes the resumable (gs) or multipart (s3)
+    path. gs once sent each 16 MiB chunk as raw bytes, which aiohttp warns may block the event loop (a
+    ResourceWarning per chunk; under ``-W error`` the upload failed)."""
+    blob = np.random.default_rng(1).bytes(9 << 20)
+    with MDSWriter(out=cloud.url, columns=COLUMNS, size_limit=None) as w:
+        w.write({"id": 7, "blob": blob})
+    ds = LocalDataset(cloud.download(tmp_path / "copy"))
+    assert ds[0]["id"] == 7 and ds[0]["blob"] == blob

@@ -14,7 +14,7 @@ from output_remotes import Remote
 from astreaming.errors import ConfigError, UnknownOptionError
 from astreaming.format.local import LocalDataset
 from astreaming.format.writer import OutputExistsError
-from astreaming.output import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter
+from astreaming.output import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter, merge_index
 
 COLUMNS = {"id": "int", "text": "str", "vec": "ndarray:float32"}
 N = 40
@@ -137,6 +137,26 @@ def test_exist_ok_checks_the_remote(remote: Remote, tmp_path: Path) -> None:
     check_dataset(remote.download(tmp_path / "copy"))
 
 
+def test_a_refused_local_side_leaves_the_remote_index_published(remote: Remote, tmp_path: Path) -> None:
+    """``exist_ok=True`` unpublishes the remote index first; a local directory the writer then refuses (it
+    holds the user's files, or another writer has it) must not have cost the remote its index."""
+    with MDSWriter(out=remote.url, columns=COLUMNS, exist_ok=True) as w:
+        w.write(sample(0))
+    published = remote.get("index.json")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "notes.txt").write_text("the user's")
+    with pytest.raises(OutputExistsError, match=r"notes\.txt"):
+        MDSWriter(out=(str(local), remote.url), columns=COLUMNS, exist_ok=True)
+    (local / "notes.txt").unlink()
+    other = MDSWriter(out=str(local), columns=COLUMNS)
+    with pytest.raises(OutputExistsError, match="being written by another writer"):
+        MDSWriter(out=(str(local), remote.url), columns=COLUMNS, exist_ok=True)
+    other.finish()
+    assert remote.get("index.json") == published
+    assert (local / "index.json").exists()  # the other writer's output, untouched
+
+
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
     [
@@ -214,3 +234,31 @@ def test_local_output_is_byte_identical_to_the_format_writer(tmp_path: Path) -> 
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and len(files) > 3
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_overwrite_unpublishes_the_partitions_a_previous_conversion_left(
+    cloud: Remote, tmp_path: Path
+) -> None:
+    """A conversion with 3 workers, then one with 2 and ``exist_ok``: the third partition of the first is
+    not rewritten, and its published index must not come back through merge_index's root form (the
+    local form deletes it: tests/cli/test_cli_convert.py)."""
+    from astreaming.convert import ConvertOptions, convert
+
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(f'{{"id": {i}, "text": "{"w" * 60}"}}\n' for i in range(300)))
+    convert(src, cloud.url, ConvertOptions(workers=3, progress=False))
+    assert "part-00002/index.json" in cloud.listing()
+    convert(src, cloud.url, ConvertOptions(workers=2, exist_ok=True, progress=False))
+    assert "part-00002/index.json" not in cloud.listing()
+    merge_index(cloud.url + "/", keep_local=False)  # the root form: every partition index below out
+    ds = LocalDataset(cloud.download(tmp_path / "copy"))
+    assert [ds[i]["id"] for i in range(len(ds))] == list(range(300))
+
+
+def test_overwrite_keeps_indexes_that_are_not_partitions(cloud: Remote) -> None:
+    cloud.put("part-00004/index.json", b"{}")
+    cloud.put("notes/index.json", b"another dataset of the user's below out: not a partition")
+    with MDSWriter(out=cloud.url, columns=COLUMNS, exist_ok=True) as w:
+        w.write(sample(0))
+    listing = cloud.listing()
+    assert "part-00004/index.json" not in listing and "notes/index.json" in listing
