@@ -264,16 +264,16 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             )
             policy = retry_policy(options.download_retry, options.download_timeout)
             if stream.remote_root is None:
-                entries, size = await load_stream_index(stream, None, policy, stats)
+                entries, size, digest = await load_stream_index(stream, None, policy, stats)
             elif keep is None:
                 async with stream.open_backend(options.download_timeout) as backend:
-                    entries, size = await load_stream_index(stream, backend, policy, stats)
+                    entries, size, digest = await load_stream_index(stream, backend, policy, stats)
             else:
                 backend = stream.open_backend(options.download_timeout)
                 keep.append(backend)  # before it is opened: closing the kept ones closes it too
                 await backend.__aenter__()
-                entries, size = await load_stream_index(stream, backend, policy, stats)
-            loaded.append(StreamShards(stream, entries, options, size))
+                entries, size, digest = await load_stream_index(stream, backend, policy, stats)
+            loaded.append(StreamShards(stream, entries, options, size, digest))
         return ShardTable(loaded)
 
     def __getstate__(self) -> dict[str, Any]:

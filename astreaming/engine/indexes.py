@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from astreaming.cache.paths import CacheDir
@@ -28,14 +29,15 @@ async def load_stream_index(
     backend: Backend | None,
     policy: RetryPolicy,
     stats: RetryStats,
-) -> tuple[tuple[ShardEntry, ...], int]:
+) -> tuple[tuple[ShardEntry, ...], int, str]:
     """Load a stream's index: from its remote when it has one, else from its local directory.
 
     The remote index is authoritative: a cached copy that differs from it is replaced (mosaic trusted a
     local ``index.json`` forever, so a re-written remote dataset was read with a stale index).
 
     Returns:
-        The parsed shard entries and the index's size in bytes.
+        The parsed shard entries, the index's size in bytes and a digest of its bytes (what the versions
+        of its shards are recorded under: :mod:`astreaming.cache.versionpins`).
 
     Raises:
         FormatError: the index is malformed (``IndexJSONError``: not JSON), or a stream has no samples
@@ -66,7 +68,7 @@ async def load_stream_index(
             write_text_atomic(local_path, data.decode("utf-8"))
     if sum(e.samples for e in entries) == 0:
         raise EmptyDatasetError(f"{source}: the dataset has no samples")
-    return entries, len(data)
+    return entries, len(data), hashlib.sha256(data).hexdigest()[:32]
 
 
 def _read_local(path: Path) -> bytes:
