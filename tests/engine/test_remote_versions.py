@@ -9,7 +9,11 @@ generation) is what tells them apart.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -180,3 +184,69 @@ def test_random_access_reads_offsets_and_samples_of_one_version(
     # The offsets read before would cut version 2's bytes at version 1's boundaries.
     with pytest.raises(ObjectChanged, match=r"/data/shard\.00000\.mds: the object changed"):
         ds[1]
+
+
+def write_more(out: Path) -> None:
+    """Another version of the dataset: more samples, so another index."""
+    with MDSWriter(
+        out=str(out), columns={"id": "int", "blob": "bytes"}, size_limit=PER_SHARD * (BLOB + 12) + 40
+    ) as w:
+        for i in range(SAMPLES + 12):
+            w.write({"id": i, "blob": bytes([3]) * BLOB})
+
+
+def replace_dataset(data: Path) -> None:
+    new = data.parent / f"{data.name}-v3-{uuid.uuid4().hex[:6]}"
+    write_more(new)
+    for path in sorted(new.iterdir(), key=lambda p: p.name == "index.json"):  # the index last
+        os.replace(path, data / path.name)
+
+
+def test_an_index_rewritten_between_epochs_stops_the_next_epoch(
+    http_data: tuple[str, Path, Callable[[str, bytes], None]], tmp_path: Path
+) -> None:
+    remote, source, _ = http_data
+    ds = StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4)
+    assert len(list(ds)) == SAMPLES
+    replace_dataset(source)
+    with pytest.raises(
+        ObjectChanged, match=rf"/data/index\.json: index\.json changed .*\({SAMPLES} samples then"
+    ):
+        next(iter(ds))
+    assert StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4).num_samples > SAMPLES
+
+
+JOB = Path(__file__).with_name("version_rank_job.py")
+
+
+def test_ranks_built_on_two_versions_of_the_index_fail_at_the_next_epoch(
+    http_data: tuple[str, Path, Callable[[str, bytes], None]], tmp_path: Path
+) -> None:
+    # Rank 0 is built, then the dataset is written again with more samples, then rank 1 is built: the
+    # two would walk different shard lists and different numbers of batches (a DDP job hangs at its
+    # next collective). Rank 0 finds the index changed when its second epoch starts and ends with the
+    # error naming index.json (a launcher such as torchrun then ends the other ranks).
+    remote, source, _ = http_data
+    results = [tmp_path / f"rank{r}.json" for r in range(2)]
+    procs = []
+    for rank, result in enumerate(results):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+        argv = [sys.executable, str(JOB), remote, str(tmp_path / "cache"), str(result)]
+        procs.append(subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True))
+        while not Path(f"{result}.built").exists():
+            assert procs[-1].poll() is None, procs[-1].communicate()[1][-3000:]
+            time.sleep(0.02)
+        if rank == 0:
+            replace_dataset(source)
+    for result in results:
+        Path(f"{result}.go").touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    first, second = (json.loads(r.read_text()) for r in results)
+    assert first["samples"] == SAMPLES and second["samples"] == SAMPLES + 12
+    assert (
+        first["error"][0] == "ObjectChanged" and "/data/index.json: index.json changed" in first["error"][1]
+    )
+    assert len(first["epochs"]) == 1  # its first epoch ran (on what it had read), the second did not start
+    assert "error" not in second and len(second["epochs"]) == 2
