@@ -416,7 +416,8 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
     @staticmethod
     def _recheck_index(epoch: int, world: World) -> bool:
         # The first epoch walks what construction just read; each later one (and a resumed one) reads
-        # the index again, once per rank: in its first DataLoader worker, or the rank's own process.
+        # the index again where the rank's first batch is read: its first DataLoader worker, or the
+        # rank's own process (in-process, and StreamingDataLoader's lead batch).
         return epoch > 0 and world.worker_of_rank == 0
 
     async def _check_indexes(self, runtime: Runtime) -> None:
