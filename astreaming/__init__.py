@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "astreaming.errors",
     "FormatError": "astreaming.errors",
     "HashMismatch": "astreaming.errors",
+    "ObjectChanged": "astreaming.errors",
     "ObjectNotFound": "astreaming.errors",
     "PermissionDenied": "astreaming.errors",
     "StorageError": "astreaming.errors",

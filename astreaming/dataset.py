@@ -17,7 +17,7 @@ from astreaming.dataset_resume import ResumableIterator, fetched_by_torch, in_da
 from astreaming.engine.access import read_sample
 from astreaming.engine.args import build_streams, parse_args
 from astreaming.engine.hooks import HookedReaders, active_reader
-from astreaming.engine.indexes import load_stream_index
+from astreaming.engine.indexes import check_index_unchanged, load_stream_index
 from astreaming.engine.iterate import aiter_plan, iter_plan
 from astreaming.engine.kept import KeptBackends
 from astreaming.engine.ordering import build_spec, plan_store, worker_plan
@@ -264,16 +264,16 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             )
             policy = retry_policy(options.download_retry, options.download_timeout)
             if stream.remote_root is None:
-                entries, size = await load_stream_index(stream, None, policy, stats)
+                entries, size, digest = await load_stream_index(stream, None, policy, stats)
             elif keep is None:
                 async with stream.open_backend(options.download_timeout) as backend:
-                    entries, size = await load_stream_index(stream, backend, policy, stats)
+                    entries, size, digest = await load_stream_index(stream, backend, policy, stats)
             else:
                 backend = stream.open_backend(options.download_timeout)
                 keep.append(backend)  # before it is opened: closing the kept ones closes it too
                 await backend.__aenter__()
-                entries, size = await load_stream_index(stream, backend, policy, stats)
-            loaded.append(StreamShards(stream, entries, options, size))
+                entries, size, digest = await load_stream_index(stream, backend, policy, stats)
+            loaded.append(StreamShards(stream, entries, options, size, digest))
         return ShardTable(loaded)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -413,6 +413,25 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         store = plan_store()
         return start.epoch, world, worker_plan(spec, world, start.epoch, start.sample_in_epoch, store)
 
+    @staticmethod
+    def _recheck_index(epoch: int, world: World) -> bool:
+        # The first epoch walks what construction just read; each later one (and a resumed one) reads
+        # the index again where the rank's first batch is read: its first DataLoader worker, or the
+        # rank's own process (in-process, and StreamingDataLoader's lead batch).
+        return epoch > 0 and world.worker_of_rank == 0
+
+    async def _check_indexes(self, runtime: Runtime) -> None:
+        """Every remote stream's index is still the one this dataset was built from (else ObjectChanged)."""
+        for stream_id, shards in enumerate(self._table.streams):
+            root = shards.stream.remote_root
+            if root is None:
+                continue
+            backend, policy = runtime.backend(stream_id)
+            samples = int(self._table.samples_per_stream[stream_id])
+            await check_index_unchanged(
+                root, backend, policy, runtime.retry_stats, shards.index_digest, samples
+            )
+
     def _complete(self, epoch: int, world: World) -> None:
         self._control.complete(epoch, world.worker_of_rank, world.workers_per_rank)
 
@@ -464,6 +483,8 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         # ``world``: whose plan (StreamingDataLoader's main process walks its worker 0's first batch).
         epoch, world, plan = self._plan(world)
         runtime, readers = self._sync_parts()
+        if self._recheck_index(epoch, world):
+            runtime.loop_thread.call(self._check_indexes(runtime.runtime))
         chunks = _skipping(plan, skip) if skip else plan
         hooked = self._hooked(readers)
         # A hook sees every sample through its own call: no first sample read by ranges behind its back.
@@ -484,6 +505,8 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         readers = self._hooked(self._new_readers())
         try:
             async with self._new_runtime() as runtime:
+                if self._recheck_index(epoch, world):
+                    await self._check_indexes(runtime)
                 try:
                     async for sample in aiter_plan(self._table, readers, runtime, plan):
                         yield sample

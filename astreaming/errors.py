@@ -58,6 +58,15 @@ class HashMismatch(FormatError):
     """A file's digest differs from the one its index records."""
 
 
+class ObjectChanged(FormatError):
+    """A remote object was replaced while a job reads it: an answer reported another version (ETag,
+    generation) than the one read before for the same shard. Not retried. ``url`` names the object."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
 class IndexJSONError(FormatError, json.JSONDecodeError):
     """An ``index.json`` is not JSON (empty, truncated). Also the ``json.JSONDecodeError`` mosaic raised."""
 
@@ -102,6 +111,7 @@ __all__ = [
     "HashMismatch",
     "IndexJSONError",
     "IndexNotFound",
+    "ObjectChanged",
     "ObjectNotFound",
     "PermissionDenied",
     "StorageError",

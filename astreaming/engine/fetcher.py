@@ -23,12 +23,14 @@ from astreaming.fetch.scheduler import FetchDeferred
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo
+from astreaming.storage import versions
 from astreaming.storage.base import Backend
 from astreaming.storage.linkgauge import LinkGauge
 from astreaming.storage.partfile import settle
 from astreaming.storage.ranged import RangedDownloader
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import join, redact
+from astreaming.storage.versions import VersionPin
 
 if TYPE_CHECKING:
     from astreaming.cache.budget import NodeBudget
@@ -225,16 +227,26 @@ class ShardFetcher:
         url = join(root, info.basename)  # keeps a SAS / presigned query at the end
         policy = self.policies[stream_id]
         ranged = self.ranged
-        if not backend.is_local_filesystem and ranged.splits(info.bytes):
-            size = await ranged.download(backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats)
-        else:
-            size = await with_retries(
-                policy,
-                lambda: self._whole(backend, url, tmp, info.bytes),
-                url=url,
-                stats=self.retry_stats,
-                what="download",
-            )
+        # Every answer (each part, each retry) must be the version this cache read the file at before,
+        # if it did (an eviction since), else the version of the first answer: a file replaced meanwhile
+        # by other bytes of the same size is an ObjectChanged, never a shard of two versions.
+        pins = self.table.pins[stream_id]
+        recorded = pins.get(info.basename)
+        with versions.pinned(VersionPin(recorded)) as pin:
+            if not backend.is_local_filesystem and ranged.splits(info.bytes):
+                size = await ranged.download(
+                    backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats
+                )
+            else:
+                size = await with_retries(
+                    policy,
+                    lambda: self._whole(backend, url, tmp, info.bytes),
+                    url=url,
+                    stats=self.retry_stats,
+                    what="download",
+                )
+        if recorded is None:
+            pins.record(info.basename, pin.token, redact(url))
         self.counters.bytes_downloaded += size
         self.counters.files_downloaded += 1
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from astreaming.cache.paths import CacheDir
 from astreaming.diskerrors import mapped_disk_errors
-from astreaming.errors import EmptyDatasetError, IndexNotFound, ObjectNotFound
+from astreaming.errors import EmptyDatasetError, FormatError, IndexNotFound, ObjectChanged, ObjectNotFound
 from astreaming.format.index import ShardEntry, parse_index, write_text_atomic
 from astreaming.storage.base import Backend
 from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
 from astreaming.storage.urls import join, redact
 from astreaming.stream import Stream
 
-__all__ = ["index_url", "load_stream_index"]
+__all__ = ["check_index_unchanged", "index_url", "load_stream_index"]
 
 INDEX_NAME = "index.json"
 
@@ -28,14 +29,15 @@ async def load_stream_index(
     backend: Backend | None,
     policy: RetryPolicy,
     stats: RetryStats,
-) -> tuple[tuple[ShardEntry, ...], int]:
+) -> tuple[tuple[ShardEntry, ...], int, str]:
     """Load a stream's index: from its remote when it has one, else from its local directory.
 
     The remote index is authoritative: a cached copy that differs from it is replaced (mosaic trusted a
     local ``index.json`` forever, so a re-written remote dataset was read with a stale index).
 
     Returns:
-        The parsed shard entries and the index's size in bytes.
+        The parsed shard entries, the index's size in bytes and a digest of its bytes (what the versions
+        of its shards are recorded under: :mod:`astreaming.cache.versionpins`).
 
     Raises:
         FormatError: the index is malformed (``IndexJSONError``: not JSON), or a stream has no samples
@@ -66,7 +68,37 @@ async def load_stream_index(
             write_text_atomic(local_path, data.decode("utf-8"))
     if sum(e.samples for e in entries) == 0:
         raise EmptyDatasetError(f"{source}: the dataset has no samples")
-    return entries, len(data)
+    return entries, len(data), hashlib.sha256(data).hexdigest()[:32]
+
+
+async def check_index_unchanged(
+    remote_root: str, backend: Backend, policy: RetryPolicy, stats: RetryStats, digest: str, samples: int
+) -> None:
+    """Read a stream's remote index again: it must be the one the dataset was built from.
+
+    A dataset reads its index once, when it is built; an epoch that starts after the index was written
+    again would walk the old shard list over files that may be the new ones, and a rank built after the
+    rewrite walks another list than a rank built before it (the two would not even agree on the
+    number of batches). Called as each later epoch starts.
+
+    Raises:
+        ObjectChanged: the remote index differs (naming it, with the sample counts before and now).
+        StorageError: the index could not be read (after retries).
+    """
+    url = index_url(remote_root)
+    data = await with_retries(policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read")
+    if hashlib.sha256(data).hexdigest()[:32] == digest:
+        return
+    try:
+        now = f"{sum(e.samples for e in parse_index(data, source=redact(url)))} samples"
+    except FormatError as e:
+        now = f"not a valid index ({e})"
+    raise ObjectChanged(
+        f"{redact(url)}: index.json changed since this dataset read it ({samples} samples then, {now} "
+        "now): every epoch and every rank of a job must read one version of a dataset; write the new "
+        "version under another prefix, and build the dataset again to read it",
+        url=redact(url),
+    )
 
 
 def _read_local(path: Path) -> bytes:

@@ -18,8 +18,10 @@ from astreaming.engine.runtime import Runtime
 from astreaming.engine.shards import ShardTable
 from astreaming.format.index import MDSEntry
 from astreaming.format.mds.reader import DecodePlan, MDSReader, parse_mds_header
+from astreaming.storage import versions
 from astreaming.storage.retry import with_retries
-from astreaming.storage.urls import join
+from astreaming.storage.urls import join, redact
+from astreaming.storage.versions import VersionPin
 
 __all__ = ["RangeSampler"]
 
@@ -36,6 +38,7 @@ class RangeSampler:
         self._offsets: dict[int, npt.NDArray[np.uint32]] = {}
         self._plans: dict[int, DecodePlan] = {}
         self._reads: dict[int, int] = {}
+        self._pins: dict[int, VersionPin] = {}  # the version each shard is read at
         self.bytes_read = 0  # counted in the dataset's stats() as downloaded bytes
         self.range_reads = 0
 
@@ -60,15 +63,25 @@ class RangeSampler:
         assert root is not None
         url = join(root, entry.raw_data.basename)
         backend, policy = runtime.backend(stream_id)
+        # The offsets read first and every sample read later must come from one version of the shard,
+        # the one this cache holds or held (a sample cut at another version's offsets is garbage).
+        pins = self.table.pins[stream_id]
+        pin = self._pins.get(shard)
+        if pin is None:
+            pin = self._pins[shard] = VersionPin(pins.get(entry.raw_data.basename))
 
         async def read(start: int, end: int) -> bytes:
-            data = await with_retries(
-                policy,
-                lambda: backend.read_range(url, start, end),
-                url=url,
-                stats=runtime.retry_stats,
-                what="read",
-            )
+            recorded = pin.token
+            with versions.pinned(pin):
+                data = await with_retries(
+                    policy,
+                    lambda: backend.read_range(url, start, end),
+                    url=url,
+                    stats=runtime.retry_stats,
+                    what="read",
+                )
+            if recorded is None:
+                pins.record(entry.raw_data.basename, pin.token, redact(url))
             self.bytes_read += len(data)
             self.range_reads += 1
             return data

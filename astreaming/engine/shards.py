@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from astreaming.cache.paths import CacheDir
+from astreaming.cache.versionpins import VersionPins
 from astreaming.format.index import FileInfo, MDSEntry, ShardEntry
 from astreaming.format.mds.reader import MDSReader
 from astreaming.stream import DownloadOptions, Stream
@@ -26,6 +27,7 @@ class StreamShards:
     entries: tuple[ShardEntry, ...]
     options: DownloadOptions
     index_bytes: int  # size of its index.json, counted by the cache budget
+    index_digest: str = ""  # of its index.json's bytes: the versions of its files are kept under it
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class ShardTable:
         )
         self._bounds_list: list[int] = self.bounds.tolist()
         self._files: list[tuple[ShardFile, ...] | None] = [None] * len(self.entries)
+        #: Per stream: the version of each remote file this cache was filled with (kept across evictions).
+        self.pins = [VersionPins(c.root, s.index_digest) for c, s in zip(self.caches, streams, strict=True)]
 
     @property
     def num_samples(self) -> int:

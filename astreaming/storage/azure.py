@@ -52,6 +52,7 @@ from astreaming.errors import (
     StorageError,
     TransientStorageError,
 )
+from astreaming.storage import versions
 from astreaming.storage.base import Backend, ObjectInfo, check_length, check_range
 from astreaming.storage.errormap import from_status, map_aiohttp, map_os_error
 from astreaming.storage.partfile import PartFile
@@ -122,6 +123,12 @@ def _map(e: Exception, url: str, what: str) -> StorageError | None:
     if isinstance(e, (az.ServiceRequestError, az.ServiceResponseError)):
         return TransientStorageError(f"{shown}: {what} failed ({type(e).__name__})", url=shown)
     return map_aiohttp(e, url, what=what)
+
+
+def _answered(url: str, downloader: Any) -> None:
+    """Check a download's ETag against the pinned version (:mod:`astreaming.storage.versions`)."""
+    etag = getattr(downloader.properties, "etag", None)
+    versions.answered(url, f"ETag {etag}" if etag else None)
 
 
 class _ResponseTracker:
@@ -389,6 +396,7 @@ class AzureBackend(Backend):
         async with PartFile(Path(dest), url) as part:
             with self._errors(url, "download"):
                 downloader = await blob.download_blob(max_concurrency=1)
+                _answered(url, downloader)
                 async for chunk in downloader.chunks():
                     await part.write(chunk)
             n = await part.commit(expected=downloader.size)
@@ -403,6 +411,7 @@ class AzureBackend(Backend):
         try:
             with self._errors(url, "range read"):
                 downloader = await blob.download_blob(offset=start, length=end - start, max_concurrency=1)
+                _answered(url, downloader)
                 data = await downloader.readall()
         except StorageError as e:
             if isinstance(e.__cause__, az.HttpResponseError) and e.__cause__.status_code == 416:

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
-from astreaming.storage import firstbyte
+from astreaming.storage import firstbyte, versions
 from astreaming.storage.base import CHUNK_SIZE, check_length
 from astreaming.storage.errormap import from_status
 from astreaming.storage.partfile import PartFile
@@ -80,8 +80,22 @@ def announced_length(resp: aiohttp.ClientResponse) -> int | None:
     return resp.content_length
 
 
+def version_of(resp: aiohttp.ClientResponse) -> str | None:
+    """The version an answer reports: GCS's generation, else a strong ETag (a weak ``W/`` one only says
+    the content is equivalent, so it pins nothing)."""
+    generation = resp.headers.get("x-goog-generation")
+    if generation:
+        return f"generation {generation}"
+    etag = resp.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return f"ETag {etag}"
+    return None
+
+
 async def stream_to_file(resp: aiohttp.ClientResponse, dest: Path, url: str) -> int:
-    """Stream a response body into ``dest`` through a ``.part`` file; check the announced length."""
+    """Stream a response body into ``dest`` through a ``.part`` file; check the announced length and
+    the version (:mod:`astreaming.storage.versions`)."""
+    versions.answered(url, version_of(resp))
     async with PartFile(dest, url) as part:
         async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
             await part.write(chunk)
@@ -99,6 +113,7 @@ async def range_into(
     if resp.status == 416:
         return 0
     await raise_for_status(resp, url, "range read")
+    versions.answered(url, version_of(resp))
     if resp.status != 206:
         data = (await read_body(resp, url, limit=end))[start:end]
         if data:
@@ -138,4 +153,5 @@ __all__ = [
     "read_body",
     "shared_session",
     "stream_to_file",
+    "version_of",
 ]

@@ -34,7 +34,7 @@ from botocore import exceptions as bexc
 from botocore.loaders import JSONFileLoader
 
 from astreaming.errors import ConfigError, ObjectNotFound, StorageError
-from astreaming.storage import firstbyte
+from astreaming.storage import firstbyte, versions
 from astreaming.storage.base import CHUNK_SIZE, Backend, ObjectInfo, check_length, check_range, collect_range
 from astreaming.storage.partfile import PartFile
 from astreaming.storage.s3errors import map_botocore
@@ -83,6 +83,12 @@ def _session(profile: str | None) -> AioSession:
 
 
 log = logging.getLogger(__name__)
+
+
+def _answered(url: str, resp: dict[str, Any]) -> None:
+    """Check a GetObject answer's ETag against the pinned version (:mod:`astreaming.storage.versions`)."""
+    etag = resp.get("ETag")
+    versions.answered(url, f"ETag {etag}" if etag else None)
 
 
 class S3Backend(Backend):
@@ -305,6 +311,7 @@ class S3Backend(Backend):
         async def go(c: Any, bucket: str, key: str) -> int:
             resp = await c.get_object(Bucket=bucket, Key=key, **self._extra(bucket))
             firstbyte.arrived()
+            _answered(url, resp)
             async with resp["Body"] as body, PartFile(Path(dest), url) as part:
                 while chunk := await body.read(CHUNK_SIZE):
                     await part.write(chunk)
@@ -334,6 +341,7 @@ class S3Backend(Backend):
                     return 0  # the range starts past the end of the object
                 raise
             firstbyte.arrived()
+            _answered(url, resp)
             got = 0
             async with resp["Body"] as body:
                 while chunk := await body.read(CHUNK_SIZE):

@@ -157,3 +157,27 @@ def test_random_access_reads_byte_ranges_of_uncached_shards(
     # A map-style pass over one shard switches to downloading it once.
     assert [ds[i]["id"] for i in range(40, 50)] == list(range(40, 50))
     assert (local / "shard.00004.mds").exists()
+
+
+def test_a_server_that_never_answers_times_out_in_spawned_workers(
+    served: tuple[StaticHTTPServer, Path], tmp_path: Path
+) -> None:
+    server, _ = served
+    with ThreadedFaultProxy(server.url, FaultPlan()) as proxy:
+        ds = StreamingDataset(
+            remote=f"{proxy.url}/data",
+            local=str(tmp_path / "n"),
+            batch_size=10,
+            download_retry=1,
+            download_timeout=0.5,
+        )
+        forwarded = proxy.stats.forwarded  # the index
+        proxy.plan = FaultPlan(latency=3600.0)  # from now on every request is accepted, never answered
+        loader = StreamingDataLoader(ds, batch_size=10, num_workers=2, multiprocessing_context="spawn")
+        # Each attempt ends at download_timeout: the error reaches the main process naming the shard.
+        with pytest.raises(
+            TransientStorageError,
+            match=r"shard\.\d{5}\.mds: download failed after 2 attempt\(s\).*timed out after 0\.5 s",
+        ):
+            list(loader)
+        assert proxy.stats.forwarded == forwarded  # no shard request was answered
