@@ -81,8 +81,16 @@ def announced_length(resp: aiohttp.ClientResponse) -> int | None:
 
 
 def version_of(resp: aiohttp.ClientResponse) -> str | None:
-    """The version an answer reports: GCS's generation, else a strong ETag (a weak ``W/`` one only says
-    the content is equivalent, so it pins nothing)."""
+    """The version an answer reports: GCS's content hashes, else its generation, else a strong ETag.
+
+    GCS sends the whole object's hashes (``x-goog-hash``: crc32c, and md5 unless it is composite) with
+    every answer, ranged ones too. They change with the bytes and only with them: the same bytes
+    uploaded again (a conversion rerun) are a new generation, which must not fail a job whose cache
+    holds the old upload. A weak ``W/`` ETag only says the content is equivalent, so it pins nothing.
+    """
+    hashes = resp.headers.get("x-goog-hash")
+    if hashes:
+        return f"content {hashes}"
     generation = resp.headers.get("x-goog-generation")
     if generation:
         return f"generation {generation}"

@@ -1,6 +1,6 @@
 """Which version of an object a download reads: the first answer pins it, every later one must match.
 
-An object store reports a version token with every answer (S3's ETag, GCS's generation, Azure's ETag,
+An object store reports a version token with every answer (S3's ETag, GCS's content hashes, Azure's ETag,
 an HTTP server's strong ETag). A shard read in several requests (parallel byte ranges, a retried part,
 the header and then a sample of a random access, a download again after ``cache_limit`` evicted it) is
 only one shard if every answer came from the same version: an object replaced by other bytes of the same
