@@ -429,7 +429,13 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             backend, policy = runtime.backend(stream_id)
             samples = int(self._table.samples_per_stream[stream_id])
             await check_index_unchanged(
-                root, backend, policy, runtime.retry_stats, shards.index_digest, samples
+                root,
+                backend,
+                policy,
+                runtime.retry_stats,
+                shards.index_digest,
+                samples,
+                self._table.pins[stream_id],
             )
 
     def _complete(self, epoch: int, world: World) -> None:

@@ -46,6 +46,14 @@ class VersionPins:
         except FileNotFoundError:
             return None
 
+    def put(self, basename: str, version: str) -> None:
+        """Record ``version`` for ``basename``, replacing any earlier record (complete when it appears)."""
+        path = self._path(basename)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        tmp.write_text(version, "utf-8")
+        os.replace(tmp, path)
+
     def record(self, basename: str, version: str | None, shown: str) -> None:
         """Record ``version`` for ``basename`` unless one is already recorded, which must be the same.
 

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from astreaming.cache.paths import CacheDir
+from astreaming.cache.versionpins import VersionPins
 from astreaming.diskerrors import mapped_disk_errors
 from astreaming.errors import EmptyDatasetError, FormatError, IndexNotFound, ObjectChanged, ObjectNotFound
 from astreaming.format.index import ShardEntry, parse_index, write_text_atomic
@@ -72,22 +73,39 @@ async def load_stream_index(
 
 
 async def check_index_unchanged(
-    remote_root: str, backend: Backend, policy: RetryPolicy, stats: RetryStats, digest: str, samples: int
+    remote_root: str,
+    backend: Backend,
+    policy: RetryPolicy,
+    stats: RetryStats,
+    digest: str,
+    samples: int,
+    pins: VersionPins,
 ) -> None:
-    """Read a stream's remote index again: it must be the one the dataset was built from.
+    """Check that a stream's remote index is still the one the dataset was built from.
 
     A dataset reads its index once, when it is built; an epoch that starts after the index was written
     again would walk the old shard list over files that may be the new ones, and a rank built after the
     rewrite walks another list than a rank built before it (the two would not even agree on the
     number of batches). Called as each later epoch starts.
 
+    An index can be tens of MB (100k shards), and every rank checks it every epoch: the object's size
+    and version token (``stat``) are compared with those recorded in ``pins`` the last time its bytes
+    were read and found equal, and the bytes are read again only when they differ (or the store reports
+    no version). The stat comes before the read, so a rewrite between the two is still caught.
+
     Raises:
         ObjectChanged: the remote index differs (naming it, with the sample counts before and now).
         StorageError: the index could not be read (after retries).
     """
     url = index_url(remote_root)
+    info = await with_retries(policy, lambda: backend.stat(url), url=url, stats=stats, what="stat")
+    seen = f"{info.size} {info.etag}" if info.etag else None
+    if seen is not None and pins.get(INDEX_NAME) == seen:
+        return
     data = await with_retries(policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read")
     if hashlib.sha256(data).hexdigest()[:32] == digest:
+        if seen is not None:
+            pins.put(INDEX_NAME, seen)
         return
     try:
         now = f"{sum(e.samples for e in parse_index(data, source=redact(url)))} samples"

@@ -225,6 +225,39 @@ def test_an_index_rewritten_between_epochs_stops_the_next_epoch(
     assert StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4).num_samples > SAMPLES
 
 
+def test_later_epochs_read_the_index_again_only_when_its_version_changed(tmp_path: Path) -> None:
+    # Every rank checks the index every epoch, and an index can be tens of MB: after one read that found
+    # the same bytes, an epoch asks only for the index's size and version. The same bytes written again
+    # (a new ETag) are read once more and pass; other bytes are an ObjectChanged.
+    site = tmp_path / "site"
+    write(site / "data", 1)
+    index = site / "data" / "index.json"
+    asked: list[str] = []
+
+    def log(req: Any) -> bool:
+        if req.path.endswith("/index.json"):
+            asked.append(req.method if "Range" not in req.headers else "RANGE")
+        return False
+
+    with StaticHTTPServer(site) as server, ThreadedFaultProxy(server.url, FaultPlan(match=log)) as proxy:
+        ds = StreamingDataset(remote=f"{proxy.url}/data", local=str(tmp_path / "cache"), batch_size=4)
+        reads = asked.count("GET")
+        for _ in range(3):
+            assert len(list(ds)) == SAMPLES
+        assert asked.count("GET") == reads + 1  # epoch 1 read the bytes; epochs 2 and 3 only checked
+        checks = len(asked) - asked.count("GET")
+        assert checks >= 2
+        same = index.read_bytes()
+        os.remove(index)
+        index.write_bytes(same)  # a new file: a new ETag, the same bytes
+        os.utime(index, (1, 1))
+        assert len(list(ds)) == SAMPLES and asked.count("GET") == reads + 2
+        assert len(list(ds)) == SAMPLES and asked.count("GET") == reads + 2
+        replace_dataset(site / "data")
+        with pytest.raises(ObjectChanged, match=r"/data/index\.json: index\.json changed"):
+            list(ds)
+
+
 JOB = Path(__file__).with_name("version_rank_job.py")
 
 
