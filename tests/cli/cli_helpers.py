@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RunCLI = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -35,3 +36,14 @@ def leftovers(tmpdir: Path, *, resumable: bool = False) -> list[str]:
             continue
         found.append(str(path.relative_to(tmpdir)))
     return found
+
+
+def read_local(out: Path) -> list[dict[str, Any]]:
+    """Every sample of the local MDS dataset at ``out``, in order."""
+    from astreaming.format.local import LocalDataset
+
+    ds = LocalDataset(out)
+    try:
+        return [ds[i] for i in range(len(ds))]
+    finally:
+        ds.close()

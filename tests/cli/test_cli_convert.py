@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cli_helpers import RunCLI
+from cli_helpers import RunCLI, read_local
 from cli_remotes import S3_BUCKET, gcs_env, gcs_url, read_remote, s3_env
 from convert_sources import (
     csv_rows,
@@ -22,14 +22,6 @@ from convert_sources import (
 
 from astreaming.format.local import LocalDataset
 from astreaming.testing.servers import FakeGCSServer, MotoS3Server
-
-
-def _read(out: Path) -> list[dict[str, Any]]:
-    ds = LocalDataset(out)
-    try:
-        return [ds[i] for i in range(len(ds))]
-    finally:
-        ds.close()
 
 
 def _ok(proc: Any) -> str:
@@ -49,7 +41,7 @@ def test_jsonl_round_trip_and_byte_identical_reruns(run_cli: RunCLI, tmp_path: P
     index = json.loads(first["index.json"])
     assert {s["compression"] for s in index["shards"]} == {"zstd"}
     assert all(set(s["raw_data"]["hashes"]) == {"sha1", "xxh64"} for s in index["shards"])
-    assert _read(tmp_path / "a") == rows
+    assert read_local(tmp_path / "a") == rows
 
 
 def test_workers_write_partitions_merged_in_source_order(run_cli: RunCLI, tmp_path: Path) -> None:
@@ -63,7 +55,7 @@ def test_workers_write_partitions_merged_in_source_order(run_cli: RunCLI, tmp_pa
         "part-00001",
         "part-00002",
     ]
-    assert _read(tmp_path / "par") == rows
+    assert read_local(tmp_path / "par") == rows
 
 
 def test_csv_and_tsv_inferred_and_overridden(run_cli: RunCLI, tmp_path: Path) -> None:
@@ -71,13 +63,13 @@ def test_csv_and_tsv_inferred_and_overridden(run_cli: RunCLI, tmp_path: Path) ->
     src = write_csv(tmp_path / "items.csv", rows)
     out = _ok(run_cli("convert", src, tmp_path / "csv"))
     assert "id:int, name:str, price:float64" in out
-    got = _read(tmp_path / "csv")
+    got = read_local(tmp_path / "csv")
     assert [(r["id"], float(r["price"]), r["name"]) for r in got] == [
         (r["id"], r["price"], r["name"]) for r in rows
     ]
     tsv = write_csv(tmp_path / "items.tsv", rows, delimiter="\t")
     _ok(run_cli("convert", tsv, tmp_path / "tsv", "--columns", "id:int32,price:str"))
-    got = _read(tmp_path / "tsv")
+    got = read_local(tmp_path / "tsv")
     assert all(isinstance(r["id"], np.int32) for r in got)
     assert [(int(r["id"]), r["price"]) for r in got] == [(r["id"], str(r["price"])) for r in rows]
 
@@ -89,7 +81,7 @@ def test_parquet_types_and_nulls(run_cli: RunCLI, tmp_path: Path) -> None:
     (src / "_SUCCESS").write_text("")  # Spark's marker file is not a data file
     out = _ok(run_cli("convert", src, tmp_path / "out", "--workers", "2"))
     assert "b:bytes, emb:ndarray:float64, f32:float32, i32:int32, maybe:json, s:str" in out
-    got = _read(tmp_path / "out")
+    got = read_local(tmp_path / "out")
     assert len(got) == len(rows)
     for want, have in zip(rows, got, strict=True):
         assert isinstance(have["i32"], np.int32) and int(have["i32"]) == want["i32"]
@@ -121,7 +113,7 @@ def test_image_folder_with_workers_keeps_the_order(run_cli: RunCLI, tmp_path: Pa
     out = _ok(run_cli("convert", tmp_path / "imgs", tmp_path / "out", "--workers", "3"))
     assert "10 samples" in out and "from 3 partitions" in out
     assert json.loads((tmp_path / "out" / "classes.json").read_text()) == {"classes": ["cat", "dog"]}
-    got = _read(tmp_path / "out")
+    got = read_local(tmp_path / "out")
     assert [(s["path"], s["label"]) for s in got] == [(rel, label) for rel, label, _ in files]
 
 
@@ -132,7 +124,7 @@ def test_mixed_image_folder_needs_columns(run_cli: RunCLI, tmp_path: Path) -> No
     proc = run_cli("convert", tmp_path / "imgs", tmp_path / "out")
     assert proc.returncode == 1 and "mixes JPEG" in proc.stderr and "--columns image:png" in proc.stderr
     _ok(run_cli("convert", tmp_path / "imgs", tmp_path / "out", "--columns", "image:png"))
-    got = _read(tmp_path / "out")
+    got = read_local(tmp_path / "out")
     assert got[0]["path"] == "cat/extra.jpg" and got[0]["image"].format == "PNG"
 
 
@@ -161,7 +153,7 @@ def test_jsonl_with_a_utf8_bom_converts(run_cli: RunCLI, tmp_path: Path) -> None
     src = tmp_path / "rows.jsonl"
     src.write_bytes(b'\xef\xbb\xbf{"id": 0, "t": "\xc3\xa9"}\n{"id": 1, "t": "b"}\n')
     _ok(run_cli("convert", src, tmp_path / "out"))
-    assert [(r["id"], r["t"]) for r in _read(tmp_path / "out")] == [(0, "\u00e9"), (1, "b")]
+    assert [(r["id"], r["t"]) for r in read_local(tmp_path / "out")] == [(0, "\u00e9"), (1, "b")]
 
 
 def test_value_past_inferred_rows_fails_with_hint(run_cli: RunCLI, tmp_path: Path) -> None:
@@ -172,7 +164,7 @@ def test_value_past_inferred_rows_fails_with_hint(run_cli: RunCLI, tmp_path: Pat
     assert "rows.jsonl:22: column 'x': cannot store 'twenty' as int" in proc.stderr
     assert "--columns" in proc.stderr and not (tmp_path / "out" / "index.json").exists()
     _ok(run_cli("convert", src, tmp_path / "out2", "--infer-rows", "0"))
-    assert [r["x"] for r in _read(tmp_path / "out2")] == [r["x"] for r in rows]
+    assert [r["x"] for r in read_local(tmp_path / "out2")] == [r["x"] for r in rows]
 
 
 def test_failed_worker_publishes_no_index(run_cli: RunCLI, tmp_path: Path) -> None:
@@ -217,7 +209,7 @@ def test_existing_output_needs_overwrite(run_cli: RunCLI, tmp_path: Path) -> Non
         proc = run_cli("convert", src, out, "--workers", workers)
         assert proc.returncode == 1 and "not empty" in proc.stderr
         _ok(run_cli("convert", src, out, "--workers", workers, "--overwrite"))
-        assert len(_read(out)) == 10
+        assert len(read_local(out)) == 10
 
 
 def test_convert_to_gcs_with_workers_reads_back(

@@ -9,22 +9,12 @@ running at the same time, or a worker of a killed conversion that is still writi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_helpers import RunCLI
+from cli_helpers import RunCLI, read_local
 from convert_sources import jsonl_rows, write_jsonl
 
-from astreaming.format.local import LocalDataset
 from astreaming.output import MDSWriter
-
-
-def _read(out: Path) -> list[dict[str, Any]]:
-    ds = LocalDataset(out)
-    try:
-        return [ds[i] for i in range(len(ds))]
-    finally:
-        ds.close()
 
 
 def _busy_writer(out: Path) -> MDSWriter:
@@ -48,7 +38,7 @@ def test_an_output_being_written_is_refused_even_with_overwrite(
     assert f"{out} is being written by another writer or conversion" in proc.stderr
     other.write({"x": 1020})
     other.finish()
-    assert [r["x"] for r in _read(out)] == list(range(1000, 1021))
+    assert [r["x"] for r in read_local(out)] == list(range(1000, 1021))
 
 
 def test_a_partition_still_being_written_by_an_earlier_run_is_not_emptied(
@@ -63,8 +53,8 @@ def test_a_partition_still_being_written_by_an_earlier_run_is_not_emptied(
     assert f"{out / 'part-00000'} is being written by another writer or conversion" in proc.stderr
     assert not (out / "index.json").exists()
     orphan.finish()  # nothing was deleted under it
-    assert [r["x"] for r in _read(out / "part-00000")] == list(range(1000, 1020))
+    assert [r["x"] for r in read_local(out / "part-00000")] == list(range(1000, 1020))
     # Once it is gone, the rerun replaces everything.
     rerun = run_cli("convert", src, out, "--workers", "2", "--overwrite", "--size-limit", "2kb")
     assert rerun.returncode == 0, rerun.stderr
-    assert _read(out) == rows
+    assert read_local(out) == rows

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import RunCLI
+from cli_helpers import RunCLI, read_local
 from cli_remotes import Remote
 from convert_sources import (
     csv_rows,
@@ -23,7 +23,6 @@ from convert_sources import (
 )
 
 from astreaming.convert import ConvertOptions, convert
-from astreaming.format.local import LocalDataset
 from astreaming.testing.servers import StaticHTTPServer
 
 
@@ -31,14 +30,6 @@ def _ok(proc: Any) -> str:
     assert proc.returncode == 0, proc.stderr
     assert "Unclosed" not in proc.stderr  # every storage client closed, in the parent and each worker
     return str(proc.stdout)
-
-
-def _read(out: Path) -> list[dict[str, Any]]:
-    ds = LocalDataset(out)
-    try:
-        return [ds[i] for i in range(len(ds))]
-    finally:
-        ds.close()
 
 
 def _sources(root: Path) -> None:
@@ -73,7 +64,7 @@ def test_remote_sources_give_the_local_bytes(run_cli: RunCLI, tmp_path: Path, re
         assert f"wrote {from_remote}" in out
         # Read by range requests from the store, the same rows give the same bytes as from disk.
         assert tree_bytes(from_remote) == tree_bytes(from_local), name
-    paths = [s["path"] for s in _read(tmp_path / "remote-imgs")]
+    paths = [s["path"] for s in read_local(tmp_path / "remote-imgs")]
     assert paths[:5] == ["cat/img_0.png", "cat/img_1.png", "cat/img_2.png", "cat/zz.png", "cat/more/deep.png"]
 
 
@@ -87,7 +78,7 @@ def test_http_source_file_and_errors(run_cli: RunCLI, tmp_path: Path) -> None:
         missing = run_cli("convert", f"{server.url}/nope.csv", tmp_path / "out2")
         folder = run_cli("convert", f"{server.url}/dir", tmp_path / "out3")
     _ok(good)
-    got = _read(tmp_path / "out")
+    got = read_local(tmp_path / "out")
     assert [(r["id"], r["name"]) for r in got] == [(r["id"], r["name"]) for r in rows]
     assert missing.returncode == 1 and f"{server.url}/nope.csv does not exist" in missing.stderr
     assert "Unclosed" not in missing.stderr + folder.stderr
@@ -115,7 +106,7 @@ def test_one_csv_split_between_workers_at_record_boundaries(run_cli: RunCLI, tmp
     assert "from 4 partitions" in four and "from" not in one.split("(")[0].split(":")[1]
     want = [[int(i), t, float(s)] for i, t, s in rows]
     for out in ("w1", "w4"):
-        got = _read(tmp_path / out)
+        got = read_local(tmp_path / out)
         assert [[int(r["id"]), r["text"], float(r["score"])] for r in got] == want, out
     # A naive split at a newline would cut inside a quoted field: the partitions start at records.
     index = json.loads((tmp_path / "w4" / "index.json").read_text())
@@ -133,7 +124,7 @@ def test_csv_lines_may_end_with_cr_or_crlf(run_cli: RunCLI, tmp_path: Path, endi
     for workers in ("1", "3"):
         out = tmp_path / f"w{workers}"
         _ok(run_cli("convert", tmp_path / "mac.csv", out, "--size-limit", "4kb", "--workers", workers))
-        assert [[int(r["id"]), r["text"], float(r["score"])] for r in _read(out)] == want, workers
+        assert [[int(r["id"]), r["text"], float(r["score"])] for r in read_local(out)] == want, workers
 
 
 def test_bad_row_in_a_later_csv_unit_names_its_line(run_cli: RunCLI, tmp_path: Path) -> None:
