@@ -177,8 +177,10 @@ def _lock(directory: Path) -> int | None:
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             os.close(fd)
             return None
-        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
-            return fd  # a filesystem without flock: write unguarded, as mosaic always did
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            # A filesystem without flock (Lustre mounted without -o flock answers ENOSYS, some NFS
+            # setups ENOLCK): write unguarded, as mosaic always did.
+            return fd
         os.close(fd)
         raise
     return fd
