@@ -6,11 +6,14 @@ and nothing stopped a second writer from emptying or interleaving with the first
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
+from astreaming.format import outdir
 from astreaming.format.local import LocalDataset
 from astreaming.format.mds.writer import MDSWriter
 from astreaming.format.writer import OutputExistsError, OutputInUseError
@@ -165,3 +168,19 @@ def test_a_forked_child_does_not_keep_the_directory_held(tmp_path: Path) -> None
     second.write({"x": 2, "s": "b"})
     second.finish()
     assert _xs(out) == [2]
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_a_filesystem_without_flock_is_written_unguarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    # Lustre without -o flock answers ENOSYS, some NFS setups ENOLCK: a writer must still work there
+    # (as mosaic's always did), only without the guard against a second writer.
+    def no_flock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX:
+            raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(outdir.fcntl, "flock", no_flock)
+    _write(tmp_path / "out", 10)
+    _write(tmp_path / "out", 7, exist_ok=True)
+    assert _xs(tmp_path / "out") == list(range(7))
