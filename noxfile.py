@@ -23,7 +23,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def node(session: nox.Session) -> None:
-    """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun."""
+    """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun,
+    ranks resuming from their checkpoints."""
     session.install(TORCH, "-e", ".[test]")
     session.run(
         "pytest",
@@ -32,6 +33,7 @@ def node(session: nox.Session) -> None:
         "node",
         "tests/engine/test_node_cache.py",
         "tests/engine/test_crash_matrix.py",
+        "tests/engine/test_resume_ranks.py",
         *session.posargs,
     )
 
