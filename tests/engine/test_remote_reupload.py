@@ -23,7 +23,9 @@ import pytest
 
 from astreaming import ObjectChanged, StreamingDataLoader, StreamingDataset
 from astreaming.storage import ranged
+from astreaming.testing.servers import MotoS3Server
 
+from .remotes import BUCKET, s3_env
 from .test_remote_versions import SAMPLES, limited, rewrite, versions_seen, write
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))
@@ -97,7 +99,43 @@ def azure_remote(azurite: Azurite, source: Path, first: str, again: str) -> Remo
     return Remote(f"azure://{AZURE_HOST}/{container}/data", put, token)
 
 
-@pytest.fixture(params=["http", "azure-put-blob", "azure-block-list", "azure-block-list-then-put-blob"])
+def s3_remote(server: MotoS3Server, source: Path) -> Remote:
+    """The dataset uploaded as multipart uploads of one part (the ETag of a multipart upload is not the
+    md5 of the bytes: ``"<md5 of the parts' md5s>-<parts>"``); every later upload is a single put (an
+    ETag that is the md5: a content token)."""
+    client = server.client()
+    prefix = f"reupload-{uuid.uuid4().hex[:8]}/data"
+    server.create_bucket(BUCKET)
+
+    def multipart(name: str, data: bytes) -> None:
+        key = f"{prefix}/{name}"
+        upload = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        part = client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=1, Body=data)
+        done = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+        client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=done)
+
+    def put(name: str, data: bytes) -> None:
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=data)
+
+    def token(name: str) -> str:
+        return str(client.head_object(Bucket=BUCKET, Key=f"{prefix}/{name}")["ETag"])
+
+    for path in sorted(source.iterdir()):
+        multipart(path.name, path.read_bytes())
+    assert token("shard.00000.mds").endswith('-1"')
+    return Remote(f"s3://{BUCKET}/{prefix}", put, token)
+
+
+STORES = [
+    "http",
+    "azure-put-blob",
+    "azure-block-list",
+    "azure-block-list-then-put-blob",
+    "s3-multipart-then-put",
+]
+
+
+@pytest.fixture(params=STORES)
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Remote]]:
@@ -111,6 +149,11 @@ def store(
         if kind == "http":
             servers.append(http_remote(source))
             return next(servers[-1])
+        if kind == "s3-multipart-then-put":
+            moto: MotoS3Server = request.getfixturevalue("s3_server")
+            for name, value in s3_env(moto).items():
+                monkeypatch.setenv(name, value)
+            return s3_remote(moto, source)
         server: Azurite = request.getfixturevalue("azurite")
         for name in list(os.environ):
             if name.startswith("AZURE_"):
