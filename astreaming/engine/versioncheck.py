@@ -6,7 +6,7 @@ loader computes over the file just written (``DIGEST``, xxh3_128: 3.6 GB/s from 
 the 2-core build machine at load 8.6, against 0.22 GB/s for md5, 0.25 for blake2b, 0.52 for sha256 and
 1.3 for zlib.crc32, which at 32 bits is too short to tell versions apart; ``benchmarks/digest_speed.py``,
 ``benchmarks/results/digest-speed-s11.json``). It runs in a thread, after the download, once per file and
-process (a few ms for a 64 MB shard). Content tokens are never hashed by the loader.
+process (about 20 ms for a 64 MB shard). Content tokens are never hashed by the loader.
 
 A later download (after an eviction, or by another process of the cache) that got another token reached
 here only if its bytes may still be the recorded ones (:func:`astreaming.storage.versions.answered`
