@@ -85,8 +85,10 @@ async def settle_whole(
         return
     if token == entry.token:
         if entry.digest is None and not entry.content:
-            # Recorded by a range read (no bytes to hash then): the next new token can be verified.
-            pins.put(basename, PinEntry(token, False, await _digest(DIGEST, path)))
+            # Recorded by a range read (no bytes to hash then), or by session 10 (the token alone): the
+            # next new token can be verified.
+            digest = store_md5 if store_md5 or pin.content else await _digest(DIGEST, path)
+            pins.put(basename, PinEntry(token, pin.content, digest))
         return
     if pin.deferred:
         assert entry.digest is not None  # answered() defers only then
