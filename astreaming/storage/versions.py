@@ -135,7 +135,8 @@ def answered(url: str, version: str | None, *, content: bool = False, md5: str |
 
 def _same_bytes(recorded: Recorded, content: bool, md5: str | None) -> bool | None:
     """Whether an answer of another token than ``recorded`` has the same bytes: ``None`` when only the
-    bytes can tell (there is a digest to compare them with); ``False`` when they cannot be checked."""
+    bytes can tell (there is a digest to compare them with); ``False`` for other bytes, and when there is
+    no way to tell (refused: a false alarm names the object, a missed change mixes two datasets)."""
     if md5 is not None and recorded.digest is not None and recorded.digest.startswith("md5:"):
         return recorded.digest == f"md5:{md5}"  # the store vouches for both: decided without the bytes
     if recorded.content and content:
