@@ -4,7 +4,9 @@ An HTTP server's ETag and an Azure blob's ETag change with every upload, even of
 conversion rerun, a re-copy). A job whose cache evicted a shard downloads it again and finds a new token:
 that must not end the job when the bytes are the ones it read before, and must when they are not, in a
 whole download and in a download in parallel byte ranges alike. Azure blobs written in one request carry
-a Content-MD5 (the service sets it), blobs committed from blocks none unless the uploader sent one.
+a Content-MD5 (the service sets it), blobs committed from blocks none unless the uploader sent one; an
+S3 object uploaded in parts has an ETag that is not the md5 of its bytes, and one put of the same bytes
+another ETag.
 """
 
 from __future__ import annotations
