@@ -3,26 +3,61 @@
 A shard downloaded again (evicted under ``cache_limit``, or needed by another process of the node after
 that) must be the bytes the cache had before: the index says nothing about them unless it records
 hashes, and the same size proves nothing. The first download of a file records the version its answer
-reported (:mod:`astreaming.storage.versions`) in ``<stream cache>/.astreaming/versions/<index>/<file>``;
-every later download or range read of the file through this cache must report the same one. The record
-is written once (a link that fails if another process recorded first, whose record then decides) and
-survives evictions. It is kept per content of ``index.json``: a dataset written again with a new index
-starts new records, while one rewritten in place under the same index is noticed by the next download.
+reported (:mod:`astreaming.storage.versions`) in ``<stream cache>/.astreaming/versions/<index>/<file>``,
+with whether that token is content-derived and a digest of the bytes when one is known (the store's md5,
+or one computed over the bytes of an opaque token); every later download or range read of the file
+through this cache must report the same version, or, for a whole download, bytes of the same digest. The
+first record is written once (a link that fails if another process recorded first, whose record then
+decides) and survives evictions. It is kept per content of ``index.json``: a dataset written again with a
+new index starts new records, while one rewritten in place under the same index is noticed by the next
+download.
+
+A record is a few lines of text: the token, then ``content`` or ``opaque``, then the digest
+(``<algo>:<hex>``) if any. A one-line record (the token alone) is an opaque token without a digest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from astreaming.errors import ObjectChanged
-
-__all__ = ["VersionPins"]
+__all__ = ["PinEntry", "VersionPins"]
 
 #: The cache's metadata directory (the node ledger's too; not imported from it: sqlite3 stays unloaded).
 META_DIR = ".astreaming"
+
+
+@dataclass(frozen=True)
+class PinEntry:
+    """What the cache recorded of a file's version.
+
+    Attributes:
+        token: The version token its answers carried.
+        content: Whether ``token`` changes with the bytes and only with them.
+        digest: ``"<algo>:<hex>"`` of the file's bytes, or ``None`` if unknown.
+    """
+
+    token: str
+    content: bool = False
+    digest: str | None = None
+
+    def dumps(self) -> str:
+        """The record's text."""
+        lines = [self.token, "content" if self.content else "opaque"]
+        if self.digest:
+            lines.append(self.digest)
+        return "\n".join(lines)
+
+    @classmethod
+    def loads(cls, text: str) -> PinEntry:
+        """A record read back (a one-line record: an opaque token without a digest)."""
+        lines = text.split("\n")
+        content = len(lines) > 1 and lines[1] == "content"
+        digest = lines[2] if len(lines) > 2 and lines[2] else None
+        return cls(lines[0], content, digest)
 
 
 class VersionPins:
@@ -39,46 +74,46 @@ class VersionPins:
     def _path(self, basename: str) -> Path:
         return self.dir / quote(basename, safe="")  # one flat name per file, nothing like a shard's
 
-    def get(self, basename: str) -> str | None:
-        """The version recorded for ``basename``, or ``None`` if none was."""
+    def _temp(self, path: Path, text: str) -> Path:
+        """A new temporary file next to ``path`` holding ``text``: renamed or linked into place, it appears
+        complete."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        tmp.write_text(text, "utf-8")
+        return tmp
+
+    def entry(self, basename: str) -> PinEntry | None:
+        """What is recorded for ``basename``, or ``None`` if nothing is."""
         try:
-            return self._path(basename).read_text("utf-8")
+            return PinEntry.loads(self._path(basename).read_text("utf-8"))
         except FileNotFoundError:
             return None
 
-    def put(self, basename: str, version: str) -> None:
-        """Record ``version`` for ``basename``, replacing any earlier record (complete when it appears)."""
+    def get(self, basename: str) -> str | None:
+        """The version token recorded for ``basename``, or ``None`` if none was."""
+        entry = self.entry(basename)
+        return entry.token if entry is not None else None
+
+    def put(self, basename: str, version: str | PinEntry) -> None:
+        """Record ``version`` (a token, or a whole entry) for ``basename``, replacing any earlier record."""
+        entry = version if isinstance(version, PinEntry) else PinEntry(version)
         path = self._path(basename)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-        tmp.write_text(version, "utf-8")
-        os.replace(tmp, path)
+        os.replace(self._temp(path, entry.dumps()), path)
 
-    def record(self, basename: str, version: str | None, shown: str) -> None:
-        """Record ``version`` for ``basename`` unless one is already recorded, which must be the same.
+    def record(self, basename: str, entry: PinEntry) -> PinEntry | None:
+        """Record ``entry`` for ``basename`` unless something is recorded already.
 
-        ``shown`` is the file's URL as errors show it (credentials redacted).
-
-        Raises:
-            ObjectChanged: another process of this cache recorded another version of the file first.
+        Returns:
+            ``None`` when ``entry`` is now the record; else the record another process of this cache
+            wrote first (the caller decides whether the two are one version).
         """
-        if not version:
-            return
         path = self._path(basename)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-        tmp.write_text(version, "utf-8")
+        tmp = self._temp(path, entry.dumps())
         try:
             os.link(tmp, path)  # complete when it appears; fails if another process recorded first
         except FileExistsError:
-            recorded = path.read_text("utf-8")
-            if recorded != version:
-                raise ObjectChanged(
-                    f"{shown}: the object changed while this job reads it (version {recorded} was "
-                    f"read before, now {version}): a dataset must not be rewritten in place while it "
-                    "is read; write the new version under another prefix (or clear the cache after the job)",
-                    url=shown,
-                ) from None
+            return PinEntry.loads(path.read_text("utf-8"))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        return None

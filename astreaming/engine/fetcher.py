@@ -18,6 +18,7 @@ from astreaming.cache.publish import ensure_file
 from astreaming.crashpoints import crash_point
 from astreaming.diskerrors import mapped_disk_errors
 from astreaming.engine.shards import ShardFile, ShardTable
+from astreaming.engine.versioncheck import pin_for, settle_whole
 from astreaming.errors import ConfigError, FormatError, ObjectNotFound
 from astreaming.fetch.scheduler import FetchDeferred
 from astreaming.format.compression import get_compression
@@ -30,7 +31,6 @@ from astreaming.storage.partfile import settle
 from astreaming.storage.ranged import RangedDownloader
 from astreaming.storage.retry import RetryPolicy, RetryStats, WrongLength, with_retries
 from astreaming.storage.urls import join, redact
-from astreaming.storage.versions import VersionPin
 
 if TYPE_CHECKING:
     from astreaming.cache.budget import NodeBudget
@@ -227,12 +227,13 @@ class ShardFetcher:
         url = join(root, info.basename)  # keeps a SAS / presigned query at the end
         policy = self.policies[stream_id]
         ranged = self.ranged
-        # Every answer (each part, each retry) must be the version this cache read the file at before,
-        # if it did (an eviction since), else the version of the first answer: a file replaced meanwhile
-        # by other bytes of the same size is an ObjectChanged, never a shard of two versions.
+        # Every answer (each part, each retry) must carry the version of the first answer: never a shard
+        # of two versions. That version must be the one this cache read the file at before, if it did
+        # (an eviction since), or hold the same bytes (an opaque token changes when the same bytes are
+        # uploaded again): a file replaced meanwhile by other bytes is an ObjectChanged.
         pins = self.table.pins[stream_id]
-        recorded = pins.get(info.basename)
-        with versions.pinned(VersionPin(recorded)) as pin:
+        recorded = pins.entry(info.basename)
+        with versions.pinned(pin_for(recorded)) as pin:
             if not backend.is_local_filesystem and ranged.splits(info.bytes):
                 size = await ranged.download(
                     backend, url, info.bytes, tmp, policy=policy, stats=self.retry_stats
@@ -245,8 +246,7 @@ class ShardFetcher:
                     stats=self.retry_stats,
                     what="download",
                 )
-        if recorded is None:
-            pins.record(info.basename, pin.token, redact(url))
+        await settle_whole(pins, info.basename, recorded, pin, tmp, redact(url))
         self.counters.bytes_downloaded += size
         self.counters.files_downloaded += 1
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from astreaming.cache.versionpins import PinEntry
 from astreaming.engine.runtime import Runtime
 from astreaming.engine.shards import ShardTable
 from astreaming.format.index import MDSEntry
@@ -68,6 +69,8 @@ class RangeSampler:
         pins = self.table.pins[stream_id]
         pin = self._pins.get(shard)
         if pin is None:
+            # Strict: a few bytes cannot show that a new token holds the same bytes (module docstring
+            # of astreaming.storage.versions), so any other version is an ObjectChanged here.
             pin = self._pins[shard] = VersionPin(pins.get(entry.raw_data.basename))
 
         async def read(start: int, end: int) -> bytes:
@@ -80,8 +83,11 @@ class RangeSampler:
                     stats=runtime.retry_stats,
                     what="read",
                 )
-            if recorded is None:
-                pins.record(entry.raw_data.basename, pin.token, redact(url))
+            if recorded is None and pin.token is not None:
+                digest = f"md5:{pin.md5}" if pin.md5 else None
+                first = pins.record(entry.raw_data.basename, PinEntry(pin.token, pin.content, digest))
+                if first is not None and first.token != pin.token:
+                    raise versions.changed(redact(url), first.token, pin.token)
             self.bytes_read += len(data)
             self.range_reads += 1
             return data

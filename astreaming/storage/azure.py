@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import math
 import os
@@ -41,7 +42,7 @@ from typing import Any
 
 import aiohttp
 from azure.core import exceptions as az
-from azure.storage.blob import BlobBlock
+from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient, BlobServiceClient
 
 from astreaming.errors import (
@@ -55,7 +56,7 @@ from astreaming.errors import (
 from astreaming.storage import versions
 from astreaming.storage.base import Backend, ObjectInfo, check_length, check_range
 from astreaming.storage.errormap import from_status, map_aiohttp, map_os_error
-from astreaming.storage.partfile import PartFile
+from astreaming.storage.partfile import PartFile, settle
 from astreaming.storage.urls import parse_url, redact
 
 ENV_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
@@ -126,8 +127,21 @@ def _map(e: Exception, url: str, what: str) -> StorageError | None:
 
 
 def _answered(url: str, downloader: Any) -> None:
-    """Check a download's ETag against the pinned version (:mod:`astreaming.storage.versions`)."""
-    etag = getattr(downloader.properties, "etag", None)
+    """Check a download's version against the pinned one (:mod:`astreaming.storage.versions`).
+
+    A blob's ``Content-MD5`` (reported for the whole blob with ranged answers too) is a content token:
+    the same bytes uploaded again keep it, while the ETag changes with every upload. The service sets it
+    for a single-shot upload; a block-list upload has one only if the uploader sent it, as
+    :meth:`AzureBackend.upload` does. Without one, the ETag is an opaque token.
+    """
+    props = downloader.properties
+    settings = getattr(props, "content_settings", None)
+    md5 = versions.md5_of_base64(getattr(settings, "content_md5", None))
+    if md5 is not None:
+        shown = base64.b64encode(bytes.fromhex(md5)).decode("ascii")
+        versions.answered(url, f"Content-MD5 {shown}", content=True, md5=md5)
+        return
+    etag = getattr(props, "etag", None)
     versions.answered(url, f"ETag {etag}" if etag else None)
 
 
@@ -190,6 +204,11 @@ def _block_id(token: str, index: int) -> str:
     # Every id of a blob must have the same length; the per-upload token keeps two concurrent uploads
     # of one blob from committing each other's blocks.
     return base64.b64encode(f"{token}-{index:06d}".encode()).decode()
+
+
+def _md5_file(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").digest()
 
 
 def _pread(path: Path, offset: int, length: int) -> bytes:
@@ -473,11 +492,25 @@ class AzureBackend(Backend):
                 # as bytes; the SDK passes a file object through to the transport.
                 await blob.stage_block(ids[i], io.BytesIO(data), length=len(data))
 
-        await _bounded(stage, count, self.upload_concurrency)
+        # The blob's md5, hashed while the blocks go up: the service records a Content-MD5 for a
+        # single-shot upload only, and readers pin a blob to it (the same bytes uploaded again then keep
+        # their version, unlike the ETag: astreaming.storage.versions).
+        digest = asyncio.ensure_future(asyncio.to_thread(_md5_file, src))
+        try:
+            await _bounded(stage, count, self.upload_concurrency)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await settle(digest)  # the thread reads src: waited for, its outcome moot
+            raise
+        try:
+            md5 = await settle(digest)
+        except OSError as e:
+            raise map_os_error(e, str(src)) from e
+        settings = ContentSettings(content_md5=bytearray(md5))
         # Until this commit the blob (or its previous version) is untouched; uncommitted blocks are
         # garbage-collected by the service.
         with self._errors(url, "commit upload"):
-            await blob.commit_block_list([BlobBlock(block_id=i) for i in ids])
+            await blob.commit_block_list([BlobBlock(block_id=i) for i in ids], content_settings=settings)
 
     async def exists(self, url: str) -> bool:
         blob = self._blob(_parse(url))

@@ -84,9 +84,10 @@ def version_of(resp: aiohttp.ClientResponse) -> str | None:
     """The version an answer reports: GCS's content hashes, else its generation, else a strong ETag.
 
     GCS sends the whole object's hashes (``x-goog-hash``: crc32c, and md5 unless it is composite) with
-    every answer, ranged ones too. They change with the bytes and only with them: the same bytes
-    uploaded again (a conversion rerun) are a new generation, which must not fail a job whose cache
-    holds the old upload. A weak ``W/`` ETag only says the content is equivalent, so it pins nothing.
+    every answer, ranged ones too. They change with the bytes and only with them (a content token): the
+    same bytes uploaded again (a conversion rerun) are a new generation, which must not fail a job whose
+    cache holds the old upload. A generation or an ETag is opaque (:mod:`astreaming.storage.versions`).
+    A weak ``W/`` ETag only says the content is equivalent, so it pins nothing.
     """
     hashes = resp.headers.get("x-goog-hash")
     if hashes:
@@ -100,10 +101,22 @@ def version_of(resp: aiohttp.ClientResponse) -> str | None:
     return None
 
 
+def report_version(url: str, resp: aiohttp.ClientResponse) -> None:
+    """Check an answer's version against the pinned one (:func:`astreaming.storage.versions.answered`)."""
+    hashes = resp.headers.get("x-goog-hash")
+    md5 = None
+    if hashes:
+        for part in hashes.split(","):
+            name, _, value = part.strip().partition("=")
+            if name == "md5":
+                md5 = versions.md5_of_base64(value)
+    versions.answered(url, version_of(resp), content=bool(hashes), md5=md5)
+
+
 async def stream_to_file(resp: aiohttp.ClientResponse, dest: Path, url: str) -> int:
     """Stream a response body into ``dest`` through a ``.part`` file; check the announced length and
     the version (:mod:`astreaming.storage.versions`)."""
-    versions.answered(url, version_of(resp))
+    report_version(url, resp)
     async with PartFile(dest, url) as part:
         async for chunk in resp.content.iter_chunked(CHUNK_SIZE):
             await part.write(chunk)
@@ -121,7 +134,7 @@ async def range_into(
     if resp.status == 416:
         return 0
     await raise_for_status(resp, url, "range read")
-    versions.answered(url, version_of(resp))
+    report_version(url, resp)
     if resp.status != 206:
         data = (await read_body(resp, url, limit=end))[start:end]
         if data:
@@ -161,5 +174,6 @@ __all__ = [
     "read_body",
     "shared_session",
     "stream_to_file",
+    "report_version",
     "version_of",
 ]

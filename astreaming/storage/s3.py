@@ -22,6 +22,7 @@ import gzip
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,9 +87,25 @@ log = logging.getLogger(__name__)
 
 
 def _answered(url: str, resp: dict[str, Any]) -> None:
-    """Check a GetObject answer's ETag against the pinned version (:mod:`astreaming.storage.versions`)."""
+    """Check a GetObject answer's ETag against the pinned version (:mod:`astreaming.storage.versions`).
+
+    The ETag of an object uploaded in one part without SSE-KMS or SSE-C is the md5 of its bytes (a
+    content token: the same bytes uploaded again keep it); a multipart ETag (``"<md5 of md5s>-<parts>"``)
+    changes with the part size, and an encrypted object's with each upload, so those are opaque.
+    """
     etag = resp.get("ETag")
-    versions.answered(url, f"ETag {etag}" if etag else None)
+    if not etag:
+        versions.answered(url, None)
+        return
+    hexdigest = str(etag).strip('"').lower()
+    encrypted = resp.get("SSECustomerAlgorithm") or str(resp.get("ServerSideEncryption", "")).startswith(
+        "aws:kms"
+    )
+    md5 = hexdigest if _MD5_HEX.fullmatch(hexdigest) and not encrypted else None
+    versions.answered(url, f"ETag {etag}", content=md5 is not None, md5=md5)
+
+
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 class S3Backend(Backend):

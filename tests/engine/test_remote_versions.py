@@ -35,14 +35,23 @@ BLOB = 100
 
 
 def write(
-    out: Path, version: int, *, per_shard: int = PER_SHARD, blob: int = BLOB, uneven: bool = True
+    out: Path,
+    version: int,
+    *,
+    per_shard: int = PER_SHARD,
+    blob: int = BLOB,
+    uneven: bool = True,
+    samples: int | None = None,
 ) -> None:
     """Version 1: every blob ``blob`` bytes of 1. Version 2: bytes of 2, the same bytes per shard, split
-    unevenly (or evenly, the same layout, with ``uneven=False``)."""
+    unevenly (or evenly, the same layout, with ``uneven=False``). ``samples``: how many (default
+    ``SAMPLES``, or 4 shards' worth when ``per_shard`` is given)."""
     with MDSWriter(
         out=str(out), columns={"id": "int", "blob": "bytes"}, size_limit=per_shard * (blob + 12) + 40
     ) as w:
-        for i in range(SAMPLES if per_shard == PER_SHARD else 4 * per_shard):
+        if samples is None:
+            samples = SAMPLES if per_shard == PER_SHARD else 4 * per_shard
+        for i in range(samples):
             size = blob if version == 1 or not uneven else blob + (10 if i % 2 else -10)
             w.write({"id": i, "blob": bytes([version]) * size})
 

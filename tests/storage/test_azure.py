@@ -167,6 +167,11 @@ async def test_upload_small_and_block_upload(azurite: Azurite, container: Contai
     committed = blocks[0]
     assert len(committed) == 5  # ceil(1.3 MB / 256 KiB)
     assert sum(block.size for block in committed) == len(big_data)
+    # Both kinds of upload leave the blob's md5, which readers pin it to (astreaming.storage.versions):
+    # the service computes it for a single put, the backend sends it with the block list.
+    for blob, data in (("up/small.bin", b"tiny"), ("up/big.bin", big_data[::-1])):
+        props = await container.sdk.get_blob_client(container.name, blob).get_blob_properties()
+        assert bytes(props.content_settings.content_md5) == hashlib.md5(data).digest()
 
 
 async def test_default_upload_settings_stream_blocks(
