@@ -35,11 +35,21 @@ def run_phase(phase: str, case: dict[str, Any], remote: Remote, tmp_path: Path) 
     return result
 
 
-BACKENDS = pytest.mark.parametrize("golden_remote", ["gs", "s3"], indirect=True)
+def on_both_backends(cases: list[dict[str, Any]]) -> pytest.MarkDecorator:
+    """Each case on GCS and on S3. The default run takes one of the two per case, alternating (so it still
+    reads every case and both backends); the other runs in ``nox -s node`` (marked ``node``): the whole
+    matrix, in fresh processes, is the default run's slowest file."""
+    params = [
+        pytest.param(
+            case, backend, id=f"{case['name']}-{backend}", marks=[pytest.mark.node] if (i + j) % 2 else []
+        )
+        for i, case in enumerate(cases)
+        for j, backend in enumerate(("gs", "s3"))
+    ]
+    return pytest.mark.parametrize(("case", "golden_remote"), params, indirect=["golden_remote"])
 
 
-@BACKENDS
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+@on_both_backends(CASES)
 def test_epochs_and_state_dict(case: dict[str, Any], golden_remote: Remote, tmp_path: Path) -> None:
     got = run_phase("main", case, golden_remote, tmp_path)
     expected = case["expected"]
@@ -54,8 +64,7 @@ def test_epochs_and_state_dict(case: dict[str, Any], golden_remote: Remote, tmp_
 RESUME_CASES = [c for c in CASES if "resume" in c]
 
 
-@BACKENDS
-@pytest.mark.parametrize("case", RESUME_CASES, ids=[c["name"] for c in RESUME_CASES])
+@on_both_backends(RESUME_CASES)
 def test_stop_and_resume_in_a_fresh_process(
     case: dict[str, Any], golden_remote: Remote, tmp_path: Path
 ) -> None:
