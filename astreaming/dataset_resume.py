@@ -112,9 +112,7 @@ class ResumableIterator(Generic[T]):
         except (KeyError, TypeError, ValueError):
             skip = -1
         if skip < 0:
-            raise ConfigError(
-                f"load_state_dict: expected {{'samples_yielded': int >= 0}}, got {state!r}"
-            )
+            raise ConfigError(f"load_state_dict: expected {{'samples_yielded': int >= 0}}, got {state!r}")
         self._skip = skip
         self._yielded = 0
         self._walk = self._start(self._skip)

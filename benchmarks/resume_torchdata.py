@@ -45,7 +45,9 @@ def _loader(data: str, workers: int, batch_size: int) -> Any:
     return StatefulDataLoader(ds, batch_size=batch_size, num_workers=workers)
 
 
-def moved_state(state: dict[str, Any], workers: int, per_worker_batches: int, batch_size: int) -> dict[str, Any]:
+def moved_state(
+    state: dict[str, Any], workers: int, per_worker_batches: int, batch_size: int
+) -> dict[str, Any]:
     """``state`` (taken after the first batch) as if every worker had yielded ``per_worker_batches``."""
     state = copy.deepcopy(state)
     samples = per_worker_batches * batch_size
@@ -135,11 +137,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = ["--data-dir", str(data), "--samples", str(n), "--batch-size", str(args.batch_size)]
     try:
         for w in (int(x) for x in args.workers.split(",") if x):
-            state = _run(["--child", "save", "--workers", str(w), *common], Path(tempfile.mkdtemp(dir=tmp_root)))
+            state = _run(
+                ["--child", "save", "--workers", str(w), *common], Path(tempfile.mkdtemp(dir=tmp_root))
+            )
             for _ in range(args.rounds):
                 load = round(os.getloadavg()[0], 2)
                 cold = Path(tempfile.mkdtemp(dir=tmp_root))
-                got = _run(["--child", "load", "--workers", str(w), "--state", json.dumps(state), *common], cold)
+                got = _run(
+                    ["--child", "load", "--workers", str(w), "--state", json.dumps(state), *common], cold
+                )
                 row = {"workers": w, "load_1min": load, **got}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

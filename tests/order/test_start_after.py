@@ -57,8 +57,10 @@ class ComputingStore(MemoryStore):
     # (nodes, ranks per node, workers per rank, nodes of the run resumed = canonical nodes): the
     # ``relaxed`` partition re-cuts the batches where neither node count divides the other.
     world=st.sampled_from(
-        ((1, 1, 1, 1), (1, 2, 2, 1), (2, 1, 2, 2), (2, 2, 1, 4), (1, 1, 3, 1))
-        + ((3, 1, 2, 2), (2, 2, 1, 3), (3, 2, 1, 2), (2, 1, 3, 3))
+        [
+            *((1, 1, 1, 1), (1, 2, 2, 1), (2, 1, 2, 2), (2, 2, 1, 4), (1, 1, 3, 1)),
+            *((3, 1, 2, 2), (2, 2, 1, 3), (3, 2, 1, 2), (2, 1, 3, 3)),  # relaxed
+        ]
     ),
     batch=st.integers(1, 6),
     shuffle=st.booleans(),
