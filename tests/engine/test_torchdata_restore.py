@@ -36,6 +36,8 @@ ORDERS: dict[str, dict[str, Any]] = {
     "py2s": dict(shuffle=True, shuffle_algo="py2s", shuffle_seed=7, num_canonical_nodes=2),
     "naive": dict(shuffle=True, shuffle_algo="naive", shuffle_seed=7),
     "off": dict(shuffle=False),
+    # An epoch that itself resumed from a mosaic checkpoint at sample 12 ("sample_in_epoch" is popped).
+    "py1e-from-12": dict(shuffle=True, shuffle_algo="py1e", shuffle_block_size=24, sample_in_epoch=12),
     "stratified": dict(shuffle=True, shuffle_seed=7, shuffle_block_size=24, batching_method="stratified"),
     "per_stream": dict(shuffle=True, shuffle_seed=7, shuffle_block_size=24, batching_method="per_stream"),
     "device_per_stream": dict(
@@ -54,7 +56,8 @@ def _factory(
     context: str | None,
     load: tuple[int, bool],
 ) -> Callable[[str], Any]:
-    kwargs = ORDERS[order]
+    kwargs = dict(ORDERS[order])
+    sample_in_epoch = kwargs.pop("sample_in_epoch", 0)
     if "batching_method" in kwargs:
         a, b = make_dataset(46, size_limit=400), make_dataset(38, size_limit=400, first_id=1000)
     else:
@@ -70,6 +73,8 @@ def _factory(
                 Stream(remote=str(b), local=str(tmp_path / name / "b")),
             ]
             ds = StreamingDataset(streams=streams, batch_size=4, **kwargs)
+        if sample_in_epoch:
+            ds.load_state_dict({"epoch": 0, "sample_in_epoch": sample_in_epoch})
         return StatefulDataLoader(
             ds,
             batch_size=batch_size,
