@@ -11,6 +11,7 @@ different positions from one another.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,22 @@ def _pass_with_states(loader: Any) -> tuple[list[list[int]], dict[int, dict[str,
     return batches, states
 
 
-def _check_tails(factory: Callable[[str], Any], few: bool = False) -> None:
+@pytest.fixture
+def plans_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Plan artefacts of this test in its own directory (the workers inherit it through the env)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # spawned workers
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this process and forked workers
+    return temp / "astreaming-plans"
+
+
+def _check_tails(factory: Callable[[str], Any], plans: Path, few: bool = False) -> None:
     """Restore each state in a fresh loader: the rest equals the uninterrupted pass's rest. ``few``: only
-    mid-epoch and the last two batches (spawned workers take seconds to start)."""
+    mid-epoch and the last two batches (spawned workers take seconds to start).
+
+    Every loader runs to the epoch's end, restored ones too: then no plan artefact is left behind.
+    """
     full, states = _pass_with_states(factory("full"))
     assert len(full) >= 8 and len(states) >= 6
     if few:
@@ -115,6 +129,7 @@ def _check_tails(factory: Callable[[str], Any], few: bool = False) -> None:
         resumed = factory(f"resumed{k}")
         resumed.load_state_dict(state)
         assert [_ids(b) for b in resumed] == full[k:], f"restored after batch {k} of {len(full)}"
+    assert plans.is_dir() and list(plans.iterdir()) == []
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
@@ -127,15 +142,16 @@ def test_a_restored_loader_continues_as_the_uninterrupted_one(
     load: tuple[int, bool],
     workers: int,
     context: str | None,
+    plans_dir: Path,
 ) -> None:
-    _check_tails(_factory(make_dataset, tmp_path, order, workers, context, load))
+    _check_tails(_factory(make_dataset, tmp_path, order, workers, context, load), plans_dir)
 
 
 @pytest.mark.parametrize("order", ["py1e", "per_stream"])
 def test_a_restored_loader_with_spawned_workers_continues_as_the_uninterrupted_one(
-    make_dataset: MakeDataset, tmp_path: Path, order: str
+    make_dataset: MakeDataset, tmp_path: Path, order: str, plans_dir: Path
 ) -> None:
-    _check_tails(_factory(make_dataset, tmp_path, order, 2, "spawn", (3, False)), few=True)
+    _check_tails(_factory(make_dataset, tmp_path, order, 2, "spawn", (3, False)), plans_dir, few=True)
 
 
 class _LoggingStore(FilePlanStore):
