@@ -129,7 +129,8 @@ def _check_tails(factory: Callable[[str], Any], plans: Path, few: bool = False) 
         resumed = factory(f"resumed{k}")
         resumed.load_state_dict(state)
         assert [_ids(b) for b in resumed] == full[k:], f"restored after batch {k} of {len(full)}"
-    assert plans.is_dir() and list(plans.iterdir()) == []
+    left = sorted(plans.iterdir()) if plans.exists() else []  # no shuffle, no artefact, no directory
+    assert left == []
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
