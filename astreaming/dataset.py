@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,16 +48,6 @@ __all__ = ["StreamingDataset", "Walker"]
 #: Walks a worker's plan over the readers (``iter_plan``, or a batched walk): what it yields is yielded.
 #: Called as ``walker(table, readers, runtime, plan, ranges=RangeSampler | None)``.
 Walker = Callable[..., Iterator[Any]]
-
-
-def _skipping(plan: Iterable[np.ndarray], skip: int) -> Iterator[np.ndarray]:
-    """The plan's chunks without their first ``skip`` sample ids (a worker resumed mid-epoch)."""
-    for chunk in plan:
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            continue
-        yield chunk[skip:]
-        skip = 0
 
 
 #: Shard readers kept open per process under a cache_limit.
@@ -491,12 +481,14 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         runtime, readers = self._sync_parts()
         if self._recheck_index(epoch, world):
             runtime.loop_thread.call(self._check_indexes(runtime.runtime))
-        chunks = _skipping(plan, skip) if skip else plan
+        if skip:
+            # A restored torchdata worker: the plan starts at its position, nothing before it computed.
+            plan.start_after(skip)
         hooked = self._hooked(readers)
         # A hook sees every sample through its own call: no first sample read by ranges behind its back.
         ranges = self._ranges if hooked is readers else None
         try:
-            yield from walker(self._table, hooked, runtime, chunks, ranges=ranges)
+            yield from walker(self._table, hooked, runtime, plan, ranges=ranges)
         finally:
             self._tally.publish(runtime.runtime)  # DataLoader workers' figures reach the main process
         self._complete(epoch, world)

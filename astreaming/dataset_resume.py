@@ -3,8 +3,10 @@
 ``StatefulDataLoader`` snapshots, in each worker, the dataset (``state_dict()`` without arguments: the
 epoch and the resume point the iteration started from, mosaic's keys) and the worker's iterator (how many
 samples it yielded). On reload it restores the dataset, creates the iterator and restores the iterator
-before the first ``next``: the worker then computes the same plan (same epoch, same resume point) and
-skips what it had already yielded, so the loader continues exactly where the snapshot was taken.
+before the first ``next``: the worker then plans the same epoch from the same resume point, starting
+right after the samples it had already yielded (``LazyWorkerPlan.start_after``: the batch and place in
+it are arithmetic, nothing of the plan before them is computed), so the loader continues exactly where
+the snapshot was taken.
 
 The restored iteration starts at once (its first sample is read ahead): a worker whose part was already
 all yielded completes its part of the epoch then and there. torchdata restores a state saved after the
@@ -101,16 +103,17 @@ class ResumableIterator(Generic[T]):
         already yielded whole completes the epoch here.
 
         Raises:
-            ConfigError: the iteration already started, or the state lacks ``samples_yielded``.
+            ConfigError: the iteration already started, or the state lacks a ``samples_yielded`` >= 0.
         """
         if self._it is not None:
             raise ConfigError("load_state_dict: the iteration already started; load the state first")
         try:
-            self._skip = int(state["samples_yielded"])
+            skip = int(state["samples_yielded"])
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(
-                f"load_state_dict: expected {{'samples_yielded': int}}, got {state!r}"
-            ) from None
+            skip = -1
+        if skip < 0:
+            raise ConfigError(f"load_state_dict: expected {{'samples_yielded': int >= 0}}, got {state!r}")
+        self._skip = skip
         self._yielded = 0
         self._walk = self._start(self._skip)
         try:

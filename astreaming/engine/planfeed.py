@@ -231,7 +231,8 @@ def plan_extent(plan: Iterable[npt.NDArray[np.int64]] | npt.NDArray[np.int64]) -
     """A plan's epoch and number of positions (padding included), if known: how far a process is
     through its epochs is ``epoch + position / positions`` (published for the node's other processes)."""
     if isinstance(plan, LazyWorkerPlan):
-        return plan.epoch, plan.num_batches * plan.spec.batch_size
+        # A restored worker's plan starts at its resume point, where the walk's positions start.
+        return plan.epoch, plan.remaining_batches * plan.spec.batch_size
     if isinstance(plan, np.ndarray):
         return 0, len(plan)
     return None

@@ -65,6 +65,8 @@ class LazyWorkerPlan:
         self.spec, self.world, self.epoch, self.sample_in_epoch = spec, world, epoch, sample_in_epoch
         self.store: PlanStore = store if store is not None else MemoryStore()
         self.batches_per_chunk = max(1, chunk // spec.batch_size)
+        # Where iteration starts (start_after): a batch of this worker, and samples of it left out.
+        self.first_batch, self.first_offset = 0, 0
         self._source: BatchSource | None = None
         if spec.batching_method == "random":
             self.res = resample(spec, epoch)
@@ -77,6 +79,30 @@ class LazyWorkerPlan:
             self.perm = None
             self._source = worker_batch_source(spec, world, epoch, sample_in_epoch, self.store)
             self.num_batches = self._source.num_batches
+
+    def start_after(self, yielded: int) -> None:
+        """Iterate from after this worker's first ``yielded`` samples (torchdata's ``samples_yielded``
+        of a restored DataLoader worker), computing nothing of the plan before them.
+
+        Padding (-1) only ever ends a worker's part: each of its batches is full up to its last
+        non-empty one, the only one that may be partial, and every batch after that is empty. (In the
+        ``orig`` and ``relaxed`` layouts a worker's batch ``t`` holds rank entries ``(t*W + w)*B ..`` of
+        every device it is cut from, and all of them have the same length; the other batching methods
+        deal whole global batches, real ones first.) So sample ``yielded`` is sample ``yielded % B``
+        (padding left out) of batch ``yielded // B``; a ``yielded`` at or past the part's end leaves
+        nothing to iterate.
+
+        Raises:
+            ConfigError: ``yielded`` is negative.
+        """
+        if yielded < 0:
+            raise ConfigError(f"samples already yielded must be >= 0, got {yielded}")
+        self.first_batch, self.first_offset = divmod(yielded, self.spec.batch_size)
+
+    @property
+    def remaining_batches(self) -> int:
+        """Batches iteration visits (the part's from :meth:`start_after`'s batch on; padding included)."""
+        return max(0, self.num_batches - self.first_batch)
 
     def batches(self, first: int, stop: int) -> np.ndarray:
         """Sample ids of this worker's batches ``first..stop`` as (batches, B), -1 for padding."""
@@ -107,14 +133,14 @@ class LazyWorkerPlan:
         computes chunks ahead of their use (a walk's look-ahead reaches the plan's end long before the
         epoch's end), which calls :meth:`release` itself once it is done."""
         # Chunks start at one batch and double: the first batch only waits for what it needs.
-        first, step = 0, 1
+        first, step, drop = self.first_batch, 1, self.first_offset
         while first < self.num_batches:
             step = min(step, self.batches_per_chunk)
             flat = self.batches(first, first + step).reshape(-1)
-            ids = np.ascontiguousarray(flat[flat != -1])
+            ids = np.ascontiguousarray(flat[flat != -1][drop:])
             if len(ids):
                 yield ids
-            first, step = first + step, step * 2
+            first, step, drop = first + step, step * 2, 0
 
     def release(self) -> None:
         """Discard this epoch's artefacts from the store (processes that mapped them keep reading them;
