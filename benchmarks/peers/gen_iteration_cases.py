@@ -10,9 +10,10 @@ it in fresh processes. Cases of the same name in ``cases.json`` are replaced, ne
 
     /work/peer-venv/bin/python benchmarks/peers/gen_iteration_cases.py tests/golden/iteration/cases.json
 
-The cases are the ``CASES`` below (multi-stream mixes not covered by the older cases: weights by
+The cases are the ``CASES`` below: multi-stream mixes not covered by the older cases (weights by
 ``choose``/``repeat`` with shuffling, ``sampling_method="fixed"``, ``stratified`` with workers,
-``per_stream`` with weights on two ranks, ``device_per_stream`` with ``repeat``, and resumption).
+``per_stream`` with weights on two ranks, ``device_per_stream`` with ``repeat``, and resumption). Their
+streams are a prefix of A, B, C in that order, as the plan tests in ``tests/order`` assume.
 """
 
 from __future__ import annotations
@@ -51,11 +52,19 @@ def _case(
         "stream_form": "streams=[Stream(...)]",
         "dataset_kwargs": kwargs,
         "world": world,
-        "loader": {"class": "StreamingDataLoader", "batch_size": kwargs["batch_size"], "num_workers": world["num_workers"]},
+        "loader": {
+            "class": "StreamingDataLoader",
+            "batch_size": kwargs["batch_size"],
+            "num_workers": world["num_workers"],
+        },
     }
     if capture is not None:
         case["resume"] = {
-            "capture": {"epoch": capture[0], "after_batches": capture[1], "on": "rank 0 StreamingDataLoader.state_dict()"},
+            "capture": {
+                "epoch": capture[0],
+                "after_batches": capture[1],
+                "on": "rank 0 StreamingDataLoader.state_dict()",
+            },
             "world": world,
             "dataset_kwargs": kwargs,
             "mode": "fresh_process",
@@ -108,8 +117,8 @@ CASES = [
         capture=(0, 5),
     ),
     _case(
-        "AC_device_per_stream_repeat_r2_w2",
-        _streams(("A", {"repeat": 0.5}), ("C", {"repeat": 3})),
+        "AB_device_per_stream_repeat_r2_w2",
+        _streams(("A", {"repeat": 0.5}), ("B", {"repeat": 3})),
         {
             "shuffle": True,
             "batching_method": "device_per_stream",
@@ -194,7 +203,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_ranks(case: dict[str, Any], phase: str, work: Path, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_ranks(
+    case: dict[str, Any], phase: str, work: Path, state: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Run every rank of ``case`` for ``phase`` at once; their results in rank order."""
     world = case["world"]
     request = {"case": case, "phase": phase, "local_base": str(work / "cache"), "state_dict": state}
@@ -214,7 +225,9 @@ def run_ranks(case: dict[str, Any], phase: str, work: Path, state: dict[str, Any
             "MASTER_PORT": port,
         }
         cmd = [sys.executable, __file__, "--rank-job", str(path)]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -262,7 +275,10 @@ def main() -> None:
         if only and case["name"] not in only:
             continue
         made = generate(json.loads(json.dumps(case)))
-        print(f"{made['name']}: len {made['expected']['len']}, epoch_size {made['expected']['epoch_size']}", file=sys.stderr)
+        print(
+            f"{made['name']}: len {made['expected']['len']}, epoch_size {made['expected']['epoch_size']}",
+            file=sys.stderr,
+        )
         if made["name"] in names:
             golden["cases"][names.index(made["name"])] = made
         else:
