@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from astreaming._units import bytes_to_int, number_abbrev_to_int
+from astreaming.engine.origin import origin_of
 from astreaming.errors import ConfigError, UnknownOptionError
 from astreaming.format.hashing import hash_names
-from astreaming.storage.urls import redact
 from astreaming.stream import Stream
 
 __all__ = ["DatasetArgs", "StreamRegistry", "build_streams", "register_stream", "streams_registry"]
@@ -184,7 +184,7 @@ def _check_locals(streams: Sequence[Stream]) -> None:
     seen: dict[str, tuple[int, str | None]] = {}
     for index, stream in enumerate(streams):
         directory = os.path.realpath(stream.local_root)
-        remote = stream.remote_root
+        remote = None if stream.remote_root is None else origin_of(stream.remote_root)
         if directory not in seen:
             seen[directory] = (index, remote)
             continue
@@ -192,8 +192,8 @@ def _check_locals(streams: Sequence[Stream]) -> None:
         if other != remote:
             raise ConfigError(
                 f"streams {first} and {index} share the local directory {stream.local_root!r} but read "
-                f"different remotes ({redact(other) if other else 'none'} and "
-                f"{redact(remote) if remote else 'none'}): their shards would overwrite each other; "
+                f"different remotes ({other or 'none'} and {remote or 'none'}): their shards would "
+                "overwrite each other; "
                 "give each stream its own `local`"
             )
 

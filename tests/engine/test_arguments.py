@@ -152,3 +152,25 @@ def test_stream_proportions_that_sum_to_zero_are_a_config_error(
     ]
     with pytest.raises(ConfigError, match="proportion"):
         StreamingDataset(streams=streams, batch_size=2)
+
+
+def test_a_local_directory_caching_one_remote_refuses_another(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    # Same shapes, other ids: the second dataset's shards have the first's names and sizes.
+    first, second = make_dataset(60, first_id=0), make_dataset(60, first_id=1000)
+    cache = tmp_path / "cache"
+    done = StreamingDataset(remote=str(first), local=str(cache), batch_size=4)
+    assert sorted(int(s["id"]) for s in done) == list(range(60))
+    # While the first is still open (two jobs on one node), and after it is closed (the next job).
+    with pytest.raises(ConfigError, match="local") as info:
+        StreamingDataset(remote=str(second), local=str(cache), batch_size=4)
+    assert str(first) in str(info.value) and str(second) in str(info.value)
+    done.close()
+    with pytest.raises(ConfigError, match="local"):
+        StreamingDataset(remote=str(second), local=str(cache), batch_size=4)
+    # The same remote, however it is written, keeps using its cache.
+    (tmp_path / "link").symlink_to(first, target_is_directory=True)
+    again = StreamingDataset(remote=f"{tmp_path / 'link'}/", local=str(cache), batch_size=4)
+    assert sorted(int(s["id"]) for s in again) == list(range(60))
+    again.close()
