@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def node(session: nox.Session) -> None:
     """Many processes on one cache: ranks x DataLoader workers x jobs under cache_limit, kill -9, torchrun,
-    ranks resuming from their checkpoints."""
+    ranks resuming from their checkpoints, streams on five stores mixed across ranks (and one failing)."""
     session.install(TORCH, "-e", ".[test]")
     session.run(
         "pytest",
@@ -34,6 +34,7 @@ def node(session: nox.Session) -> None:
         "tests/engine/test_node_cache.py",
         "tests/engine/test_crash_matrix.py",
         "tests/engine/test_resume_ranks.py",
+        "tests/engine/test_mixed_streams_ranks.py",
         *session.posargs,
     )
 
