@@ -38,23 +38,16 @@ def check_origin(local_root: Path, remote_root: str) -> None:
 
     Raises:
         ConfigError: the directory already caches another remote.
-        CacheError: the record cannot be written (read-only or full cache).
+        CacheError: the record cannot be read.
     """
     origin = origin_of(remote_root)
     path = local_root / META_DIR / RECORD
     recorded = _read(path)
     if recorded is None:
-        with mapped_disk_errors(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{RECORD}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-            tmp.write_text(origin, "utf-8")
-            try:
-                os.link(tmp, path)  # the first process to record decides; it is complete when it appears
-            except FileExistsError:
-                pass
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+        if not _record(path, origin):
+            # A cache the disk will not let us write to (read-only, full) is read as it is: the record
+            # guards what this process would write, and a write there fails, naming the directory.
+            return
         recorded = _read(path) or origin
     if recorded != origin:
         raise ConfigError(
@@ -62,6 +55,23 @@ def check_origin(local_root: Path, remote_root: str) -> None:
             "share one `local` (their files have the same names, so one would be read as the other); "
             "give this stream another `local`, or delete the directory first"
         )
+
+
+def _record(path: Path, origin: str) -> bool:
+    """Write the record unless one exists (the first process to record decides); False if the disk
+    refuses the write."""
+    tmp = path.with_name(f"{RECORD}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(origin, "utf-8")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # complete when it appears
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return True
 
 
 def _read(path: Path) -> str | None:
