@@ -130,10 +130,11 @@ class ResumableUpload:
         offset, failures = 0, 0
         with open(self.src, "rb") as f:
             while True:
+                failed = False
                 try:
                     done, committed = await self._put_chunk(f, offset)
                 except TransientStorageError:
-                    failures += 1
+                    failed, failures = True, failures + 1
                     if failures > MAX_RESUMES:
                         raise
                     self.resumes += 1
@@ -142,6 +143,15 @@ class ResumableUpload:
                     return
                 if committed > offset:
                     failures = 0  # progress: the budget is for failures in a row
+                elif committed == offset and not failed:
+                    # A session that takes none of a chunk it answered for counts as a failure too.
+                    failures += 1
+                    if failures > MAX_RESUMES:
+                        raise TransientStorageError(
+                            f"{redact(self.url)}: upload session took no byte of {MAX_RESUMES + 1} chunks "
+                            f"in a row at offset {offset}",
+                            url=redact(self.url),
+                        )
                 elif committed < offset:
                     # A session never forgets bytes it acknowledged; trusting this would resend them.
                     raise StorageError(
