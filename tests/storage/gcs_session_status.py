@@ -4,7 +4,8 @@ GCS answers ``PUT <session>`` with ``Content-Range: bytes */SIZE`` and no body w
 ``Range: bytes=0-LAST`` (the bytes it committed) while the upload is incomplete. fake-gcs-server takes
 that request for the last chunk and finalizes the object with what it has. ``SessionStatus`` forwards
 every request to the upstream untouched, remembers what each session committed (the ``Range`` of the
-upstream's 308 answers), and answers the status query itself, as GCS documents. It counts the queries.
+upstream's 308 answers), and answers the status query itself, as GCS documents. It counts the queries,
+and can answer chunks as a session that takes none of them.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ _HOP = frozenset({"host", "connection", "content-length", "transfer-encoding", "
 class SessionStatus:
     """A forwarder to ``upstream`` that answers the status query of resumable sessions."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, refuse_chunks: int = 0) -> None:
         self.upstream = upstream.rstrip("/")
         self.queries = 0
+        #: The next this many chunk PUTs are answered 308 with nothing more committed (a session that
+        #: takes none of a chunk), without reaching the upstream.
+        self.refuse_chunks = refuse_chunks
         self._committed: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -60,6 +64,10 @@ class SessionStatus:
             done = self._committed.get(upload_id, 0)
             headers = {"Range": f"bytes=0-{done - 1}"} if done else {}
             return web.Response(status=308, headers=headers)
+        if request.method == "PUT" and upload_id and body and self.refuse_chunks > 0:
+            self.refuse_chunks -= 1
+            done = self._committed.get(upload_id, 0)
+            return web.Response(status=308, headers={"Range": f"bytes=0-{done - 1}"} if done else {})
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         async with self._session.request(

@@ -20,6 +20,7 @@ from storage_cases import GCS_BUCKET
 
 from astreaming.errors import TransientStorageError
 from astreaming.storage.gcs import GCSBackend
+from astreaming.storage.gcs_upload import MAX_RESUMES
 from astreaming.storage.retry import RetryPolicy, with_retries
 from astreaming.testing.faultproxy import FaultProxy
 from astreaming.testing.faults import FaultKind, FaultPlan
@@ -157,3 +158,22 @@ async def test_a_resumable_session_that_keeps_failing_fails_typed_naming_the_url
             await with_retries(_policy(2), lambda: backend.upload(src, url), url=url, what="upload")
         assert info.value.url == url
         assert [e.key.split()[0] for e in proxy.history].count("POST") == 2  # one session per attempt
+
+
+@pytest.mark.parametrize("refused", [MAX_RESUMES, 1000])
+async def test_a_session_that_takes_no_byte_is_bounded(
+    gcs_server: FakeGCSServer, tmp_path: Path, refused: int
+) -> None:
+    src, data, url = _source(tmp_path, RESUMABLE)
+    async with (
+        SessionStatus(gcs_server.url, refuse_chunks=refused) as status,
+        _backend(status.url) as backend,
+    ):
+        if refused <= MAX_RESUMES:
+            await backend.upload(src, url)  # resent until the session takes it
+            assert await _stored(gcs_server, url) == data
+        else:
+            with pytest.raises(TransientStorageError, match="took no byte") as info:
+                await backend.upload(src, url)
+            assert info.value.url == url
+            assert status.refuse_chunks == 1000 - (MAX_RESUMES + 1)
