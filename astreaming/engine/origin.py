@@ -33,8 +33,9 @@ def origin_of(remote_root: str) -> str:
     return redact(remote_root.partition("?")[0]).rstrip("/")
 
 
-def check_origin(local_root: Path, remote_root: str) -> None:
-    """Record ``remote_root`` as what ``local_root`` caches, or check that it is what it caches.
+def check_origin(local_root: Path, remote_root: str, *, record: bool = False) -> None:
+    """Check that ``local_root`` caches ``remote_root`` (or nothing recorded yet); with ``record``, record
+    it first when nothing is (called once the remote's index was read: a failed start leaves no file).
 
     Raises:
         ConfigError: the directory already caches another remote.
@@ -44,11 +45,11 @@ def check_origin(local_root: Path, remote_root: str) -> None:
     path = local_root / META_DIR / RECORD
     recorded = _read(path)
     if recorded is None:
-        if not _record(path, origin):
-            # A cache the disk will not let us write to (read-only, full) is read as it is: the record
-            # guards what this process would write, and a write there fails, naming the directory.
+        if not record or not _record(path, origin):
+            # Nothing recorded yet, or a cache the disk will not let us write to (read-only, full),
+            # which is read as it is: a write there fails, naming the directory.
             return
-        recorded = _read(path) or origin
+        recorded = _read(path) or origin  # another process may have recorded first: its record decides
     if recorded != origin:
         raise ConfigError(
             f"local directory {str(local_root)!r} caches {recorded}, not {origin}: two remotes cannot "
