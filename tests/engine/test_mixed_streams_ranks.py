@@ -5,7 +5,9 @@ eviction, and a restart mid-epoch from each rank's checkpoint into a fresh and i
 The streams: a local directory, moto S3, fake-gcs-server (zstd shards with hashes), a static HTTP server
 and Azurite. Each batching method runs with a weighting (``proportion``, ``repeat``, ``choose``). The
 restarted ranks continue exactly where they stopped (the unlimited run of the same job is the reference),
-and the cache directories never hold more than the limit.
+and the cache directories never hold more than the limit. And when one stream's remote fails (its
+``index.json`` missing, a shard answering 404, a wrong key), every rank fails with the typed error naming
+that stream's URL, and none hangs.
 
 Marked ``node`` (run by ``nox -s node``): nine rank processes per case.
 """
