@@ -4,7 +4,8 @@ GCS answers ``PUT <session>`` with ``Content-Range: bytes */SIZE`` and no body w
 ``Range: bytes=0-LAST`` (the bytes it committed) while the upload is incomplete. fake-gcs-server takes
 that request for the last chunk and finalizes the object with what it has. ``SessionStatus`` forwards
 every request to the upstream untouched, remembers what each session committed (the ``Range`` of the
-upstream's 308 answers), and answers the status query itself, as GCS documents. It counts the queries,
+upstream's 308 answers) and the object a finished session stored, and answers the status query itself,
+as GCS documents (308 and the committed range; 200 and the object once finished). It counts the queries,
 and can answer chunks as a session that takes none of them.
 """
 
@@ -31,6 +32,7 @@ class SessionStatus:
         #: takes none of a chunk), without reaching the upstream.
         self.refuse_chunks = refuse_chunks
         self._committed: dict[str, int] = {}
+        self._finished: dict[str, bytes] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -61,6 +63,10 @@ class SessionStatus:
         query = _QUERY.fullmatch(request.headers.get("Content-Range", ""))
         if request.method == "PUT" and upload_id and not body and query:
             self.queries += 1
+            if upload_id in self._finished:  # GCS answers a finished session's status with the object
+                return web.Response(
+                    status=200, body=self._finished[upload_id], content_type="application/json"
+                )
             done = self._committed.get(upload_id, 0)
             headers = {"Range": f"bytes=0-{done - 1}"} if done else {}
             return web.Response(status=308, headers=headers)
@@ -80,6 +86,8 @@ class SessionStatus:
             data = await resp.read()
             if resp.status == 308 and "Range" in resp.headers:
                 self._committed[upload_id] = int(resp.headers["Range"].rsplit("-", 1)[1]) + 1
+            elif resp.status in (200, 201) and upload_id:
+                self._finished[upload_id] = data
             out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
             if "Location" in out and out["Location"].startswith(self.upstream):
                 out["Location"] = self.url + out["Location"][len(self.upstream) :]
