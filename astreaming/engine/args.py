@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from astreaming._units import bytes_to_int, number_abbrev_to_int
+from astreaming.engine.origin import origin_of
 from astreaming.errors import ConfigError, UnknownOptionError
 from astreaming.format.hashing import hash_names
 from astreaming.stream import Stream
@@ -174,6 +176,28 @@ def parse_args(
     )
 
 
+def _check_locals(streams: Sequence[Stream]) -> None:
+    """Refuse two streams that read different remotes into one local directory (mosaic refused any
+    reused directory): their files have the same names (``index.json``, ``shard.00000.mds``), so one
+    stream would overwrite the other's or read them as its own, silently when the sizes agree. The same
+    remote twice (a stream listed twice to weight it) shares its files safely."""
+    seen: dict[str, tuple[int, str | None]] = {}
+    for index, stream in enumerate(streams):
+        directory = os.path.realpath(stream.local_root)
+        remote = None if stream.remote_root is None else origin_of(stream.remote_root)
+        if directory not in seen:
+            seen[directory] = (index, remote)
+            continue
+        first, other = seen[directory]
+        if other != remote:
+            raise ConfigError(
+                f"streams {first} and {index} share the local directory {stream.local_root!r} but read "
+                f"different remotes ({other or 'none'} and {remote or 'none'}): their shards would "
+                "overwrite each other; "
+                "give each stream its own `local`"
+            )
+
+
 def build_streams(
     streams: Sequence[Stream] | None,
     remote: str | None,
@@ -196,6 +220,7 @@ def build_streams(
             for stream in streams:
                 if stream.split is None:
                     stream.split = split
+        _check_locals(streams)
         return list(streams)
     if remote is None and local is None:
         raise ConfigError("give `streams`, or `remote` and/or `local`")

@@ -8,6 +8,7 @@ from pathlib import Path
 from astreaming.cache.paths import CacheDir
 from astreaming.cache.versionpins import VersionPins
 from astreaming.diskerrors import mapped_disk_errors
+from astreaming.engine.origin import check_origin
 from astreaming.errors import EmptyDatasetError, FormatError, IndexNotFound, ObjectChanged, ObjectNotFound
 from astreaming.format.index import ShardEntry, parse_index, write_text_atomic
 from astreaming.storage.base import Backend
@@ -53,6 +54,7 @@ async def load_stream_index(
         data = _read_local(local_path)
         source = str(local_path)
     else:
+        check_origin(Path(stream.local_root), remote_root)  # before any file of it is trusted
         url = index_url(remote_root)
         source = redact(url)
         try:
@@ -62,6 +64,8 @@ async def load_stream_index(
         except ObjectNotFound as exc:
             raise IndexNotFound(f"{source}: the remote has no index.json ({exc})", url=exc.url) from exc
     entries = tuple(parse_index(data, source=source))
+    if remote_root is not None and backend is not None:
+        check_origin(Path(stream.local_root), remote_root, record=True)  # before the cache is written
     if source != str(local_path) and (not local_path.exists() or local_path.read_bytes() != data):
         # Parsed first, so only a valid index replaces the cached copy.
         with mapped_disk_errors(local_path):  # read-only or full cache: CacheError naming the directory

@@ -78,7 +78,8 @@ def apply_weights(
         The resolved weights per stream, and the epoch size (sum of ``choose``).
 
     Raises:
-        ConfigError: for relative and absolute weights mixed, or ``epoch_size`` with absolute weights.
+        ConfigError: for relative and absolute weights mixed, ``epoch_size`` with absolute weights, or
+            relative weights that sum to 0.
     """
     samples = np.asarray(samples_per_stream, dtype=np.int64)
     if len(streams) != len(samples):
@@ -110,6 +111,12 @@ def _relative(
     samples: np.ndarray, proportions: np.ndarray, choose_per_epoch: int | None, seed: int
 ) -> tuple[list[WeightedStream], int]:
     epoch_size = int(samples.sum()) if choose_per_epoch is None else int(choose_per_epoch)
+    if not proportions.sum() > 0:
+        # mosaic divides by the zero sum and fails in numpy (NaN cast to int64, then a ValueError).
+        raise ConfigError(
+            f"stream weights sum to 0 ({proportions.tolist()}): at least one stream needs a positive "
+            "`proportion` (or, with epoch_size and no weights, samples)"
+        )
     proportions = proportions / proportions.sum()
     choose = (epoch_size * proportions).astype(np.int64)
     shortfall = epoch_size - int(choose.sum())

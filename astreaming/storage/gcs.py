@@ -12,8 +12,6 @@ server, or anonymous access to public buckets when nothing is configured).
 
 from __future__ import annotations
 
-import asyncio
-import io
 import logging
 import math
 import mimetypes
@@ -27,10 +25,11 @@ import aiohttp
 from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import init_api_root
 
-from astreaming.errors import ConfigError, ObjectNotFound, StorageError
+from astreaming.errors import ConfigError, ObjectNotFound
 from astreaming.storage.base import Backend, ObjectInfo, check_range, collect_range
-from astreaming.storage.errormap import call_mapped, from_status
+from astreaming.storage.errormap import call_mapped
 from astreaming.storage.gcs_auth import GCSAuth
+from astreaming.storage.gcs_upload import ResumableUpload, simple_upload
 from astreaming.storage.httpsession import (
     raise_for_status,
     range_into,
@@ -267,20 +266,17 @@ class GCSBackend(Backend):
                 return
 
     async def upload(self, src: Path, url: str) -> None:
+        # Both kinds survive an answer cut mid-body (see astreaming.storage.gcs_upload): a simple upload
+        # raises a transient error the caller's policy retries; a resumable one asks its session what it
+        # committed and continues.
         bucket, key = self._split(url)
         size = os.path.getsize(src)
+        endpoint = f"{self.api_root}/upload/storage/v1/b/{bucket}/o"
         if size <= self.resumable_threshold:
 
             async def simple(s: _Storage) -> None:
-                with open(src, "rb") as f:  # aiohttp streams the file object, reading it in a thread
-                    await s.upload(
-                        bucket,
-                        key,
-                        f,
-                        content_type=_content_type(key),
-                        force_resumable_upload=False,
-                        timeout=self._int_timeout,
-                    )
+                headers = {**(await self._auth_headers()), "Content-Type": _content_type(key)}
+                await simple_upload(s.session.session, endpoint, key, Path(src), url, headers=headers)
 
             await self._do(url, "upload", simple)
         else:
@@ -305,30 +301,9 @@ class GCSBackend(Backend):
         ) as resp:
             await raise_for_status(resp, url, "upload")
             session_uri = self._rebase(resp.headers["Location"])
-        with open(src, "rb") as f:
-            offset = 0
-            while offset < size:
-                chunk = await asyncio.to_thread(f.read, self.upload_chunk_size)
-                if not chunk:
-                    raise StorageError(f"{src} shrank during upload to {url}", url=url)
-                last = offset + len(chunk) >= size
-                total = str(size) if last else "*"
-                crange = f"bytes {offset}-{offset + len(chunk) - 1}/{total}"
-                # A file object, not the raw bytes: aiohttp writes raw bytes over 1 MiB in one go on the
-                # loop, and warns (ResourceWarning) that it may block it; a BytesIO is streamed.
-                async with http.put(
-                    session_uri, data=io.BytesIO(chunk), headers={**headers, "Content-Range": crange}
-                ) as r:
-                    if r.status == 308 and not last:
-                        offset += len(chunk)
-                        continue
-                    if r.status >= 400:
-                        await raise_for_status(r, url, "upload")
-                    if last and r.status in (200, 201):
-                        return
-                    raise from_status(
-                        r.status, url, detail="unexpected resumable-upload status", what="upload"
-                    )
+        await ResumableUpload(
+            http, session_uri, src, url, size, self.upload_chunk_size, self._auth_headers
+        ).run()
 
     def _rebase(self, location: str) -> str:
         # An emulator answers with its own address; when a proxy stands in front of it (fault tests),

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from astreaming import ConfigError, Stream, StreamingDataset, UnknownOptionError
 from astreaming.stream import default_local
+
+from .conftest import MakeDataset
 
 
 @pytest.mark.parametrize(
@@ -91,3 +95,82 @@ def test_keep_zip_forced_without_remote() -> None:
         download_retry=2, download_timeout=60, validate_hash="sha1", keep_zip=False
     )
     assert (options.download_retry, options.validate_hash, options.keep_zip) == (5, "sha1", False)
+
+
+def test_streams_with_different_remotes_in_one_local_are_refused(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    # Same shapes, other ids: the second stream would read the first's cached shards as its own.
+    first, second = make_dataset(60, first_id=0), make_dataset(60, first_id=1000)
+    shared = tmp_path / "cache"
+    streams = [Stream(remote=str(first), local=str(shared)), Stream(remote=str(second), local=str(shared))]
+    with pytest.raises(ConfigError, match="local") as info:
+        StreamingDataset(streams=streams, batch_size=4)
+    assert str(shared) in str(info.value) and str(second) in str(info.value)
+    # The same directory reached another way (a trailing slash, a symlink) is the same directory.
+    (tmp_path / "link").symlink_to(shared, target_is_directory=True)
+    streams = [
+        Stream(remote=str(first), local=f"{shared}/"),
+        Stream(remote=str(second), local=str(tmp_path / "link")),
+    ]
+    with pytest.raises(ConfigError, match="local"):
+        StreamingDataset(streams=streams, batch_size=4)
+
+
+def test_one_local_is_fine_for_the_same_remote_or_other_splits(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    source = make_dataset(30, first_id=0)
+    shared = tmp_path / "cache"
+    twice = StreamingDataset(
+        streams=[
+            Stream(remote=str(source), local=str(shared)),
+            Stream(remote=str(source), local=str(shared)),
+        ],
+        batch_size=4,
+    )
+    assert sorted(int(s["id"]) for s in twice) == sorted(list(range(30)) * 2)
+    splits = tmp_path / "splits"
+    for split, first in (("train", 0), ("val", 500)):
+        shutil.copytree(make_dataset(20, first_id=first), splits / split)
+    by_split = StreamingDataset(
+        streams=[
+            Stream(remote=str(splits), local=str(shared / "s"), split="train"),
+            Stream(remote=str(splits), local=str(shared / "s"), split="val"),
+        ],
+        batch_size=4,
+    )
+    assert sorted(int(s["id"]) for s in by_split) == list(range(20)) + list(range(500, 520))
+
+
+def test_stream_proportions_that_sum_to_zero_are_a_config_error(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    streams = [
+        Stream(remote=str(make_dataset(10)), local=str(tmp_path / "a"), proportion=0),
+        Stream(remote=str(make_dataset(10)), local=str(tmp_path / "b"), proportion=0.0),
+    ]
+    with pytest.raises(ConfigError, match="proportion"):
+        StreamingDataset(streams=streams, batch_size=2)
+
+
+def test_a_local_directory_caching_one_remote_refuses_another(
+    make_dataset: MakeDataset, tmp_path: Path
+) -> None:
+    # Same shapes, other ids: the second dataset's shards have the first's names and sizes.
+    first, second = make_dataset(60, first_id=0), make_dataset(60, first_id=1000)
+    cache = tmp_path / "cache"
+    done = StreamingDataset(remote=str(first), local=str(cache), batch_size=4)
+    assert sorted(int(s["id"]) for s in done) == list(range(60))
+    # While the first is still open (two jobs on one node), and after it is closed (the next job).
+    with pytest.raises(ConfigError, match="local") as info:
+        StreamingDataset(remote=str(second), local=str(cache), batch_size=4)
+    assert str(first) in str(info.value) and str(second) in str(info.value)
+    done.close()
+    with pytest.raises(ConfigError, match="local"):
+        StreamingDataset(remote=str(second), local=str(cache), batch_size=4)
+    # The same remote, however it is written, keeps using its cache.
+    (tmp_path / "link").symlink_to(first, target_is_directory=True)
+    again = StreamingDataset(remote=f"{tmp_path / 'link'}/", local=str(cache), batch_size=4)
+    assert sorted(int(s["id"]) for s in again) == list(range(60))
+    again.close()
