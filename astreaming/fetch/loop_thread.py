@@ -20,6 +20,8 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from astreaming.fetch import forkimports  # noqa: F401 - registers its fork hook with the threads it guards
+
 __all__ = ["LoopThread", "get_loop_thread"]
 
 T = TypeVar("T")

@@ -1,0 +1,75 @@
+"""A fork never copies a half-imported module into the child.
+
+torch's DataLoader forks its workers from the main thread while astreaming's own threads (the event
+loop, and the executor threads that decompress, hash and write) may be importing a module on first use:
+a codec (``zstandard``), ``xxhash``, a storage SDK's submodule. A fork at that instant copies the module
+half executed: in the child it sits in ``sys.modules`` marked as initializing, its import lock held by a
+thread that does not exist there. The child's import of it then returns the partial module
+(``AttributeError: partially initialized module 'zstandard' has no attribute 'ZstdError'``) or waits for
+that lock forever (a worker waiting for a shard whose decompression never gets past its import: a
+golden iteration case with 2 forked workers hung this way in CI, on a stream of zstd shards whose first
+decompression ran in the main process's lead batch while torch forked the workers).
+
+Before every ``os.fork`` of the process, :func:`wait_for_imports` waits until no other thread holds a
+module's import lock, bounded by :data:`WAIT` (then the fork goes ahead, as it would have). The forking
+thread's own imports do not count: a fork made while importing (a module that starts workers at import
+time) must not wait for itself. The locks are importlib's per-module locks
+(``importlib._bootstrap._module_locks``, CPython 3.3+); without them, nothing is waited for.
+"""
+
+from __future__ import annotations
+
+import importlib._bootstrap as _bootstrap
+import os
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["WAIT", "importing_elsewhere", "wait_for_imports"]
+
+#: Longest a fork waits for another thread's import (an import takes milliseconds; one that waits for
+#: the forking thread itself would never end).
+WAIT = 10.0
+
+
+def importing_elsewhere() -> list[str]:
+    """Names of the modules another thread of this process is importing now."""
+    me = threading.get_ident()
+    locks = getattr(_bootstrap, "_module_locks", None)
+    if not isinstance(locks, dict):
+        return []
+    busy = []
+    for name, ref in list(locks.items()):  # importing threads add and drop entries meanwhile
+        lock = ref() if callable(ref) else None
+        owner = getattr(lock, "owner", None)
+        if owner is not None and owner != me:
+            busy.append(name)
+    return busy
+
+
+def wait_for_imports(
+    wait: float | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until no other thread is importing, at most ``wait`` seconds (:data:`WAIT`).
+
+    Returns:
+        Whether the imports finished in time.
+    """
+    deadline = clock() + (WAIT if wait is None else wait)
+    delay = 0.0005
+    while importing_elsewhere():
+        if clock() >= deadline:
+            return False
+        sleep(delay)  # releases the GIL: the importing thread goes on
+        delay = min(delay * 2, 0.01)
+    return True
+
+
+def _before_fork() -> None:
+    wait_for_imports()
+
+
+os.register_at_fork(before=_before_fork)
