@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from astreaming.epochs import EpochControl
 from astreaming.errors import ConfigError
 from astreaming.fetch.blocking import run_blocking
 from astreaming.fetch.loop_thread import get_loop_thread
+from astreaming.order import hints
 from astreaming.order.lazy import LazyWorkerPlan
 from astreaming.order.spec import EpochSpec
 from astreaming.order.weights import apply_weights
@@ -178,6 +180,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
                 self._kept.close()
             raise
         self._control = EpochControl()
+        self._hint_cache: tuple[tuple[str, ...], str | None] | None = None  # see _plan_hint
         self._tally = StatsTally(self._control.path)
         self._sync: SyncRuntime | None = None
         self._readers: ReaderCache | None = None
@@ -272,6 +275,7 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         state["_sync"] = None
         state["_readers"] = None
         state["_kept"] = None
+        state["_hint_cache"] = None  # a checkpoint's string (MBs at 1B samples) stays here
         state["_ranges"] = RangeSampler(self._table, allow_unsafe_types=self.args.allow_unsafe_types)
         return state
 
@@ -359,11 +363,15 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
             raise ConfigError(f"set_epoch: epoch must be >= 0, got {epoch}")
         self._control.set_epoch(epoch)
 
-    def state_dict(self, num_samples: int = 0, from_beginning: bool = False) -> dict[str, Any]:
+    def state_dict(self, num_samples: int | None = None, from_beginning: bool = False) -> dict[str, Any]:
         """A checkpoint of the current epoch after ``num_samples`` samples (mosaic's keys).
 
-        Without arguments (as torchdata's ``StatefulDataLoader`` calls it in each worker): the current
-        epoch and the point its iteration resumed from; the workers' iterators hold their progress.
+        With ``num_samples`` given (mosaic's and Composer's call, and ``StreamingDataLoader.state_dict()``'s)
+        the checkpoint also carries, under ``astreaming_plan``, the shuffle draws of its epoch that this
+        node computed (a string; see :mod:`astreaming.order.hints`): a resume on new machines then skips
+        their replay. Without arguments (torchdata's ``StatefulDataLoader`` calls it in each worker at
+        every snapshot): only mosaic's keys, the current epoch and the point its iteration resumed from;
+        the workers' iterators hold their progress.
         """
         current = self._control.current()
         world = World.detect()
@@ -371,21 +379,48 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         initial = spec.initial_physical_nodes
         if initial is None:
             initial = world.replicate(self.args.replication).num_nodes
-        sample_in_epoch = num_samples if from_beginning else current.sample_in_epoch + num_samples
-        return {
+        done = 0 if num_samples is None else num_samples
+        sample_in_epoch = done if from_beginning else current.sample_in_epoch + done
+        state: dict[str, Any] = {
             "epoch": current.epoch,
             "sample_in_epoch": sample_in_epoch,
             "num_canonical_nodes": spec.num_canonical_nodes,
             "shuffle_seed": spec.shuffle_seed,
             "initial_physical_nodes": initial,
         }
+        if num_samples is not None and self.args.batch_size is not None and spec.shuffle:
+            plan = self._plan_hint(spec, world.replicate(spec.replication), current.epoch, sample_in_epoch)
+            if plan is not None:
+                state[hints.KEY] = plan
+        return state
+
+    def _plan_hint(self, spec: EpochSpec, world: World, epoch: int, sample_in_epoch: int) -> str | None:
+        found = hints.collect_hints(spec, world, epoch, sample_in_epoch, plan_store())
+        keys = tuple(sorted(found))
+        cached = self._hint_cache
+        if cached is None or cached[0] != keys:  # the same artefacts encode the same: once per epoch
+            cached = self._hint_cache = (keys, hints.encode_hints(found))
+        return cached[1]
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        """Resume from a checkpoint at the next iteration (never ignored as stale)."""
+        """Resume from a checkpoint at the next iteration (never ignored as stale).
+
+        The shuffle draws a checkpoint carries (``astreaming_plan``) go to the node's plan store, where
+        they count as computed; a damaged one is ignored with a warning (the resume replays them).
+        """
         missing = {"epoch", "sample_in_epoch"} - set(obj)
         if missing:
             raise ConfigError(f"load_state_dict: checkpoint lacks {sorted(missing)}")
-        self._control.load(obj)
+        self._control.load({k: v for k, v in obj.items() if k != hints.KEY})  # the control file stays small
+        if obj.get(hints.KEY) is not None:
+            try:
+                found = hints.decode_hints(obj[hints.KEY])
+            except hints.PlanHintError as exc:
+                warnings.warn(
+                    f"{exc}: the resumed epoch's shuffle is computed again", UserWarning, stacklevel=2
+                )
+            else:
+                hints.offer_hints(plan_store(), found)
 
     def _order_spec(self, resume: dict[str, Any] | None, world: World) -> EpochSpec:
         return build_spec(self.args, self._table, [s.weights for s in self.streams], world, resume)

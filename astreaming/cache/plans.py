@@ -92,6 +92,12 @@ class FilePlanStore:
             found = compute()
         return found
 
+    def peek(self, key: str) -> Arrays | None:
+        """The artefact ``key`` if a process of the node computed it (mapped), else None."""
+        if self._private is not None:
+            return self._private.get(key)
+        return _load(self.root / key)
+
     def discard(self, key: str) -> None:
         """Delete artefact ``key`` (mapped copies stay valid; a later reader computes it again)."""
         if self._private is not None:

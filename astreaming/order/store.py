@@ -34,6 +34,10 @@ class PlanStore(Protocol):
         """Forget ``key`` (a consumer that still needs it computes it again)."""
         ...
 
+    def peek(self, key: str) -> Arrays | None:
+        """The artefact ``key`` if someone computed it, else None (never computes)."""
+        ...
+
 
 class MemoryStore:
     """A store private to this process (no sharing)."""
@@ -51,6 +55,10 @@ class MemoryStore:
     def discard(self, key: str) -> None:
         """Drop ``key``."""
         self._items.pop(key, None)
+
+    def peek(self, key: str) -> Arrays | None:
+        """The artefact ``key`` if it was computed."""
+        return self._items.get(key)
 
 
 def id_dtype(largest: int) -> type[np.signedinteger]:
