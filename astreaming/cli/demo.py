@@ -35,6 +35,7 @@ from astreaming.cli._fmt import fmt_bytes, fmt_rate, fmt_seconds, plural
 from astreaming.cli.demo_data import DemoCheckError, SampleChecker, WrittenDataset, write_dataset
 from astreaming.cli.demo_phases import DatasetFactory, EpochRun, run_epoch, run_resume
 from astreaming.errors import ConfigError
+from astreaming.order import hints
 
 __all__ = ["DemoConfig", "register", "run"]
 
@@ -333,7 +334,12 @@ def _resume(cfg: DemoConfig, out: _Reporter, factory: DatasetFactory, cold: Epoc
     out.line(
         f"[5/5] resume: loader.state_dict() after {plural(resume.batches, 'batch', 'es')} of a new dataset:"
     )
-    out.item("checkpoint", str(resume.checkpoint))
+    # The shuffle draws the checkpoint carries are a long base64 string: shown by their size.
+    shown = {
+        k: f"<{len(v):,} characters: the epoch's shuffle draws>" if k == hints.KEY else v
+        for k, v in resume.checkpoint.items()
+    }
+    out.item("checkpoint", str(shown))
     out.item("first part", f"{resume.head_samples:,} samples equal the cold epoch's head")
     out.item(
         "resumed",
