@@ -16,6 +16,10 @@ astreaming is measured with its plan files (``<tmp>/astreaming-plans``) in two s
 With workers, astreaming's main process computes and yields worker 0's first batch before torch starts
 the workers; the time to the second batch (the first a worker sends) is recorded too (``second_batch_s``).
 
+- **carried**: empty too (new machines), resuming astreaming's *own* checkpoint at the same sample
+  (``state_dict(N/2, from_beginning=True)`` taken by the fresh-epoch run), which carries the epoch's
+  shuffle draws (``astreaming_plan``): the replay is skipped. Its size is reported (``hint_chars``).
+
 "Shuffle off" resumes the same checkpoint without shuffling, which plans nothing: what the loader's
 start-up (processes, index, first shard) costs without any plan work.
 
@@ -53,9 +57,15 @@ import _common
 
 
 def child(
-    data: str, state: dict[str, Any] | None, workers: int, batch_size: int, shuffle: bool = True
+    data: str,
+    state: dict[str, Any] | None,
+    workers: int,
+    batch_size: int,
+    shuffle: bool = True,
+    save: str | None = None,
 ) -> dict[str, Any]:
-    """One astreaming loader in this (fresh) process: resume from ``state`` (or a fresh epoch)."""
+    """One astreaming loader in this (fresh) process: resume from ``state`` (or a fresh epoch); with
+    ``save``, write the checkpoint at half the epoch there after the first batches (untimed)."""
     from astreaming import StreamingDataLoader, StreamingDataset
 
     result: dict[str, Any] = {}
@@ -74,6 +84,15 @@ def child(
     # batched.lead_batch): the second is the first a worker sends.
     next(batches)
     result["second_batch_s"] = time.perf_counter() - began
+    if save is not None:
+        took = time.perf_counter()
+        checkpoint = ds.state_dict(ds.epoch_size // 2, True)
+        result["state_dict_s"] = time.perf_counter() - took  # the first of the epoch encodes the draws
+        took = time.perf_counter()
+        ds.state_dict(ds.epoch_size // 2 + batch_size, True)
+        result["state_dict_again_s"] = time.perf_counter() - took
+        Path(save).write_text(json.dumps(checkpoint))
+        result["hint_chars"] = len(checkpoint.get("astreaming_plan", ""))
     # A preempted job dies here: no clean-up of what the node planned (os._exit skips finalizers).
     print(json.dumps(result), flush=True)
     os._exit(0)
@@ -86,11 +105,18 @@ def run_ours(
     plans_tmp: Path,
     state: dict[str, Any] | None = None,
     shuffle: bool = True,
+    save: Path | None = None,
 ) -> dict[str, Any]:
     """:func:`child` in a fresh process whose plan files live under ``plans_tmp``."""
     argv = [sys.executable, __file__, "--child", "--data-dir", str(data), "--batch-size", str(batch_size)]
-    argv += ["--workers", str(workers)] + (["--state", json.dumps(state)] if state is not None else [])
+    argv += ["--workers", str(workers)]
+    if state is not None:
+        # In a file: a checkpoint carrying draws is MBs, more than one command-line argument may hold.
+        state_file = Path(tempfile.mkstemp(prefix="state-", suffix=".json", dir=plans_tmp)[1])
+        state_file.write_text(json.dumps(state))
+        argv += ["--state", str(state_file)]
     argv += [] if shuffle else ["--no-shuffle"]
+    argv += [] if save is None else ["--save", str(save)]
     env = dict(os.environ, TMPDIR=str(plans_tmp))
     # The child ends with os._exit, as a preempted job dies: its workers are killed with its process group
     # once it ended, whatever happens (they end by themselves: tests/reliability/test_orphaned_workers.py).
@@ -137,10 +163,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--no-shuffle", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        state = json.loads(args.state) if args.state else None
-        child(args.data_dir, state, int(args.workers), args.batch_size, not args.no_shuffle)
+        state = json.loads(Path(args.state).read_text()) if args.state else None
+        child(args.data_dir, state, int(args.workers), args.batch_size, not args.no_shuffle, args.save)
         return {}
 
     root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="bench-resume-"))
@@ -174,10 +201,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data = _dataset(root, n)
             load = round(os.getloadavg()[0], 2)
             plans = _fresh(tmp_root)
-            fresh = run_ours(data, 8, args.batch_size, plans)
+            own = plans / "checkpoint.json"
+            fresh = run_ours(data, 8, args.batch_size, plans, save=own)
             cold = run_ours(data, 8, args.batch_size, _fresh(tmp_root), _state(n // 2))
             warm = run_ours(data, 8, args.batch_size, plans, _state(n // 2))
+            carried = run_ours(data, 8, args.batch_size, _fresh(tmp_root), json.loads(own.read_text()))
             row = {"samples": n, "workers": 8, "fresh": fresh, "cold": cold, "warm": warm, "load": load}
+            row["carried"] = carried
             rows.append(row)
             _print_row(row)
     finally:
@@ -196,10 +226,13 @@ def _round(
 ) -> dict[str, Any]:
     """One round of a cell, every loader in a fresh process, one after the other."""
     warm_tmp = _fresh(tmp_root)
+    own = warm_tmp / "checkpoint.json"
     result: dict[str, Any] = {"load": round(os.getloadavg()[0], 2)}
-    result["fresh"] = run_ours(data, w, batch_size, warm_tmp)  # leaves the epoch's plan files
+    # Leaves the epoch's plan files, and writes astreaming's own checkpoint at the same sample.
+    result["fresh"] = run_ours(data, w, batch_size, warm_tmp, save=own)
     result["warm"] = run_ours(data, w, batch_size, warm_tmp, state)
     result["cold"] = run_ours(data, w, batch_size, _fresh(tmp_root), state)
+    result["carried"] = run_ours(data, w, batch_size, _fresh(tmp_root), json.loads(own.read_text()))
     # The same resume without shuffling plans nothing: the loader's own start-up cost.
     result["no_shuffle"] = run_ours(data, w, batch_size, _fresh(tmp_root), state, shuffle=False)
     shutil.rmtree(warm_tmp, ignore_errors=True)
@@ -207,8 +240,9 @@ def _round(
         result["mosaic"] = run_mosaic(data, w, batch_size, state)
         if result["mosaic"]["first_ids"] != result["cold"]["first_ids"]:
             raise RuntimeError(f"first batches differ: {result}")
-    if result["warm"]["first_ids"] != result["cold"]["first_ids"]:
-        raise RuntimeError(f"first batches differ: {result}")
+    for kind in ("warm", "carried"):
+        if result[kind]["first_ids"] != result["cold"]["first_ids"]:
+            raise RuntimeError(f"first batches differ: {result}")
     return result
 
 
@@ -265,6 +299,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     header = (
         "samples, workers",
         "astreaming: first batch after load (plans warm / cold)",
+        "own checkpoint, new machine",
         "fresh epoch",
         "second batch (warm / cold)",
         "same resume, shuffle off",
@@ -292,6 +327,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         cells = (
             f"{_size(r['samples'])}, {r['workers']}",
             f"{warm:.2f} s / {cold:.2f} s",
+            f"{r['carried']['first_batch_s']:.2f} s" if "carried" in r else "—",
             f"{fresh:.2f} s",
             f"{r['warm'].get('second_batch_s', 0):.2f} s / {r['cold'].get('second_batch_s', 0):.2f} s",
             floor,
