@@ -110,11 +110,14 @@ def encode_hints(hints: dict[str, Arrays]) -> str | None:
         return None
     buffer = io.BytesIO()
     # Level 1: the generator states are random bytes; the offsets and bounds compress at any level.
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with zipfile.ZipFile(buffer, "w") as archive:
         for key in sorted(hints):
             for name, array in sorted(hints[key].items()):
-                with archive.open(f"{key}/{name}.npy", "w") as member:
-                    np.save(member, np.ascontiguousarray(array), allow_pickle=False)
+                # A fixed date: every rank (and every run) encodes the same draws to the same string.
+                info = zipfile.ZipInfo(f"{key}/{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                data = io.BytesIO()
+                np.save(data, np.ascontiguousarray(array), allow_pickle=False)
+                archive.writestr(info, data.getvalue(), zipfile.ZIP_DEFLATED, 1)
     return _PREFIX + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import json
-import os
-import subprocess
 import sys
 import urllib.parse
 import urllib.request
@@ -31,10 +28,10 @@ import pytest
 
 from astreaming.testing.servers import FakeGCSServer, MotoS3Server, StaticHTTPServer
 
-from . import stacks
 from .conftest import MakeDataset
 from .remotes import BUCKET, s3_env
-from .test_node_cache import Sampler, assert_clean, failure, shard_sizes
+from .test_node_cache import Sampler, assert_clean, shard_sizes
+from .test_resume_ranks import run_ranks
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))
 from azurite import ACCOUNT, Azurite, azurite_fixture  # tests/storage: not a package
@@ -117,24 +114,6 @@ def stores(
         yield remotes, env
 
 
-def run_ranks(
-    tmp_path: Path, name: str, request: dict[str, Any], env: dict[str, str]
-) -> list[dict[str, Any]]:
-    procs = []
-    for rank in range(RANKS):
-        req = tmp_path / f"{name}-r{rank}.request.json"
-        req.write_text(json.dumps({**request, "state": str(tmp_path / f"state-r{rank}.json")}))
-        rank_env = {**os.environ, **env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
-        argv = [sys.executable, str(JOB), str(req), str(tmp_path / f"{name}-r{rank}.result.json")]
-        procs.append(stacks.start(argv, env=rank_env, stdout=subprocess.DEVNULL))
-    results = []
-    for rank, proc in enumerate(procs):
-        _, err = stacks.communicate(proc, 300)
-        assert proc.returncode == 0, failure(err)
-        results.append(json.loads((tmp_path / f"{name}-r{rank}.result.json").read_text()))
-    return results
-
-
 def streams_under(remotes: list[tuple[str, Path]], weights: list[dict[str, Any]], cache: Path) -> list[Any]:
     return [
         {"remote": url, "local": str(cache / store), **weight}
@@ -165,18 +144,17 @@ def test_mixed_stores_two_ranks_resume_under_one_cache_limit(
     def dataset(cache: Path, **extra: Any) -> dict[str, Any]:
         return {**common, "streams": streams_under(remotes, weights, cache), **extra}
 
-    full = run_ranks(
-        tmp_path, "full", {**loader, "phase": "full", "epochs": 2, "dataset": dataset(tmp_path / "free")}, env
-    )
+    unlimited = {**loader, "phase": "full", "epochs": 2, "dataset": dataset(tmp_path / "free")}
+    full = run_ranks(tmp_path, "full", unlimited, env, 300)
     stopped_cache = tmp_path / "job"
     stop = {**loader, "phase": "stop", "stop_after": 5, "dataset": dataset(stopped_cache, cache_limit=limit)}
     with Sampler(stopped_cache) as stopping:
-        stopped = run_ranks(tmp_path, "stop", stop, env)
+        stopped = run_ranks(tmp_path, "stop", stop, env, 300)
     assert stopped[0]["state"] == stopped[1]["state"]
     local = stopped_cache if restart == "warm-cache" else tmp_path / "restarted"
     resume = {**loader, "phase": "resume", "dataset": dataset(local, cache_limit=limit)}
     with Sampler(local) as resuming:
-        resumed = run_ranks(tmp_path, "resume", resume, env)
+        resumed = run_ranks(tmp_path, "resume", resume, env, 300)
 
     for rank in range(RANKS):
         head, (tail, following) = stopped[rank]["epochs"][0], resumed[rank]["epochs"]
@@ -256,7 +234,7 @@ def test_one_failing_stream_fails_every_rank_typed_naming_its_url(
         "catch": True,
         "dataset": dataset,
     }
-    results = run_ranks(tmp_path, "fail", request, env)  # a rank that hangs fails here, after 300 s
+    results = run_ranks(tmp_path, "fail", request, env, 300)  # a rank that hangs fails here, after 300 s
     errors = [r.get("error") for r in results]
     # Both ranks read every stream's index; a shard is read by one rank or both (both, with this seed).
     for rank, error in enumerate(errors):

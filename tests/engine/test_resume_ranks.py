@@ -30,8 +30,10 @@ SAMPLES = 600
 
 
 def run_ranks(
-    tmp_path: Path, name: str, request: dict[str, Any], env: dict[str, str]
+    tmp_path: Path, name: str, request: dict[str, Any], env: dict[str, str], timeout: float = 240
 ) -> list[dict[str, Any]]:
+    """Run ``resume_job.py`` as 2 rank processes of one node with ``request``; their results, in rank order
+    (a rank still running after ``timeout`` seconds fails the test with its stacks)."""
     procs = []
     for rank in range(RANKS):
         req = tmp_path / f"{name}-r{rank}.request.json"
@@ -41,7 +43,7 @@ def run_ranks(
         procs.append(stacks.start(argv, env=rank_env, stdout=subprocess.DEVNULL))
     results = []
     for rank, proc in enumerate(procs):
-        _, err = stacks.communicate(proc, 240)
+        _, err = stacks.communicate(proc, timeout)
         assert proc.returncode == 0, failure(err)
         results.append(json.loads((tmp_path / f"{name}-r{rank}.result.json").read_text()))
     return results

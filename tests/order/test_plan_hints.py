@@ -162,3 +162,20 @@ def test_a_flipped_byte_fails_the_zip_crc() -> None:
     raw[len(raw) // 3] ^= 0x40  # inside a member's compressed data
     with pytest.raises(hints.PlanHintError, match="damaged"):
         hints.decode_hints("astreaming-plan-1:" + base64.b64encode(bytes(raw)).decode())
+
+
+def test_the_same_draws_encode_to_the_same_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ranks checkpoint at different times: their strings must not differ by a zip member's date.
+    spec = _spec("py2s")
+    store = MemoryStore()
+    LazyWorkerPlan(spec, WORLD, 0, 0, store=store)
+    found = hints.collect_hints(spec, WORLD, 0, 0, store)
+    first = hints.encode_hints(found)
+    later = [2_000_000_000.0]
+
+    def clock() -> float:
+        later[0] += 3600.0
+        return later[0]
+
+    monkeypatch.setattr(zipfile.time, "time", clock)  # type: ignore[attr-defined]
+    assert hints.encode_hints(found) == first
