@@ -23,6 +23,7 @@ import importlib._bootstrap as _bootstrap
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 __all__ = ["WAIT", "importing_elsewhere", "wait_for_imports"]
@@ -36,11 +37,13 @@ def importing_elsewhere() -> list[str]:
     """Names of the modules another thread of this process is importing now."""
     me = threading.get_ident()
     locks = getattr(_bootstrap, "_module_locks", None)
-    if not isinstance(locks, dict):
+    if locks is None or not hasattr(locks, "items"):
         return []
     busy = []
-    for name, ref in list(locks.items()):  # importing threads add and drop entries meanwhile
-        lock = ref() if callable(ref) else None
+    # Importing threads add and drop entries meanwhile. Up to 3.11 the values are weak references to the
+    # locks; later versions keep them in a weak-value dictionary of their own, which yields the locks.
+    for name, value in list(locks.items()):
+        lock = value() if isinstance(value, weakref.ref) else value
         owner = getattr(lock, "owner", None)
         if owner is not None and owner != me:
             busy.append(name)
