@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from astreaming.order import hints
 from astreaming.testing.servers import MotoS3Server
 
 from . import stacks
@@ -86,6 +87,13 @@ def test_two_ranks_resume_under_a_cache_limit_from_s3(
     assert stopped[0]["state"]["sample_in_epoch"] == RANKS * 7 * 6
     local = stopped_cache if restart == "warm-cache" else tmp_path / "restarted"
     resume = {**loader, "phase": "resume", "dataset": {**limited, "local": str(local)}}
+    assert isinstance(stopped[0]["state"].get(hints.KEY), str)  # the checkpoint carries the epoch's draws
+    if restart == "fresh-cache":
+        # New machines: no plan files or epoch state of the node either, so the ranks resume from the
+        # draws their checkpoint carries.
+        machine = tmp_path / "new-machine"
+        machine.mkdir()
+        env = {**env, "TMPDIR": str(machine)}
     resumed = run_ranks(tmp_path, "resume", resume, env)
 
     for rank in range(RANKS):
