@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 __all__ = ["WAIT", "importing_elsewhere", "wait_for_imports"]
 
@@ -33,8 +33,8 @@ __all__ = ["WAIT", "importing_elsewhere", "wait_for_imports"]
 WAIT = 10.0
 
 
-def importing_elsewhere() -> list[str]:
-    """Names of the modules another thread of this process is importing now."""
+def importing_elsewhere(ignore: Collection[str] = ()) -> list[str]:
+    """Names of the modules another thread of this process is importing now (but those in ``ignore``)."""
     me = threading.get_ident()
     locks = getattr(_bootstrap, "_module_locks", None)
     if locks is None or not hasattr(locks, "items"):
@@ -45,7 +45,7 @@ def importing_elsewhere() -> list[str]:
     for name, value in list(locks.items()):
         lock = value() if isinstance(value, weakref.ref) else value
         owner = getattr(lock, "owner", None)
-        if owner is not None and owner != me:
+        if owner is not None and owner != me and name not in ignore:
             busy.append(name)
     return busy
 
@@ -53,17 +53,19 @@ def importing_elsewhere() -> list[str]:
 def wait_for_imports(
     wait: float | None = None,
     *,
+    ignore: Collection[str] = (),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Wait until no other thread is importing, at most ``wait`` seconds (:data:`WAIT`).
+    """Wait until no other thread is importing (modules in ``ignore`` aside), at most ``wait`` seconds
+    (:data:`WAIT`).
 
     Returns:
         Whether the imports finished in time.
     """
     deadline = clock() + (WAIT if wait is None else wait)
     delay = 0.0005
-    while importing_elsewhere():
+    while importing_elsewhere(ignore):
         if clock() >= deadline:
             return False
         sleep(delay)  # releases the GIL: the importing thread goes on
@@ -71,8 +73,14 @@ def wait_for_imports(
     return True
 
 
+#: Imports that outlived a whole wait (a thread stuck in one): later forks do not wait for them again,
+#: or every DataLoader worker's fork would cost :data:`WAIT`.
+_stuck: set[str] = set()
+
+
 def _before_fork() -> None:
-    wait_for_imports()
+    if not wait_for_imports(ignore=_stuck):
+        _stuck.update(importing_elsewhere(_stuck))
 
 
 os.register_at_fork(before=_before_fork)

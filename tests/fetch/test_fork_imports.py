@@ -107,6 +107,16 @@ def test_the_wait_is_bounded_and_ends_with_the_import(
 
         assert forkimports.wait_for_imports(0.5, clock=lambda: now[0], sleep=sleep) is False
         assert now[0] >= 0.5 and slept  # it waited, on the injected clock, until the bound
+        # An import that outlived a whole wait is not waited for again (the next fork goes ahead).
+        slept.clear()
+        ignore = {"held_import"}
+        assert forkimports.wait_for_imports(0.5, ignore=ignore, clock=lambda: now[0], sleep=sleep) is True
+        assert slept == []
+        # The fork hook records such an import once its wait ran out.
+        monkeypatch.setattr(forkimports, "_stuck", set())
+        monkeypatch.setattr(forkimports, "WAIT", 0.01)
+        forkimports._before_fork()
+        assert forkimports._stuck == {"held_import"}
     finally:
         release.set()
         importer.join(60)
