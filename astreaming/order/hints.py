@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import re
 import zipfile
@@ -80,7 +81,7 @@ class _Peeking:
         return arrays
 
     def discard(self, key: str) -> None:
-        pass  # a checkpoint never discards
+        """Nothing: a checkpoint never discards what the node's plan store holds."""
 
     def peek(self, key: str) -> Arrays | None:
         return self.store.peek(key)
@@ -95,11 +96,10 @@ def collect_hints(
     store that only lends: the first artefact missing ends the collection with what was found.
     """
     lender = _Peeking(store)
-    try:
-        with quiet():  # the plan's configuration warnings belong to the iteration, not to a checkpoint
-            LazyWorkerPlan(spec, world, epoch, sample_in_epoch, store=lender)
-    except (_Missing, ConfigError):  # a configuration error is the iteration's to raise
-        pass
+    # A missing artefact ends the collection; a configuration error is the iteration's to raise; the
+    # plan's configuration warnings belong to the iteration too, not to a checkpoint.
+    with contextlib.suppress(_Missing, ConfigError), quiet():
+        LazyWorkerPlan(spec, world, epoch, sample_in_epoch, store=lender)
     return lender.found
 
 

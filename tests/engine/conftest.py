@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +44,13 @@ def make_dataset(tmp_path: Path) -> MakeDataset:
 
 # The golden datasets in the session's fake object stores (servers from tests/conftest.py).
 from .remotes import golden_remote  # noqa: E402, F401
+
+
+@pytest.fixture
+def plans_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Plan artefacts of this test in its own directory (the workers inherit it through the env)."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # spawned workers
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this process and forked workers
+    return temp / "astreaming-plans"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ def _spec(sizes: list[list[int]], kwargs: dict[str, Any]) -> EpochSpec:
         shuffle_block_size=kwargs.get("shuffle_block_size"),
         batching_method=kwargs.get("batching_method", "random"),
     )
-
-
-@pytest.fixture
-def plans_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Plan artefacts of this test in its own directory (the workers inherit it through the env)."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temp))  # spawned workers
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this process and forked workers
-    return temp / "astreaming-plans"
 
 
 @pytest.mark.parametrize(

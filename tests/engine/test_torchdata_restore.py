@@ -11,7 +11,6 @@ different positions from one another.
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,16 +102,6 @@ def _pass_with_states(loader: Any) -> tuple[list[list[int]], dict[int, dict[str,
     wanted = {1, n // 2, n // 2 + 1, n - 3, n - 2, n - 1}
     states.update((k, s) for k, s in snapshots if k in wanted and 0 < k < n)
     return batches, states
-
-
-@pytest.fixture
-def plans_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Plan artefacts of this test in its own directory (the workers inherit it through the env)."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temp))  # spawned workers
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # this process and forked workers
-    return temp / "astreaming-plans"
 
 
 def _check_tails(factory: Callable[[str], Any], plans: Path, few: bool = False) -> None:
