@@ -177,7 +177,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
     parser.add_argument(
-        "--stores", nargs="+", choices=["http", "s3", "gs"], default=["http", "s3", "gs"], help="astreaming's"
+        "--stores",
+        nargs="+",
+        choices=["http", "s3", "s3rver", "gs"],
+        default=["http", "s3", "gs"],
+        help="astreaming's",
     )
     parser.add_argument("--skip-mosaic", action="store_true")
     parser.add_argument(

@@ -41,8 +41,8 @@ async def fetch_all(env: dict[str, str], keys: list[tuple[str, int]], part: int,
         "s3",
         endpoint_url=env["S3_ENDPOINT_URL"],
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         config=config,
     ) as client:
         slots = asyncio.Semaphore(parallel)
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--connection-bandwidth", type=float, default=10e6)
     parser.add_argument("--part-mb", type=float, nargs="+", default=[4.0, 16.0, 0.0])
     parser.add_argument("--parallel", type=int, default=16)
+    parser.add_argument("--server", choices=["s3", "s3rver"], default="s3", help="moto (s3) or s3rver")
     parser.add_argument("--data-dir", help="keep and reuse the dataset here")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         keys = [(f"data/{s['raw_data']['basename']}", s["raw_data"]["bytes"]) for s in index["shards"]]
         total = sum(size for _, size in keys)
         with serve_proxy.serve(
-            data, "s3", args.latency, args.bandwidth, connection_bandwidth=args.connection_bandwidth
+            data, args.server, args.latency, args.bandwidth, connection_bandwidth=args.connection_bandwidth
         ) as served:
             for part_mb in args.part_mb:
                 before = served.stats()
@@ -116,7 +117,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.data_dir:
             shutil.rmtree(root, ignore_errors=True)
     _common.print_table(rows)
-    out = {"samples": args.samples, "shard_mb": args.shard_mb, "bytes": total, "rows": rows}
+    out = {
+        "server": args.server,
+        "samples": args.samples,
+        "shard_mb": args.shard_mb,
+        "bytes": total,
+        "rows": rows,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -12,7 +12,10 @@ counters as JSON (``bytes_sent``, ``requests``, ...), and exits when stdin close
 
 For ``--kind s3`` the files are uploaded to moto's bucket ``bench`` under ``--prefix`` and ``root`` is
 ``s3://bench/<prefix>``; ``env`` holds what a client needs (``S3_ENDPOINT_URL`` = the proxy, fake
-credentials), for astreaming and mosaic alike. ``--kind gs`` likewise stores them in fake-gcs-server (the
+credentials), for astreaming and mosaic alike. ``--kind s3rver`` does the same with s3rver (Node.js,
+``bash benchmarks/setup_s3rver.sh``), which streams a ranged GET from disk where moto copies the whole
+object on every GET: a server that is not the bottleneck of a link of many connections. ``--kind gs``
+likewise stores them in fake-gcs-server (the
 real Go server; its own process, so its CPU is not in ``cpu_s``): ``root`` is ``gs://bench/<prefix>`` and
 ``env`` is ``STORAGE_EMULATOR_HOST`` = the proxy.
 """
@@ -24,9 +27,12 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -35,12 +41,13 @@ BUCKET = "bench"
 HERE = Path(__file__).resolve().parent
 
 
-def s3_env(endpoint: str) -> dict[str, str]:
-    """Environment for an S3 client of moto at ``endpoint`` (no real AWS config is read)."""
+def s3_env(endpoint: str, key: str = "testing") -> dict[str, str]:
+    """Environment for an S3 client of moto (or s3rver, whose key is ``S3RVER``) at ``endpoint`` (no real
+    AWS config is read)."""
     return {
         "S3_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": key,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_CONFIG_FILE": "/nonexistent/bench-aws-config",
@@ -99,6 +106,60 @@ def serve(
             proc.wait()
 
 
+class S3rverServer:
+    """s3rver in its own Node.js process, on a free port of 127.0.0.1, storing objects under a temporary
+    directory; the bucket ``BUCKET`` exists once :meth:`__enter__` returns. Its credentials are
+    ``S3RVER``/``S3RVER``."""
+
+    KEY = "S3RVER"
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> S3rverServer:
+        exe = Path(os.environ.get("S3RVER_DIR", "/work/s3rver")) / "node_modules" / ".bin" / "s3rver"
+        if not exe.exists():
+            raise RuntimeError(f"{exe} not found: run `bash benchmarks/setup_s3rver.sh` first")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self._dir = tempfile.TemporaryDirectory(prefix="s3rver-")
+        argv = [str(exe), "-d", self._dir.name, "-a", "127.0.0.1", "-p", str(port), "--silent"]
+        self._proc = subprocess.Popen([*argv, "--configure-bucket", BUCKET], stdout=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                return self
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"s3rver did not start on port {port}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def client(self) -> Any:
+        """A synchronous botocore S3 client of this server (to upload the dataset)."""
+        import botocore.session
+
+        return botocore.session.get_session().create_client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=self.url,
+            aws_access_key_id=self.KEY,
+            aws_secret_access_key=self.KEY,
+        )
+
+
 def _answer(stdin: IO[str], proxy: Any, server_pid: int | None = None) -> None:
     for line in stdin:
         if line.strip() == "stats":
@@ -130,7 +191,7 @@ def _cpu(stat: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--root", required=True, help="dataset directory to serve")
-    parser.add_argument("--kind", choices=["http", "s3", "gs"], default="http")
+    parser.add_argument("--kind", choices=["http", "s3", "s3rver", "gs"], default="http")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added to every request")
     parser.add_argument("--bandwidth", type=float, default=None, help="bytes/s shared by all connections")
     parser.add_argument("--connection-bandwidth", type=float, default=None, help="bytes/s per connection")
@@ -157,8 +218,11 @@ def main() -> None:
                     BUCKET, f"{args.prefix}/{path.relative_to(root).as_posix()}", path.read_bytes()
                 )
         else:
-            server = stack.enter_context(MotoS3Server())
-            server.create_bucket(BUCKET)
+            if args.kind == "s3rver":
+                server = stack.enter_context(S3rverServer())
+            else:
+                server = stack.enter_context(MotoS3Server())
+                server.create_bucket(BUCKET)
             client = server.client()
             for path in files:
                 key = f"{args.prefix}/{path.relative_to(root).as_posix()}"
@@ -172,9 +236,9 @@ def main() -> None:
             info["env"] = {"STORAGE_EMULATOR_HOST": proxy.url}
         else:
             info = {"url": proxy.url, "upstream": server.url, "root": f"s3://{BUCKET}/{args.prefix}"}
-            info["env"] = s3_env(proxy.url)
+            info["env"] = s3_env(proxy.url, S3rverServer.KEY if args.kind == "s3rver" else "testing")
         print(json.dumps(info), flush=True)
-        gcs_proc = getattr(server, "_proc", None) if args.kind == "gs" else None
+        gcs_proc = getattr(server, "_proc", None) if args.kind in ("gs", "s3rver") else None
         _answer(sys.stdin, proxy, gcs_proc.pid if gcs_proc is not None else None)
     os._exit(0)  # moto's and the servers' daemon threads need no orderly interpreter shutdown
 

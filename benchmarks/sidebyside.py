@@ -99,6 +99,19 @@ def run(lib: str, args: list[str], env: dict[str, str] | None = None) -> dict[st
     return result
 
 
+def torch_floor_mb(lib: str) -> float:
+    """Peak RSS (MB) of a bare ``import torch, numpy`` in ``lib``'s environment, measured like a run.
+
+    Every process of these workloads imports torch (about 218 MB), and what torch's import holds depends
+    on how its shared libraries sit in the page cache: the same torch wheel installed a minute earlier
+    (its files still in the large page-cache folios pip's writes left) mapped 57 MB more at import
+    (275 against 218 MB) than after the page cache was dropped and read back. A library's own cost is
+    therefore its run's peak minus this floor, taken in the same round.
+    """
+    _, peak_mb = _common.run_measured([python_of(lib), "-c", "import torch, numpy"], timeout=600)
+    return peak_mb
+
+
 def ensure_data(root: Path, libs: list[str], kind: str, num: int, per_shard: int) -> Path:
     """Each library's dataset of ``num`` samples of ``kind`` under ``root/<kind>-<num>-<per_shard>/<lib>``,
     written by its own writer unless an earlier run wrote the same."""
@@ -194,6 +207,8 @@ def workload(name: str, args: argparse.Namespace, libs: list[str]) -> dict[str, 
                     out["requests"] = after["requests"] - before["requests"]
                     out["floor_s"] = out["link_bytes"] / args.bandwidth
                     out["x_floor"] = out["seconds"] / out["floor_s"] if out["floor_s"] else None
+                out["torch_floor_mb"] = torch_floor_mb(lib)
+                out["over_torch_mb"] = out["peak_tree_rss_mb"] - out["torch_floor_mb"]
                 if want is not None:
                     check(lib, out, want)
                 elif out["samples"] != 1:
@@ -231,7 +246,8 @@ def summarise(
             ratios = [r["astreaming"][metric] / r[lib][metric] for r in rounds]
             entry["astreaming_over_peer"] = statistics.median(ratios)
             entry["ratios"] = ratios
-        for extra in ("cpu_us_per_sample", "x_floor", "link_bytes", "requests", "first_sample_s"):
+        extras = ("cpu_us_per_sample", "x_floor", "link_bytes", "requests", "first_sample_s", "over_torch_mb")
+        for extra in extras:
             if extra in rounds[0][lib] and rounds[0][lib][extra] is not None:
                 entry[extra] = statistics.median(r[lib][extra] for r in rounds)
         summary[lib] = entry
@@ -259,6 +275,14 @@ def fmt(value: float, metric: str) -> str:
     if metric == "samples_per_s":
         return f"{value / 1e3:,.1f}k samples/s"
     return f"{value * 1e3:,.0f} ms" if value < 1 else f"{value:,.2f} s"
+
+
+def rss_cell(entry: dict[str, Any]) -> str:
+    """``peak (+own)`` of a summary entry; results from before the torch floor was measured show the peak."""
+    cell = f"{entry['peak_tree_rss_mb']:.0f}"
+    if "over_torch_mb" in entry:
+        cell += f" (+{entry['over_torch_mb']:.1f})"
+    return cell
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -290,11 +314,12 @@ def table(results: list[dict[str, Any]]) -> str:
         d = r["dataset"]
         label = f"{r['what']} ({d['samples']:,} samples, {d['samples_per_shard']:,}/shard; {direction})"
         lines.append(f"| {label} | {cell} | " + " | ".join(cells) + " |")
-    rss = ["", "Peak RSS of the process tree (MB, median):", "", "| workload | " + " | ".join(
+    rss = ["", "Peak RSS of the process tree (MB, median; in brackets, above a bare `import torch, numpy` "
+           "in the same environment and round):", "", "| workload | " + " | ".join(
         ["astreaming", *peers]) + " |", "|---|" + "---|" * (len(peers) + 1)]  # fmt: skip
     for r in results:
         s = r["summary"]
-        vals = [f"{s[lib]['peak_tree_rss_mb']:.0f}" if lib in s else "" for lib in ["astreaming", *peers]]
+        vals = [rss_cell(s[lib]) if lib in s else "" for lib in ["astreaming", *peers]]
         rss.append(f"| {r['workload']} | " + " | ".join(vals) + " |")
     loads = [x for r in results for x in r["machine"]["loadavg_1min"]]
     note = (
