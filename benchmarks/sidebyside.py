@@ -322,10 +322,12 @@ def table(results: list[dict[str, Any]]) -> str:
         vals = [rss_cell(s[lib]) if lib in s else "" for lib in ["astreaming", *peers]]
         rss.append(f"| {r['workload']} | " + " | ".join(vals) + " |")
     loads = [x for r in results for x in r["machine"]["loadavg_1min"]]
+    counts = sorted({len(r["rounds"]) for r in results})
+    rounds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     note = (
         f"\nMachine: {results[0]['machine']['cpus']} CPUs, shared; 1-minute load average during the runs "
         f"{min(loads):.1f}-{max(loads):.1f}. Ratios are astreaming ÷ peer within one round of interleaved "
-        f"fresh processes, median of {len(results[0]['rounds'])} rounds; the peer's median is in brackets."
+        f"fresh processes, median of {rounds} rounds; the peer's median is in brackets."
     )
     return "\n".join(lines) + "\n" + "\n".join(rss) + "\n" + note + "\n"
 
