@@ -1,0 +1,97 @@
+"""Without ``cache_limit``, a walk reads a shard whose files are all in the cache without waiting for the
+fetch scheduler: in the main process and in forked DataLoader workers, for a local dataset and for a
+remote one whose cache is warm. Here every fetch the scheduler starts stalls for ever, so a walk that
+waited for one would never end."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from astreaming import StreamingDataLoader, StreamingDataset
+from astreaming.engine import fetcher as fetcher_mod
+
+from .conftest import MakeDataset
+
+#: A guard against a hung walk (the failure this file looks for), not a bound on its speed.
+HANG_GUARD_S = 120.0
+
+
+def _stall_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def stalled(self: Any, shard: int) -> int:
+        await asyncio.Event().wait()  # never set: cancelled when the dataset closes
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(fetcher_mod.ShardFetcher, "fetch", stalled)
+
+
+def _ids_within_guard(walk: Callable[[], list[int]]) -> list[int]:
+    """``walk()`` on a thread of its own; its result, or a failure if it did not end."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["ids"] = walk()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_GUARD_S)
+    if "error" in out:
+        raise out["error"]
+    assert "ids" in out, "the walk waited for a fetch of a shard whose files were present"
+    ids: list[int] = out["ids"]
+    return ids
+
+
+def _loader_ids(ds: StreamingDataset, workers: int) -> list[int]:
+    loader = StreamingDataLoader(ds, batch_size=5, num_workers=workers, multiprocessing_context="fork")
+    return [int(i) for batch in loader for i in batch["id"]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_local_dataset_is_read_without_the_scheduler(
+    make_dataset: MakeDataset, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    source = make_dataset(400)  # ~15 shards, and plan chunks of 5, 10, 20 ... samples: several slides
+    _stall_fetches(monkeypatch)
+    ds = StreamingDataset(local=str(source), batch_size=5)
+    try:
+        assert ds.num_shards >= 10
+        if workers:
+            ids = _ids_within_guard(lambda: sorted(_loader_ids(ds, workers)))
+        else:
+            ids = _ids_within_guard(lambda: [int(s["id"]) for s in ds])
+        assert ids == list(range(400))
+    finally:
+        ds.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_warm_cache_is_read_without_the_scheduler(
+    make_dataset: MakeDataset, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workers: int
+) -> None:
+    remote = make_dataset(400, compression="zstd")  # the cache holds the decompressed files
+    cache = tmp_path / "cache"
+    first = StreamingDataset(remote=str(remote), local=str(cache), batch_size=5)
+    try:
+        assert [int(s["id"]) for s in first] == list(range(400))
+    finally:
+        first.close()
+    _stall_fetches(monkeypatch)
+    # A new dataset object: nothing of the first one's readiness carries over, only the files.
+    ds = StreamingDataset(remote=str(remote), local=str(cache), batch_size=5)
+    try:
+        if workers:
+            ids = _ids_within_guard(lambda: sorted(_loader_ids(ds, workers)))
+        else:
+            ids = _ids_within_guard(lambda: [int(s["id"]) for s in ds])
+        assert ids == list(range(400))
+    finally:
+        ds.close()
