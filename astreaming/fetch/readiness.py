@@ -3,7 +3,8 @@
 Everyone who needs it consults this object instead of keeping a copy in step:
 
 - the fetch scheduler marks a shard ready when its fetch succeeds (:meth:`Readiness.mark_ready`) and
-  fetches a shard again only when it is not ready;
+  fetches a shard again only when it is not ready; without a cache limit a plan walk also marks a shard
+  ready whose files are all in the cache (all the fetch of such a shard would check);
 - a consumer (a plan walk, random access) reads a ready shard without a round trip to the loop
   (:meth:`Readiness.is_ready`), and reports a shard whose files it found gone (:meth:`Readiness.forget`);
 - the cache budget reports each shard it evicted, through the same :meth:`Readiness.forget`;
