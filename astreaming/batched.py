@@ -33,6 +33,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from astreaming.carried import carry_errors, raise_carried
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.engine.iterate import DownloadWait, batch_decoder, iter_plan_batches
@@ -92,7 +93,11 @@ class BatchedDataset:
             iter_plan_batches, batch_size=batch_size, decoder=_decoder(collate_fn), announce_waits=grouping
         )
         walk: Callable[..., Iterator[Any]] = self._walk  # type: ignore[attr-defined]
-        batches = self._batches(walk(skip, walker, world), in_worker)
+        batches: Iterator[Any] = self._batches(walk(skip, walker, world), in_worker)
+        if info is not None:
+            # An astreaming error reaches the main process whole, attributes included (torch would
+            # re-raise a copy made from its message): see astreaming.carried.
+            batches = carry_errors(batches, info.id)
         if info is None or not grouping:
             yield from batches
             return
@@ -241,7 +246,8 @@ def ungroup(
     other. Items that are not groups (a loader without workers) pass through.
 
     Before an error raised by torch (a worker's), the batches handed out are those torch would have
-    handed out first, in its order (a prefix of them).
+    handed out first, in its order (a prefix of them). A worker's astreaming error arrives as a
+    :class:`~astreaming.carried.CarriedError` batch, raised where torch would have handed out that batch.
 
     Args:
         items: The inner loader's items.
@@ -251,10 +257,9 @@ def ungroup(
     """
     if not in_order:
         for item in items:
-            if isinstance(item, Group):
-                yield from item.batches
-            else:
-                yield item
+            for batch in item.batches if isinstance(item, Group) else (item,):
+                raise_carried(batch)
+                yield batch
         return
     queues: list[collections.deque[Any]] = [collections.deque() for _ in range(workers)]
     received = [0] * workers  # batches, per worker
@@ -265,6 +270,7 @@ def ungroup(
         pace.note_slowest(0)
     for item in items:
         if not isinstance(item, Group):
+            raise_carried(item)
             yield item
             continue
         w, r = item.worker, item.round
@@ -278,14 +284,18 @@ def ungroup(
             pace.note_slowest(min(received[o] for o in running))
         while queues[turn] or turn not in running:
             if queues[turn]:
-                yield queues[turn].popleft()
+                batch = queues[turn].popleft()
+                raise_carried(batch)  # a worker's error, where torch would have raised its copy
+                yield batch
             elif not running and not any(queues):
                 break
             turn = (turn + 1) % workers
     # The items ended: every worker has; the rest round-robin over those with batches left.
     while any(queues):
         if queues[turn]:
-            yield queues[turn].popleft()
+            batch = queues[turn].popleft()
+            raise_carried(batch)
+            yield batch
         turn = (turn + 1) % workers
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from astreaming import carried
 from astreaming.batched import Pace, batched, lead_batch, ungroup
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
@@ -37,6 +38,10 @@ def _batch_len(batch: Any) -> int:
     if isinstance(batch, list) and batch and isinstance(batch[0], Mapping):
         return len(batch)
     return len(batch[0])
+
+
+def _one(item: Any) -> int:
+    return 1
 
 
 def _accelerator_available() -> bool:
@@ -70,12 +75,15 @@ class _WorkerInit:
     worker waiting for a shard to give up (the loader sets it when it shuts its workers down), then
     runs the user's own ``worker_init_fn``. Picklable for spawned workers."""
 
-    def __init__(self, event: Any, user_fn: Callable[[int], None] | None) -> None:
+    def __init__(self, event: Any, user_fn: Callable[[int], None] | None, carry: bool = False) -> None:
         self.event = event
         self.user_fn = user_fn
+        self.carry = carry
 
     def __call__(self, worker_id: int) -> None:
         install_stop_event(self.event)
+        # The dataset's samples are this loader's items: its errors may travel as items (carried).
+        carried.carry_in_this_worker = self.carry
         # The record of how run() ends, and the guard that ends an orphaned worker (its main process
         # died) instead of letting it wait forever at exit on a result pipe nobody drains (see
         # fetch.workerexit). The dataset's runtime installs the same guard in workers of a plain torch
@@ -223,7 +231,8 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             # New workers start with this iterator: give them a fresh event to stop them by.
             context = self.multiprocessing_context or torch.multiprocessing
             self._stop_event = context.Event()
-            runner.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn)
+            carry = inner is None and self._items_are_samples()
+            runner.worker_init_fn = _WorkerInit(self._stop_event, self._user_worker_init_fn, carry)
         iterator: Any = None
         try:
             # Inside the try: a Ctrl-C that lands just after torch started the workers still stops them.
@@ -232,8 +241,15 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             if inner is not None:  # the workers send groups of batches: hand them out one by one
                 pace = inner.dataset._pace  # type: ignore[attr-defined]
                 batches = ungroup(iterator, self.num_workers, getattr(self, "in_order", True), pace)
+            samples = inner is None and self._items_are_samples()
+            check = samples and self.num_workers > 0
+            # Each item one sample: mosaic's count (the first value's length) read a str sample's
+            # first column as that many samples, and failed on an int.
+            count: Callable[[Any], int] = _one if samples else _batch_len
             for batch in batches:
-                self.num_samples_yielded += _batch_len(batch)
+                if check:
+                    carried.raise_carried(batch)  # a worker's error, whole (see astreaming.carried)
+                self.num_samples_yielded += count(batch)
                 yield batch
             self._mid_epoch = False
         except GeneratorExit:
@@ -247,6 +263,17 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             if isinstance(error, KeyboardInterrupt):
                 _freeze_at_exit()
             raise
+
+    def _items_are_samples(self) -> bool:
+        """Whether each item is one of the dataset's own samples, untouched (``batch_size=None`` over
+        astreaming's iteration): then it counts as one sample, and a worker may send an error as an
+        item (see :mod:`astreaming.carried`)."""
+        dataset = self.dataset
+        return (
+            self.batch_size is None
+            and isinstance(dataset, StreamingDataset)
+            and type(dataset).__iter__ is StreamingDataset.__iter__
+        )
 
     def _can_lead(self) -> bool:
         """Whether the main process may yield worker 0's first batch itself (:func:`lead_batch`).

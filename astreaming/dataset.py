@@ -7,10 +7,11 @@ import math
 import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from astreaming import carried
 from astreaming.array import Array
 from astreaming.dataset_async import AsyncResourceAPI, aiter_in_thread, on_asyncio
 from astreaming.dataset_mosaic import ShardStreamAPI
@@ -507,7 +508,18 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
         # Iterated by a DataLoader (in a worker, or by the fetcher of one without workers) the iterator
         # also reports and restores its position (torchdata's StatefulDataLoader); elsewhere the bare
         # walk, with no Python code per sample.
-        return ResumableIterator(self._walk) if fetched_by_torch() else self._walk(0)
+        if not fetched_by_torch():
+            return self._walk(0)
+        if carried.carry_in_this_worker:  # a StreamingDataLoader worker whose items are these samples
+            from torch.utils.data import get_worker_info
+
+            info = get_worker_info()
+            worker = info.id if info is not None else 0
+            # The carrier never reaches user code: the loader's main process raises what it holds.
+            return ResumableIterator(
+                lambda skip: cast(Iterator[dict[str, Any]], carried.carry_errors(self._walk(skip), worker))
+            )
+        return ResumableIterator(self._walk)
 
     def _walk(self, skip: int, walker: Walker = iter_plan, world: World | None = None) -> Iterator[Any]:
         # ``walker``: iter_plan yields samples; StreamingDataLoader's workers pass one yielding batches.
