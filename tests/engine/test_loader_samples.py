@@ -23,7 +23,9 @@ def _write(out: Path, first: str) -> None:
 
 @pytest.mark.parametrize("first", ["int", "str"])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_samples_count_one_each_and_resume_where_they_stopped(tmp_path: Path, first: str, workers: int) -> None:
+def test_samples_count_one_each_and_resume_where_they_stopped(
+    tmp_path: Path, first: str, workers: int
+) -> None:
     source = tmp_path / "ds"
     _write(source, first)
     ds = StreamingDataset(local=str(source), batch_size=4)
@@ -36,7 +38,9 @@ def test_samples_count_one_each_and_resume_where_they_stopped(tmp_path: Path, fi
     ds.close()
 
     again = StreamingDataset(local=str(source), batch_size=4)
-    resumed = StreamingDataLoader(again, batch_size=None, num_workers=workers, multiprocessing_context=context)
+    resumed = StreamingDataLoader(
+        again, batch_size=None, num_workers=workers, multiprocessing_context=context
+    )
     resumed.load_state_dict(state)
     rest = [int(s["id"]) for s in resumed]
     again.close()
