@@ -63,8 +63,6 @@ def raise_carried(item: Any) -> None:
 
 
 def _carriable(error: AstreamingError, worker: int) -> CarriedError | None:
-    text = "".join(traceback.format_exception(error)).rstrip()
-    error.add_note(f"Raised in DataLoader worker process {worker}:\n{text}")
     try:
         # What the main process will get: the same type, message and attributes, or torch's path.
         copy = pickle.loads(pickle.dumps(error))
@@ -72,4 +70,6 @@ def _carriable(error: AstreamingError, worker: int) -> CarriedError | None:
         return None
     if type(copy) is not type(error) or vars(copy) != vars(error) or copy.args != error.args:
         return None
+    text = "".join(traceback.format_exception(error)).rstrip()
+    error.add_note(f"Raised in DataLoader worker process {worker}:\n{text}")  # a str: pickles as well
     return CarriedError(error)
