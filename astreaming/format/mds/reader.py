@@ -170,22 +170,23 @@ def build_decoder(
             )
         namespace[f"n{col}"] = name
         # The three commonest encodings are inlined (same semantics as their Encoding.decode, checked
-        # by the golden tests); a slice of an mmap or of bytes is already ``bytes``.
+        # by the golden tests); a slice of an mmap or of bytes is already ``bytes``. ``{s}`` is the
+        # column's slice, ``{at}`` its first byte (an ``int`` is unpacked in place: no 8-byte slice).
         if spec == "bytes":
-            values.append("{}")
+            values.append("{s}")
         elif spec == "str":
-            values.append('{}.decode("utf-8")')
+            values.append('{s}.decode("utf-8")')
         elif spec == "int":
-            values.append('_from_bytes({}, "little", signed=True)')
+            values.append("_int64(buf, {at})[0]")
         else:
             namespace[f"d{col}"] = enc.decode
-            values.append(f"d{col}({{}})")
+            values.append(f"d{col}({{s}})")
 
     num_var = sum(1 for s in sizes if s is None)
     head = 4 * num_var
     namespace["_unpack"] = struct.Struct(f"<{num_var}I").unpack_from
     namespace["_bad"] = functools.partial(_bad, source)
-    namespace["_from_bytes"] = int.from_bytes
+    namespace["_int64"] = _INT64
     namespace["_FormatError"] = FormatError
     namespace["_DECODE_ERRORS"] = _DECODE_ERRORS
     namespace["_corrupt"] = functools.partial(_corrupt_value, source)
@@ -205,7 +206,7 @@ def build_decoder(
         else:
             step = str(size)
         body.append(f"p{col} = {pos} + {step}")
-        items.append(f"n{col}: " + values[col].format(f"buf[{pos}:p{col}]"))
+        items.append(f"n{col}: " + values[col].format(s=f"buf[{pos}:p{col}]", at=pos))
         pos = f"p{col}"
     # Every position is computed and checked before any column is decoded.
     body.append(f"if {pos} != end:")
@@ -267,6 +268,9 @@ def _compiled(text: str) -> types.CodeType:
     reader reopened after an eviction should cost a mapping, not a compilation (~2 ms)."""
     return compile(text, "<mds decoder>", "exec")
 
+
+#: An MDS ``int``: 8 bytes, little-endian, signed (what ``int.from_bytes(..., signed=True)`` of them gives).
+_INT64 = struct.Struct("<q").unpack_from
 
 #: What decoding a corrupt value raises (UnicodeDecodeError and JSONDecodeError are ValueErrors).
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, struct.error, EOFError, MemoryError)
