@@ -104,9 +104,9 @@ def torch_floor_mb(lib: str) -> float:
 
     Every process of these workloads imports torch (about 218 MB), and what torch's import holds depends
     on how its shared libraries sit in the page cache: the same torch wheel installed a minute earlier
-    (its files still in the large page-cache folios pip's writes left) mapped 57 MB more at import
-    (275 against 218 MB) than after the page cache was dropped and read back. A library's own cost is
-    therefore its run's peak minus this floor, taken in the same round.
+    peaked 57 MB higher at import (275 against 218 MB) than after the page cache was dropped and read
+    back; how much of a file the kernel maps per fault depends on how its pages entered the cache. A
+    library's own cost is therefore its run's peak minus this floor, taken in the same round.
     """
     _, peak_mb = _common.run_measured([python_of(lib), "-c", "import torch, numpy"], timeout=600)
     return peak_mb
