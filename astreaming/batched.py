@@ -33,7 +33,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from astreaming.carried import carry_errors, raise_carried
+from astreaming.carried import carry_errors
 from astreaming.collate import collate
 from astreaming.dataset import StreamingDataset
 from astreaming.engine.iterate import DownloadWait, batch_decoder, iter_plan_batches
@@ -246,8 +246,8 @@ def ungroup(
     other. Items that are not groups (a loader without workers) pass through.
 
     Before an error raised by torch (a worker's), the batches handed out are those torch would have
-    handed out first, in its order (a prefix of them). A worker's astreaming error arrives as a
-    :class:`~astreaming.carried.CarriedError` batch, raised where torch would have handed out that batch.
+    handed out first, in its order (a prefix of them). A worker's astreaming error comes as a
+    :class:`~astreaming.carried.CarriedError` batch, in the same order: the loader raises it.
 
     Args:
         items: The inner loader's items.
@@ -257,9 +257,10 @@ def ungroup(
     """
     if not in_order:
         for item in items:
-            for batch in item.batches if isinstance(item, Group) else (item,):
-                raise_carried(batch)
-                yield batch
+            if isinstance(item, Group):
+                yield from item.batches
+            else:
+                yield item
         return
     queues: list[collections.deque[Any]] = [collections.deque() for _ in range(workers)]
     received = [0] * workers  # batches, per worker
@@ -270,7 +271,6 @@ def ungroup(
         pace.note_slowest(0)
     for item in items:
         if not isinstance(item, Group):
-            raise_carried(item)
             yield item
             continue
         w, r = item.worker, item.round
@@ -284,18 +284,14 @@ def ungroup(
             pace.note_slowest(min(received[o] for o in running))
         while queues[turn] or turn not in running:
             if queues[turn]:
-                batch = queues[turn].popleft()
-                raise_carried(batch)  # a worker's error, where torch would have raised its copy
-                yield batch
+                yield queues[turn].popleft()
             elif not running and not any(queues):
                 break
             turn = (turn + 1) % workers
     # The items ended: every worker has; the rest round-robin over those with batches left.
     while any(queues):
         if queues[turn]:
-            batch = queues[turn].popleft()
-            raise_carried(batch)
-            yield batch
+            yield queues[turn].popleft()
         turn = (turn + 1) % workers
 
 

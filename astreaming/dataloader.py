@@ -40,10 +40,6 @@ def _batch_len(batch: Any) -> int:
     return len(batch[0])
 
 
-def _one(item: Any) -> int:
-    return 1
-
-
 def _accelerator_available() -> bool:
     """Whether torch would pin memory: ``torch.accelerator`` from torch 2.6, CUDA alone before."""
     accelerator = getattr(torch, "accelerator", None)
@@ -241,15 +237,13 @@ class StreamingDataLoader(DataLoader):  # type: ignore[type-arg]
             if inner is not None:  # the workers send groups of batches: hand them out one by one
                 pace = inner.dataset._pace  # type: ignore[attr-defined]
                 batches = ungroup(iterator, self.num_workers, getattr(self, "in_order", True), pace)
-            samples = inner is None and self._items_are_samples()
-            check = samples and self.num_workers > 0
             # Each item one sample: mosaic's count (the first value's length) read a str sample's
             # first column as that many samples, and failed on an int.
-            count: Callable[[Any], int] = _one if samples else _batch_len
+            samples = inner is None and self._items_are_samples()
             for batch in batches:
-                if check:
+                if self.num_workers:
                     carried.raise_carried(batch)  # a worker's error, whole (see astreaming.carried)
-                self.num_samples_yielded += count(batch)
+                self.num_samples_yielded += 1 if samples else _batch_len(batch)
                 yield batch
             self._mid_epoch = False
         except GeneratorExit:

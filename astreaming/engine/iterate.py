@@ -212,7 +212,7 @@ class _Walk:
         limit the fetch also records the shard in the node's ledger: ask it then.
         """
         core = self.runtime
-        if core.budget is not None or not all(f.raw_path.exists() for f in core.table.files(shard)):
+        if core.budget is not None or not core.table.is_local(shard):  # random access reads such shards too
             return False
         core.readiness.mark_ready(shard)
         return True

@@ -50,9 +50,20 @@ def _ids_within_guard(walk: Callable[[], list[int]]) -> list[int]:
     return ids
 
 
-def _loader_ids(ds: StreamingDataset, workers: int) -> list[int]:
-    loader = StreamingDataLoader(ds, batch_size=5, num_workers=workers, multiprocessing_context="fork")
-    return [int(i) for batch in loader for i in batch["id"]]
+def _read_all(ds: StreamingDataset, workers: int) -> list[int]:
+    """The sorted ids of a whole epoch of ``ds`` (in process, or by forked loader workers), within the
+    guard; ``ds`` is closed after."""
+
+    def walk() -> list[int]:
+        if not workers:
+            return [int(s["id"]) for s in ds]
+        loader = StreamingDataLoader(ds, batch_size=5, num_workers=workers, multiprocessing_context="fork")
+        return sorted(int(i) for batch in loader for i in batch["id"])
+
+    try:
+        return _ids_within_guard(walk)
+    finally:
+        ds.close()
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -62,15 +73,8 @@ def test_a_local_dataset_is_read_without_the_scheduler(
     source = make_dataset(400)  # ~15 shards, and plan chunks of 5, 10, 20 ... samples: several slides
     _stall_fetches(monkeypatch)
     ds = StreamingDataset(local=str(source), batch_size=5)
-    try:
-        assert ds.num_shards >= 10
-        if workers:
-            ids = _ids_within_guard(lambda: sorted(_loader_ids(ds, workers)))
-        else:
-            ids = _ids_within_guard(lambda: [int(s["id"]) for s in ds])
-        assert ids == list(range(400))
-    finally:
-        ds.close()
+    assert ds.num_shards >= 10
+    assert _read_all(ds, workers) == list(range(400))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -87,11 +91,4 @@ def test_a_warm_cache_is_read_without_the_scheduler(
     _stall_fetches(monkeypatch)
     # A new dataset object: nothing of the first one's readiness carries over, only the files.
     ds = StreamingDataset(remote=str(remote), local=str(cache), batch_size=5)
-    try:
-        if workers:
-            ids = _ids_within_guard(lambda: sorted(_loader_ids(ds, workers)))
-        else:
-            ids = _ids_within_guard(lambda: [int(s["id"]) for s in ds])
-        assert ids == list(range(400))
-    finally:
-        ds.close()
+    assert _read_all(ds, workers) == list(range(400))

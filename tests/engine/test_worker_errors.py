@@ -26,16 +26,20 @@ def _write(out: Path) -> None:
 
 
 @pytest.fixture
-def broken_remote(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """An HTTP remote whose last shard is gone (a 404): its URL and the missing shard's name."""
-    _write(tmp_path / "site" / "data")
-    shards = sorted((tmp_path / "site" / "data").glob("shard.*.mds"))
+def broken_remote(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
+    """An HTTP remote whose last shard is gone (a 404): its URL, the missing shard's name, and a
+    ``cache_limit`` with room for 5 of its shards."""
+    source = tmp_path / "site" / "data"
+    _write(source)
+    shards = sorted(source.glob("shard.*.mds"))
     assert len(shards) >= 8
+    limit = (source / "index.json").stat().st_size + 5 * max(p.stat().st_size for p in shards)
     shards[-1].unlink()
     with StaticHTTPServer(tmp_path / "site") as server:
-        yield f"{server.url}/data", shards[-1].name
+        yield f"{server.url}/data", shards[-1].name, limit
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["no-limit", "cache_limit"])
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 @pytest.mark.parametrize(
     ("batch_size", "timeout"),
@@ -43,10 +47,16 @@ def broken_remote(tmp_path: Path) -> Iterator[tuple[str, str]]:
     ids=["batches-grouped", "batches-one-by-one", "samples"],
 )
 def test_a_workers_storage_error_arrives_with_its_url(
-    broken_remote: tuple[str, str], tmp_path: Path, context: str, batch_size: int | None, timeout: float
+    broken_remote: tuple[str, str, int],
+    tmp_path: Path,
+    context: str,
+    batch_size: int | None,
+    timeout: float,
+    limited: bool,
 ) -> None:
-    remote, missing = broken_remote
-    ds = StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4)
+    remote, missing, limit = broken_remote
+    cache_limit = limit if limited else None
+    ds = StreamingDataset(remote=remote, local=str(tmp_path / "cache"), batch_size=4, cache_limit=cache_limit)
     loader = StreamingDataLoader(
         ds, batch_size=batch_size, num_workers=2, multiprocessing_context=context, timeout=timeout
     )
