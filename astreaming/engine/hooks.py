@@ -106,8 +106,8 @@ class HookedReaders(ReaderCache):
     def weight(self, shard: int) -> int:
         return self.inner.weight(shard)
 
-    def release_pages(self) -> None:
-        self.inner.release_pages()
+    def release_pages(self, *, keep: int | None = None) -> None:
+        self.inner.release_pages(keep=keep)
 
     def close(self) -> None:
         self.inner.close()

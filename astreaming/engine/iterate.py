@@ -19,6 +19,7 @@ worker then sends the batches it holds before waiting, instead of holding them b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import math
@@ -249,7 +250,7 @@ def _start(
     runtime: Runtime, first: Chunk | None, ahead: Chunk | None, extent: tuple[int, int] | None = None
 ) -> None:
     """On the loop: a new plan wants the shards of its first two chunks (positions restart at 0)."""
-    parts = [c for c in (first, ahead) if c is not None]
+    parts = [c for c in (_to_fetch(runtime, first), _to_fetch(runtime, ahead)) if c is not None]
     order = np.concatenate([c.order for c in parts]) if parts else np.empty(0, np.int64)
     positions = np.concatenate([c.first for c in parts]) if parts else np.empty(0, np.int64)
     # The plan's shards per position only feed cache_limit eviction ("furthest next use").
@@ -262,10 +263,27 @@ def _slide(runtime: Runtime, current: Chunk | None, ahead: Chunk | None, beyond:
 
     Eviction (and the needs this process publishes to the node) also sees the chunks ``beyond``.
     """
-    if ahead is not None:
-        runtime.scheduler.want_many(ahead.order.tolist(), ahead.first.tolist())
+    wanted = _to_fetch(runtime, ahead)
+    if wanted is not None:
+        runtime.scheduler.want_many(wanted.order.tolist(), wanted.first.tolist())
     if runtime.budget is not None and current is not None:
         runtime.window(WindowNextUse(window_shards(current, ahead, *beyond), current.start))
+
+
+def _to_fetch(runtime: Runtime, chunk: Chunk | None) -> Chunk | None:
+    """``chunk`` as the scheduler is asked for it ahead of the walk: without a cache limit, only the
+    shards of streams with a remote, the ones a fetch can bring in.
+
+    A local-only stream's shards are source data: the walk opens them itself (``_Walk._present``) and
+    asks for one only if it is missing (its fetch then raises the error naming it). Wanting them ahead
+    only had the loop thread run a fetch task per shard that checked the file and marked it ready,
+    holding the GIL the walk was waiting for: 5-10 ms of loop-thread CPU in a 90 ms cached epoch of 20
+    shards. Under a cache limit every shard is asked for, as the node's ledger records them.
+    """
+    if chunk is None or runtime.budget is not None or runtime.all_remote:
+        return chunk
+    keep = runtime.remote_shards[chunk.order]
+    return dataclasses.replace(chunk, order=chunk.order[keep], first=chunk.first[keep])
 
 
 def _beyond(runtime: Runtime, feed: PlanFeed, current: Chunk | None) -> list[Chunk]:
@@ -387,7 +405,9 @@ def _decoded_segments(
         if core.budget is None:
             # Only the scheduler's wants: nothing the walk must wait for, and a blocking round trip cost
             # 0.2-1.5 ms a chunk (the loop thread keeps the GIL while it starts the fetches it is handed).
-            runtime.loop_thread.call_soon(_slide, core, current, ahead, beyond)
+            wanted = _to_fetch(core, ahead)
+            if wanted is not None and len(wanted.order):
+                runtime.loop_thread.call_soon(_slide, core, current, wanted, beyond)
         else:  # eviction's window moves before the walk reads on
             call(_on_loop(_slide, core, current, ahead, beyond))
 
@@ -396,7 +416,7 @@ def _decoded_segments(
     predownload = core.predownload
     report: list[int] = []  # pending trigger positions, the next one last
     for c in (chunk, ahead):
-        report = _add_triggers(report, c, predownload)
+        report = _add_triggers(core, report, c, predownload)
     current, decode = -1, _not_open(decoder)
     weight, spent = 0, 0  # bytes per sample of the current shard; bytes decoded since the last release
     every = _AT_EVERY if not align or core.budget is not None else 0
@@ -435,7 +455,7 @@ def _decoded_segments(
                         if late and core.evictable[shard]:  # gone after all: look-ahead downloads start now
                             late, ahead = False, feed.next()
                             slide(chunk, ahead, [])
-                            report = _add_triggers(report, ahead, predownload)
+                            report = _add_triggers(core, report, ahead, predownload)
                         waiter.wait_ready(shard, position)
                     decode, current, weight = decoder(reader), shard, readers.weight(shard)
                 if report and position >= report[-1]:
@@ -447,17 +467,17 @@ def _decoded_segments(
                     yield decode(local[begin:end].tolist())
                     spent += (end - begin) * weight
                     if spent >= RELEASE_EVERY:
-                        readers.release_pages()
+                        readers.release_pages(keep=current)
                         spent = 0
             if hint is not None and hint.due(chunk.stop):
                 hint.start()  # the next epoch's first shards, off this thread
             if late:  # the look-ahead computed only now: the chunk after the first is wanted first
                 late, ahead = False, feed.next()
                 slide(chunk, ahead, [])
-                report = _add_triggers(report, ahead, predownload)
+                report = _add_triggers(core, report, ahead, predownload)
             chunk, ahead = ahead, feed.next()
             slide(chunk, ahead, _beyond(core, feed, chunk))
-            report = _add_triggers(report, ahead, predownload)
+            report = _add_triggers(core, report, ahead, predownload)
         feed.complete()
         if hint is not None:
             hint.finish()  # delivered (on the loop) before the plan ends
@@ -535,8 +555,11 @@ def _in_place(runtime: Runtime, chunk: Chunk | None) -> bool:
     return all(ready(shard) or not evictable[shard] for shard in chunk.order.tolist())
 
 
-def _add_triggers(report: list[int], chunk: Chunk | None, predownload: float | None) -> list[int]:
-    """``report`` (descending) with the trigger positions of ``chunk``'s shards merged in."""
+def _add_triggers(
+    runtime: Runtime, report: list[int], chunk: Chunk | None, predownload: float | None
+) -> list[int]:
+    """``report`` (descending) with the trigger positions of ``chunk``'s shards to fetch merged in."""
+    chunk = _to_fetch(runtime, chunk)
     if chunk is None:
         return report
     merged: set[int] = {*report, *triggers(chunk.first, predownload).tolist()}
@@ -605,7 +628,7 @@ async def aiter_plan(
                     yield sample
                 spent += (end - begin) * weight
                 if spent >= RELEASE_EVERY:
-                    readers.release_pages()
+                    readers.release_pages(keep=current)
                     spent = 0
             if hint is not None and hint.due(chunk.stop):
                 hint.start()

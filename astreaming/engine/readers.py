@@ -39,6 +39,9 @@ class ReaderCache:
         self._inodes: dict[int, int] = {}
         self._raw: dict[int, int] = {}  # raw bytes of each shard seen (fixed by the index)
         self._mapped = 0  # raw bytes of the open shards
+        # Shards handed out since the last release: only their pages can have been read since. Releasing
+        # every open reader instead cost an epoch of 20 shards 841 madvise calls, not ~120 (8% of its time).
+        self._touched: dict[int, None] = {}
 
     def weight(self, shard: int) -> int:
         """The mean size in bytes of a decoded sample of ``shard`` (at least 1): a walk adds it up per
@@ -52,13 +55,21 @@ class ReaderCache:
             size = self._raw[shard] = sum(raw.bytes for raw, _ in self.table.entries[shard].file_pairs())
         return size
 
-    def release_pages(self) -> None:
-        """Drop the resident pages of every open reader's mapping (they stay in the page cache); nothing
-        to do while the open shards are smaller than ``RELEASE_EVERY`` in all."""
+    def release_pages(self, *, keep: int | None = None) -> None:
+        """Drop the resident pages of the open readers handed out since the last release (they stay in
+        the page cache); nothing to do while the open shards are smaller than ``RELEASE_EVERY`` in all.
+
+        Args:
+            keep: The shard the caller goes on reading without asking :meth:`get` again (a walk's current
+                shard): it is released now and again at the next release.
+        """
         if self._mapped < RELEASE_EVERY:
             return
-        for reader in self._open.values():
-            reader.release_pages()
+        for shard in self._touched:
+            reader = self._open.get(shard)
+            if reader is not None:
+                reader.release_pages()
+        self._touched = {} if keep is None else {keep: None}
 
     def get(self, shard: int, *, inode: int | None = None) -> ShardReader:
         """The reader of a shard whose files are in the cache.
@@ -69,6 +80,7 @@ class ReaderCache:
                 earlier copy, since evicted and downloaded again - is replaced, which frees the old copy's
                 disk space.
         """
+        self._touched[shard] = None
         reader = self._open.get(shard)
         if reader is not None and inode is not None and self._inodes.get(shard) != inode:
             self.drop(shard)

@@ -58,3 +58,19 @@ def test_root_itself_may_be_a_symlink(tmp_path: Path) -> None:
 def test_split_is_checked_too(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="split"):
         CacheDir(tmp_path, "../other")
+
+
+def test_cache_dir_over_a_symlinked_local_still_refuses_symlinks_inside(tmp_path: Path) -> None:
+    # CacheDir resolves ``local`` once and joins names onto that without resolving it again: a symlink
+    # inside the root is still refused, and names land under the real directory.
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    os.symlink(tmp_path, real / "up")
+    os.symlink(real, tmp_path / "alias")
+    cache = CacheDir(tmp_path / "alias", "sub")
+    assert cache.path("x/shard.mds") == real / "sub" / "x" / "shard.mds"
+    os.symlink(tmp_path, real / "sub" / "escape")
+    with pytest.raises(CacheError, match="symlink"):
+        cache.path("escape/shard.mds")
+    with pytest.raises(CacheError, match="symlink"):
+        CacheDir(tmp_path / "alias", "up")

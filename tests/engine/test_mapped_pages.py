@@ -19,6 +19,7 @@ import pytest
 
 from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
 from astreaming.engine import iterate, readers
+from astreaming.format.mds.reader import MDSReader
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/smaps")
 
@@ -129,3 +130,29 @@ def test_loader_workers_keep_mapped_pages_bounded(dataset: Path, workers: int, c
     assert sum(count for count, _ in measured) >= 6
     for count, resident in measured:
         assert resident <= BOUND, f"{resident} resident bytes of {count} mapped shards"
+
+
+def test_a_release_drops_only_the_readers_read_since_the_last(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each release gives back the pages of the readers handed out since the one before (and of the shard
+    read on), not those of every open reader: a shard is released while it is read, and once after. With
+    every reader still open, releasing them all cost an epoch one ``madvise`` per open reader each time."""
+    counts = {"releases": 0, "readers": 0}
+    cache_release = readers.ReaderCache.release_pages
+    reader_release = MDSReader.release_pages
+
+    def count_release(self: readers.ReaderCache, *, keep: int | None = None) -> None:
+        counts["releases"] += self._mapped >= readers.RELEASE_EVERY  # one that releases anything
+        cache_release(self, keep=keep)
+
+    def count_reader(self: MDSReader) -> None:
+        counts["readers"] += 1
+        reader_release(self)
+
+    monkeypatch.setattr(readers.ReaderCache, "release_pages", count_release)
+    monkeypatch.setattr(MDSReader, "release_pages", count_reader)
+    ds = _ds(dataset)
+    assert sum(1 for _ in ds) == SAMPLES
+    assert counts["releases"] >= 10
+    assert counts["readers"] <= counts["releases"] + ds.num_shards, counts

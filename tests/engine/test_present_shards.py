@@ -15,6 +15,7 @@ import pytest
 
 from astreaming import StreamingDataLoader, StreamingDataset
 from astreaming.engine import fetcher as fetcher_mod
+from astreaming.errors import AstreamingError
 
 from .conftest import MakeDataset
 
@@ -92,3 +93,50 @@ def test_a_warm_cache_is_read_without_the_scheduler(
     # A new dataset object: nothing of the first one's readiness carries over, only the files.
     ds = StreamingDataset(remote=str(remote), local=str(cache), batch_size=5)
     assert _read_all(ds, workers) == list(range(400))
+
+
+def _epoch_ids(ds: StreamingDataset, workers: int, context: str | None) -> list[int]:
+    """The sorted ids of one epoch of ``ds``, in process or through ``workers`` loader workers."""
+    if not workers:
+        return sorted(int(s["id"]) for s in ds)
+    loader = StreamingDataLoader(ds, batch_size=5, num_workers=workers, multiprocessing_context=context)
+    return sorted(int(i) for batch in loader for i in batch["id"])
+
+
+WORKER_CASES = pytest.mark.parametrize(
+    ("workers", "context"), [(0, None), (2, "fork"), (2, "spawn")], ids=["0w", "2w-fork", "2w-spawn"]
+)
+
+
+@WORKER_CASES
+def test_a_local_dataset_asks_the_scheduler_for_no_shard(
+    make_dataset: MakeDataset, workers: int, context: str | None
+) -> None:
+    """A local-only stream's shards are source data, opened by the walk itself: no process asks the
+    scheduler for one, so none is counted as fetched or found in a cache (each was a cache hit before)."""
+    source = make_dataset(400)
+    ds = StreamingDataset(local=str(source), batch_size=5)
+    try:
+        assert _epoch_ids(ds, workers, context) == list(range(400))
+        stats = ds.stats()
+    finally:
+        ds.close()
+    assert stats["processes"] >= 1 + workers  # the workers' counters are in the figures
+    assert (stats["cache_hits"], stats["shards_downloaded"]) == (0, 0)
+
+
+@WORKER_CASES
+def test_a_missing_local_shard_is_still_named(
+    make_dataset: MakeDataset, workers: int, context: str | None
+) -> None:
+    """The walk asks the scheduler for a local shard only when its file is missing: that fetch raises
+    the error naming the file, in process and across loader workers."""
+    source = make_dataset(400)
+    victim = sorted(source.glob("shard.*.mds"))[4]
+    victim.unlink()
+    ds = StreamingDataset(local=str(source), batch_size=5)
+    try:
+        with pytest.raises(AstreamingError, match=victim.name.replace(".", r"\.")):
+            _epoch_ids(ds, workers, context)
+    finally:
+        ds.close()
