@@ -8,7 +8,11 @@ loaded checkpoints get silently ignored, reference hazard 18).
 
 Here the state is one small JSON file per dataset instance, read at the start of each iteration and
 updated under ``flock``; the kernel releases the lock of a dead process, and nothing lives in
-``/dev/shm``. The rules:
+``/dev/shm``. A process killed before its datasets' finalizers ran (``kill -9``, a preempted job's
+``SIGTERM``, ``os._exit``) leaves their files behind. Each process therefore names its files after a
+token of its own and holds a shared ``flock`` on ``<token>.alive`` for its life (forked workers share
+it); the first dataset a process makes in a control directory removes the files of every token whose
+``.alive`` nobody holds any more. The rules:
 
 * ``set_epoch(n)`` pins the epoch of every following iteration until it is set again (the torch
   ``DistributedSampler`` convention).
@@ -20,6 +24,7 @@ updated under ``flock``; the kernel releases the lock of a dead process, and not
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -52,7 +57,7 @@ class EpochControl:
     def __init__(self, root: Path | None = None) -> None:
         base = root if root is not None else Path(tempfile.gettempdir()) / "astreaming-control"
         base.mkdir(parents=True, exist_ok=True)
-        self.path = base / f"{uuid.uuid4().hex}.json"
+        self.path = base / f"{_owner_token(base)}.{uuid.uuid4().hex}.json"
         self._owner_pid = os.getpid()
         self._write({"next_epoch": 0, "explicit_epoch": None, "resume": None, "last_started": None})
         # Only the creating process removes the file; worker copies are unpickled, never constructed.
@@ -158,10 +163,95 @@ class EpochControl:
         return EpochStart(epoch, int(resume["sample_in_epoch"]) if applies else 0, resume)
 
 
-def _remove_files(path: Path, owner_pid: int) -> None:
-    if os.getpid() != owner_pid:
-        return
+_ALIVE = ".alive"
+
+#: Per control directory, this process's token and the descriptor holding its ``.alive`` lock (with the
+#: pid that took it: a forked child inherits the entry, and takes a token of its own).
+_held: dict[Path, tuple[int, str, int]] = {}
+
+
+def _owner_token(base: Path) -> str:
+    """This process's token in ``base``; the first call in a process sweeps ``base`` and takes it."""
+    held = _held.get(base)
+    if held is not None and held[0] == os.getpid():
+        return held[1]
+    sweep_stale(base)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    _held[base] = (os.getpid(), token, _hold_alive(base / f"{token}{_ALIVE}"))
+    # A process that exits normally leaves nothing (its datasets' finalizers remove their own files).
+    atexit.register(_let_go, base)
+    return token
+
+
+def _let_go(base: Path) -> None:
+    held = _held.get(base)
+    if held is None or held[0] != os.getpid():
+        return  # a forked child's copy of its parent's entry
+    del _held[base]
+    with contextlib.suppress(FileNotFoundError):
+        (base / f"{held[1]}{_ALIVE}").unlink()
+    os.close(held[2])
+
+
+def _hold_alive(path: Path) -> int:
+    """Create ``path`` holding a shared ``flock`` on it; returns its descriptor (open until exit).
+
+    The lock is taken on a temporary name and the file renamed into place, so that a sweep, which only
+    looks at ``*.alive``, never finds it unheld while its owner lives. Forked children share the lock
+    (it belongs to the open file, which they inherit): it ends when the last of them exits.
+    """
+    tmp = path.with_name(f"{path.name}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return fd
+
+
+def sweep_stale(base: Path) -> int:
+    """Remove the files of the processes gone from ``base``; returns how many processes' files.
+
+    A process is gone when nobody holds its ``.alive`` file's lock: it and every forked child of it
+    exited. Its datasets' states, their lock files and statistics go first, the ``.alive`` file last,
+    while this process holds it. Files named otherwise (made before tokens existed) are left alone:
+    nothing tells whether their owner lives.
+    """
+    removed = 0
+    for alive in base.glob(f"*{_ALIVE}"):
+        try:
+            fd = os.open(alive, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # swept meanwhile by another process
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # held: the process (or a forked child of it) lives
+            token = alive.name[: -len(_ALIVE)]
+            for name in base.glob(f"{token}.*.json*"):
+                with contextlib.suppress(FileNotFoundError):
+                    name.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                alive.unlink()
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _unlink_all(path: Path) -> None:
     # The state, its lock, and the statistics each process published (astreaming.engine.stats).
     for name in (path, Path(f"{path}.lock"), *path.parent.glob(f"{path.name}.stats.*.json")):
         with contextlib.suppress(FileNotFoundError):
             name.unlink()
+
+
+def _remove_files(path: Path, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return
+    _unlink_all(path)

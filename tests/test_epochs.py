@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +81,103 @@ def test_epoch_completes_only_when_every_worker_finished(tmp_path: Path) -> None
     assert control.start().epoch == 0
     control.complete(0, worker=1, num_workers=2)
     assert control.start().epoch == 1
+
+
+# -- files of killed processes ------------------------------------------------------------------------
+
+_HOLDER = """
+import os, sys, time
+from pathlib import Path
+from astreaming.epochs import EpochControl
+control = EpochControl(Path(sys.argv[1]))
+control.set_epoch(3)
+if sys.argv[2] == "fork":
+    child = os.fork()
+    if child == 0:  # a forked worker outlives its parent
+        time.sleep(600)
+        os._exit(0)
+    print("child", child, flush=True)
+print(control.path, flush=True)
+if sys.argv[2] != "exit":
+    time.sleep(600)
+"""
+
+
+def _holder(root: Path, mode: str) -> tuple[subprocess.Popen[str], Path, int | None]:
+    """A process owning one EpochControl in ``root`` (``mode``: wait, exit, or fork a child and wait);
+    returns it, its control's state path and the forked child's pid."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(root), mode], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    assert proc.stdout is not None
+    child = None
+    line = proc.stdout.readline().strip()
+    if line.startswith("child "):
+        child = int(line.split()[1])
+        line = proc.stdout.readline().strip()
+    proc.stdout.close()  # it prints nothing more
+    return proc, Path(line), child
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
+def _sweep_from_a_new_process(root: Path) -> None:
+    """A new dataset's control in a fresh process (the sweep runs once per process and directory)."""
+    code = (
+        "import sys; from pathlib import Path; from astreaming.epochs import EpochControl; "
+        "EpochControl(Path(sys.argv[1]))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True, env=_env(), timeout=120)
+
+
+def _files(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir()}
+
+
+def test_files_of_a_killed_process_are_removed_by_the_next_one(tmp_path: Path) -> None:
+    killed, killed_path, _ = _holder(tmp_path, "wait")
+    live, live_path, _ = _holder(tmp_path, "wait")
+    try:
+        killed_path.with_name(f"{killed_path.name}.stats.1-x.json").write_text("{}")  # a worker's figures
+        assert killed_path.name in _files(tmp_path)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(60)
+        assert killed_path.exists(), "nothing ran in the killed process"
+        _sweep_from_a_new_process(tmp_path)
+        token = killed_path.name.split(".")[0]
+        assert not [name for name in _files(tmp_path) if name.startswith(token)]
+        # The live process's files stay, and its control still works.
+        assert live_path.exists()
+        reader = EpochControl.__new__(EpochControl)
+        reader.__setstate__({"path": live_path, "_owner_pid": -1})
+        assert reader.upcoming() == 3
+    finally:
+        live.kill()
+        live.wait(60)
+
+
+def test_a_forked_child_keeps_its_parents_files_until_it_exits(tmp_path: Path) -> None:
+    parent, path, child = _holder(tmp_path, "fork")
+    assert child is not None
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(60)
+        _sweep_from_a_new_process(tmp_path)
+        assert path.exists(), "swept while a forked worker of its owner was still running"
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # reaped by init: its lock is released when it is gone
+    _sweep_from_a_new_process(tmp_path)
+    assert not path.exists()
+
+
+def test_a_process_that_exits_leaves_nothing(tmp_path: Path) -> None:
+    proc, path, _ = _holder(tmp_path, "exit")
+    assert path.name.endswith(".json")
+    assert proc.wait(60) == 0
+    assert _files(tmp_path) == set(), _files(tmp_path)
