@@ -224,20 +224,18 @@ def sweep_stale(base: Path) -> int:
     removed = 0
     for alive in base.glob(f"*{_ALIVE}"):
         try:
-            fd = os.open(alive, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # swept meanwhile by another process
+            fd = os.open(alive, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # swept meanwhile by another process, or another user's
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # held: the process (or a forked child of it) lives
             token = alive.name[: -len(_ALIVE)]
-            for name in base.glob(f"{token}.*.json*"):
-                with contextlib.suppress(FileNotFoundError):
+            for name in [*base.glob(f"{token}.*.json*"), alive]:
+                with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
                     name.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                alive.unlink()
             removed += 1
         finally:
             os.close(fd)
