@@ -242,14 +242,10 @@ def sweep_stale(base: Path) -> int:
     return removed
 
 
-def _unlink_all(path: Path) -> None:
+def _remove_files(path: Path, owner_pid: int) -> None:
+    if os.getpid() != owner_pid:
+        return
     # The state, its lock, and the statistics each process published (astreaming.engine.stats).
     for name in (path, Path(f"{path}.lock"), *path.parent.glob(f"{path.name}.stats.*.json")):
         with contextlib.suppress(FileNotFoundError):
             name.unlink()
-
-
-def _remove_files(path: Path, owner_pid: int) -> None:
-    if os.getpid() != owner_pid:
-        return
-    _unlink_all(path)
