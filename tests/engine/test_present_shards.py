@@ -6,6 +6,7 @@ waited for one would never end."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from astreaming import StreamingDataLoader, StreamingDataset
+from astreaming import Stream, StreamingDataLoader, StreamingDataset
 from astreaming.engine import fetcher as fetcher_mod
 from astreaming.errors import AstreamingError
 
@@ -140,3 +141,26 @@ def test_a_missing_local_shard_is_still_named(
             _epoch_ids(ds, workers, context)
     finally:
         ds.close()
+
+
+@WORKER_CASES
+def test_a_local_stream_beside_a_remote_one(
+    make_dataset: MakeDataset, tmp_path: Path, workers: int, context: str | None
+) -> None:
+    """Only the remote stream's shards are fetched (each downloaded once, into the cache); the local-only
+    stream's are read where they are, in the same epoch, and never counted."""
+    local = make_dataset(200)
+    remote = make_dataset(200, first_id=200, compression="zstd")
+    streams = [Stream(local=str(local)), Stream(remote=str(remote), local=str(tmp_path / "cache"))]
+    ds = StreamingDataset(streams=streams, batch_size=5, shuffle=True)
+    try:
+        remote_shards = len(json.loads((remote / "index.json").read_text())["shards"])
+        assert _epoch_ids(ds, workers, context) == list(range(400))
+        stats = ds.stats()
+    finally:
+        ds.close()
+    assert stats["shards_downloaded"] == remote_shards
+    # Each process finds a remote shard another one brought in at most once (a loader's main process
+    # reads the first batches while its workers start); a local shard is never a hit (counting them
+    # would add one a local shard in every process that reads it).
+    assert stats["cache_hits"] <= remote_shards * workers
