@@ -115,9 +115,10 @@ def torch_floor_mb(lib: str) -> float:
 def warm_page_cache(root: Path) -> int:
     """Read every file under ``root`` once; returns the bytes read.
 
-    A cached workload must find its files in the page cache, and on this VM it does not always: files
-    read a minute earlier were partly read from disk again (15-35 major faults in one astreaming epoch of
-    ``large``, adding up to 180 ms of waiting to a 150 ms run, and the same for the peers). Reading them
+    A cached workload must find its files in the page cache, and on this VM it does not always (its
+    kernel pages out memory DAMON sees unused for a minute): files read a minute earlier were partly
+    read from disk again (15-35 major faults in one astreaming epoch of ``large``, adding up to 180 ms
+    of waiting to a 150 ms run, and the same for the peers). Reading them
     just before each run, in this process, makes every library's run start from a warm cache; it adds
     nothing to the run's own memory (page cache is not part of a process's resident set until mapped).
     """
