@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 import uuid
 import weakref
@@ -165,6 +166,9 @@ class EpochControl:
 
 _ALIVE = ".alive"
 
+#: A process's token: its pid and 8 hex digits (``_owner_token``).
+_TOKEN = re.compile(r"[0-9]+-[0-9a-f]{8}")
+
 #: Per control directory, this process's token and the descriptor holding its ``.alive`` lock (with the
 #: pid that took it: a forked child inherits the entry, and takes a token of its own).
 _held: dict[Path, tuple[int, str, int]] = {}
@@ -218,13 +222,28 @@ def sweep_stale(base: Path) -> int:
 
     A process is gone when nobody holds its ``.alive`` file's lock: it and every forked child of it
     exited. Its datasets' states, their lock files and statistics go first, the ``.alive`` file last,
-    while this process holds it. Files named otherwise (made before tokens existed) are left alone:
-    nothing tells whether their owner lives.
+    while this process holds it. Files of a token with no ``.alive`` file at all go too: its owner exited
+    normally (removing it) and something wrote after its datasets' finalizers had run. Files named
+    otherwise (made before tokens existed) are left alone: nothing tells whether their owner lives.
     """
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    alive = {name[: -len(_ALIVE)] for name in names if name.endswith(_ALIVE)}
+    orphans: dict[str, list[str]] = {}
+    for name in names:
+        token = name.split(".", 1)[0]
+        # An .alive.tmp is a process taking its token (_hold_alive) right now.
+        if token not in alive and not name.endswith(".tmp") and _TOKEN.fullmatch(token):
+            orphans.setdefault(token, []).append(name)
+    # A process makes its files only once its .alive is in place and removes that last, so a token
+    # whose .alive exists now is alive whatever a listing made during a rename showed.
+    orphans = {t: files for t, files in orphans.items() if not (base / f"{t}{_ALIVE}").exists()}
     removed = 0
-    for alive in base.glob(f"*{_ALIVE}"):
+    for token in alive:
         try:
-            fd = os.open(alive, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(base / f"{token}{_ALIVE}", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue  # swept meanwhile by another process, or another user's
         try:
@@ -232,14 +251,21 @@ def sweep_stale(base: Path) -> int:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # held: the process (or a forked child of it) lives
-            token = alive.name[: -len(_ALIVE)]
-            for name in [*base.glob(f"{token}.*.json*"), alive]:
-                with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
-                    name.unlink()
+            # Listed again under the lock: files made since the listing above go too.
+            files = [name for name in os.listdir(base) if name.startswith(f"{token}.")]
+            _unlink(base, sorted(files, key=lambda name: name.endswith(_ALIVE)))  # .alive last
             removed += 1
         finally:
             os.close(fd)
-    return removed
+    for files in orphans.values():
+        _unlink(base, files)
+    return removed + len(orphans)
+
+
+def _unlink(base: Path, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            (base / name).unlink()
 
 
 def _remove_files(path: Path, owner_pid: int) -> None:

@@ -181,3 +181,54 @@ def test_a_process_that_exits_leaves_nothing(tmp_path: Path) -> None:
     assert path.name.endswith(".json")
     assert proc.wait(60) == 0
     assert _files(tmp_path) == set(), _files(tmp_path)
+
+
+_HALF_READ = """
+import sys
+from astreaming import StreamingDataset
+samples = iter(StreamingDataset(local=sys.argv[1], batch_size=4))
+print(next(samples)["id"], flush=True)
+# exits with the iteration open: its generator closes during shutdown, after the dataset's finalizer
+"""
+
+
+def test_an_iteration_left_open_at_exit_leaves_nothing(tmp_path: Path) -> None:
+    from astreaming import MDSWriter
+
+    data = tmp_path / "data"
+    with MDSWriter(out=str(data), columns={"id": "int"}, size_limit=64) as writer:
+        for i in range(20):
+            writer.write({"id": i})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**_env(), "TMPDIR": str(tmp)}  # the default control directory lives under it
+    out = subprocess.run(
+        [sys.executable, "-c", _HALF_READ, str(data)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]
+    control = tmp / "astreaming-control"
+    assert control.is_dir(), "the dataset kept no epoch state"
+    assert _files(control) == set(), _files(control)
+
+
+def test_files_of_a_token_without_alive_file_are_swept(tmp_path: Path) -> None:
+    live, live_path, _ = _holder(tmp_path, "wait")
+    try:
+        orphan = "4242-0badf00d"
+        written_late = {
+            f"{orphan}.0123abcd.json",
+            f"{orphan}.0123abcd.json.stats.4243-00c0ffee.json",
+        }
+        starting = f"{orphan[:-1]}e.alive.tmp"  # another process taking its token right now
+        old_style = "0123456789abcdef0123456789abcdef.json"  # named before tokens: owner unknown
+        for name in [*written_late, starting, old_style]:
+            (tmp_path / name).write_text("{}")
+        _sweep_from_a_new_process(tmp_path)
+        left = _files(tmp_path)
+        assert not written_late & left
+        assert {starting, old_style, live_path.name} <= left
+        assert live_path.with_name(f"{live_path.name.split('.')[0]}.alive").exists()
+    finally:
+        live.kill()
+        live.wait(60)

@@ -16,7 +16,7 @@ from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
 from astreaming.storage.urls import join, redact
 from astreaming.stream import Stream
 
-__all__ = ["check_index_unchanged", "index_url", "load_stream_index"]
+__all__ = ["check_index_unchanged", "index_url", "load_stream_index", "read_local_index"]
 
 INDEX_NAME = "index.json"
 
@@ -47,30 +47,40 @@ async def load_stream_index(
         IndexNotFound: there is no index.json (remote, or local for a stream without remote).
         StorageError: the remote index could not be read (after retries).
     """
-    cache = CacheDir(stream.local_root)
-    local_path = cache.index_path()
     remote_root = stream.remote_root
     if remote_root is None or backend is None:
-        data = _read_local(local_path)
-        source = str(local_path)
-    else:
-        check_origin(Path(stream.local_root), remote_root)  # before any file of it is trusted
-        url = index_url(remote_root)
-        source = redact(url)
-        try:
-            data = await with_retries(
-                policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read"
-            )
-        except ObjectNotFound as exc:
-            raise IndexNotFound(f"{source}: the remote has no index.json ({exc})", url=exc.url) from exc
+        return read_local_index(stream)
+    local_path = CacheDir(stream.local_root).index_path()
+    check_origin(Path(stream.local_root), remote_root)  # before any file of it is trusted
+    url = index_url(remote_root)
+    source = redact(url)
+    try:
+        data = await with_retries(policy, lambda: backend.read_bytes(url), url=url, stats=stats, what="read")
+    except ObjectNotFound as exc:
+        raise IndexNotFound(f"{source}: the remote has no index.json ({exc})", url=exc.url) from exc
     entries = tuple(parse_index(data, source=source))
-    if remote_root is not None and backend is not None:
-        check_origin(Path(stream.local_root), remote_root, record=True)  # before the cache is written
-    if source != str(local_path) and (not local_path.exists() or local_path.read_bytes() != data):
+    check_origin(Path(stream.local_root), remote_root, record=True)  # before the cache is written
+    if not local_path.exists() or local_path.read_bytes() != data:
         # Parsed first, so only a valid index replaces the cached copy.
         with mapped_disk_errors(local_path):  # read-only or full cache: CacheError naming the directory
             local_path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(local_path, data.decode("utf-8"))
+    return _checked(entries, data, source)
+
+
+def read_local_index(stream: Stream) -> tuple[tuple[ShardEntry, ...], int, str]:
+    """Load the index of a stream without a remote from its local directory, as :func:`load_stream_index`
+    does. Synchronous: nothing is awaited, so a local-only dataset is built without a thread or a loop.
+    """
+    local_path = CacheDir(stream.local_root).index_path()
+    data = _read_local(local_path)
+    source = str(local_path)
+    return _checked(tuple(parse_index(data, source=source)), data, source)
+
+
+def _checked(
+    entries: tuple[ShardEntry, ...], data: bytes, source: str
+) -> tuple[tuple[ShardEntry, ...], int, str]:
     if sum(e.samples for e in entries) == 0:
         raise EmptyDatasetError(f"{source}: the dataset has no samples")
     return entries, len(data), hashlib.sha256(data).hexdigest()[:32]

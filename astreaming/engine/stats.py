@@ -134,8 +134,14 @@ class StatsTally:
         path = Path(f"{self.prefix}.stats.{_process_token()}.json")
         tmp = path.with_name(f".{path.name}.tmp")
         with contextlib.suppress(OSError):  # statistics must never fail an iteration
+            # No dataset state file: its owner's finalizer ran (an iteration closed at exit, after it),
+            # and a file written now would outlive every process that could read or remove it.
+            if not self.prefix.exists():
+                return
             tmp.write_text(json.dumps(dataclasses.replace(total, in_flight=0, processes=1).as_dict()))
             os.replace(tmp, path)
+            if not self.prefix.exists():  # removed meanwhile, perhaps after its finalizer's listing
+                path.unlink()
 
     def others(self) -> DatasetStatistics:
         """The sum of the totals the other processes published."""
