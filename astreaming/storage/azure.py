@@ -55,7 +55,8 @@ from astreaming.errors import (
 )
 from astreaming.storage import versions
 from astreaming.storage.base import Backend, ObjectInfo, check_length, check_range
-from astreaming.storage.errormap import from_status, map_aiohttp, map_os_error
+from astreaming.storage.errormap import from_status, map_aiohttp
+from astreaming.storage.oserrors import map_os_error
 from astreaming.storage.partfile import PartFile, settle
 from astreaming.storage.urls import parse_url, redact
 

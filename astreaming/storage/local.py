@@ -25,7 +25,7 @@ from astreaming.storage.base import (
     discard,
     part_path,
 )
-from astreaming.storage.errormap import map_os_error
+from astreaming.storage.oserrors import map_os_error
 from astreaming.storage.partfile import settle, write_error
 from astreaming.storage.urls import local_path, scheme_of
 
