@@ -228,12 +228,12 @@ class StreamingDataset(AsyncResourceAPI, ShardStreamAPI, Array, _Base):  # type:
 
         Read on the process's loop thread, where iterating and ``ds[i]`` fetch: the backends stay open
         in :attr:`_kept`, so the shard fetches share their storage clients instead of building their
-        own. Without a remote (or called on the loop thread itself) a short-lived loop reads the indexes
-        and nothing outlives the call.
+        own. Without a remote the indexes are read right here; called on the loop thread itself, a
+        short-lived loop reads them; nothing outlives either.
         """
         if all(stream.remote_root is None for stream in self.streams):
-            # Nothing to await: read here, without the thread and event loop of run_blocking (~3 ms,
-            # a third of a cached dataset's construction -> first sample).
+            # Nothing to await: read here, without run_blocking's thread and event loop (they took
+            # 2 of the 5 ms a cached 20-shard dataset's construction took).
             return ShardTable([self._local_shards(stream) for stream in self.streams])
         loop_thread = get_loop_thread()
         if loop_thread.in_loop_thread():

@@ -66,3 +66,27 @@ def test_shard_sizes_come_from_the_index_without_touching_the_cache(
     assert table._files == [None] * table.num_shards
     sizes = [table.max_bytes(s) for s in range(table.num_shards)]
     assert sizes == [e.raw_data.bytes for e in table.entries]
+
+
+def test_a_local_dataset_is_built_without_a_thread(
+    make_dataset: MakeDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its indexes are read where it is constructed: no thread and loop for nothing to await (a third of
+    # a cached dataset's construction -> first sample went to them).
+    import threading
+
+    from astreaming import StreamingDataset
+
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def record(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    data = make_dataset(40, size_limit=300)
+    monkeypatch.setattr(threading.Thread, "start", record)
+    ds = StreamingDataset(local=str(data), batch_size=4)
+    assert started == []
+    assert ds.num_shards > 1
+    assert [s["id"] for s in ds] == list(range(40))  # the walk itself still runs the loop thread
