@@ -106,9 +106,11 @@ class Runtime:
         self.evictable: list[bool] = [
             table.stream_of(shard).stream.has_remote for shard in range(table.num_shards)
         ]
-        #: The same per shard as an array (a walk masks a chunk's shards with it), and whether all are.
+        #: The same per shard as an array (a walk masks a chunk's shards with it).
         self.remote_shards = np.asarray(self.evictable, dtype=bool)
-        self.all_remote = bool(self.remote_shards.all())
+        #: Shards of a remote that a walk found in the cache and marked ready itself, never asked of
+        #: the scheduler (counted in ``cache_hits`` with those the fetches found present).
+        self.found_present = 0
         #: Plan positions ahead for which this process publishes its needs (and protects shards).
         self.needs_horizon = max(4 * int(predownload or 0), _NEEDS_HORIZON)
         #: The next epoch's first needs (kept over shards nobody needs; see :class:`LaterUse`).

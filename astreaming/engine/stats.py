@@ -75,7 +75,7 @@ def runtime_statistics(runtime: Runtime) -> DatasetStatistics:
     return DatasetStatistics(
         bytes_downloaded=fetch.bytes_downloaded,
         shards_downloaded=fetch.shards_fetched,
-        cache_hits=fetch.shards_already_local,
+        cache_hits=fetch.shards_already_local + runtime.found_present,
         retries=runtime.retry_stats.retries,
         wait_seconds=sched.consumer_wait_seconds,
         in_flight=sched.in_flight,

@@ -273,6 +273,10 @@ class FetchScheduler:
             return 0.0
         return max(0.0, entry.priority - self._position)
 
+    def is_wanted(self, shard: int) -> bool:
+        """Whether ``shard`` is queued or being fetched (any thread: one dict lookup)."""
+        return shard in self._entries
+
     def is_ready(self, shard: int) -> bool:
         """Whether ``shard`` was fetched and not forgotten since (asks :attr:`readiness`; any thread)."""
         return self.readiness.is_ready(shard)
@@ -474,8 +478,9 @@ class FetchScheduler:
                 self._bytes += task.result() or 0
                 if current:
                     # Ready shards keep no entry or future: a set entry per shard, not ~300 bytes.
-                    del self._entries[shard]
+                    # Ready first: another thread never sees a fetched shard neither ready nor wanted.
                     self.readiness.mark_ready(shard)
+                    del self._entries[shard]
                 if entry.future is not None and not entry.future.done():
                     entry.future.set_result(None)
         if not self._closed:

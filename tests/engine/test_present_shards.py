@@ -164,3 +164,51 @@ def test_a_local_stream_beside_a_remote_one(
     # reads the first batches while its workers start); a local shard is never a hit (counting them
     # would add one a local shard in every process that reads it).
     assert stats["cache_hits"] <= remote_shards * workers
+
+
+def _count_fetches(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
+    """Each fetch the scheduler starts appends a line to ``log`` (in forked workers too)."""
+    fetch = fetcher_mod.ShardFetcher.fetch
+
+    async def counted(self: Any, shard: int) -> int:
+        with log.open("a") as out:
+            out.write(f"{shard}\n")
+        return await fetch(self, shard)
+
+    monkeypatch.setattr(fetcher_mod.ShardFetcher, "fetch", counted)
+
+
+@WORKER_CASES
+def test_a_warm_cache_asks_the_scheduler_only_for_the_missing_shard(
+    make_dataset: MakeDataset,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    workers: int,
+    context: str | None,
+) -> None:
+    """A shard of a remote already in the cache is opened by the walk and counted as a cache hit; the
+    scheduler is asked only for the one whose file is gone, and downloads it (in every process)."""
+    remote = make_dataset(400)
+    cache = tmp_path / "cache"
+    first = StreamingDataset(remote=str(remote), local=str(cache), batch_size=5)
+    try:
+        assert _epoch_ids(first, 0, None) == list(range(400))
+    finally:
+        first.close()
+    cached = sorted(cache.glob("shard.*.mds"))
+    assert len(cached) >= 10
+    cached[6].unlink()
+    log = tmp_path / "fetches.log"
+    _count_fetches(monkeypatch, log)  # spawned workers do not inherit it: their counters say the same
+    ds = StreamingDataset(remote=str(remote), local=str(cache), batch_size=5)
+    try:
+        assert _epoch_ids(ds, workers, context) == list(range(400))
+        stats = ds.stats()
+    finally:
+        ds.close()
+    assert stats["shards_downloaded"] == 1
+    assert cached[6].exists()
+    assert len(cached) - 1 <= stats["cache_hits"] <= (len(cached) - 1) * (1 + workers)
+    if context != "spawn":
+        fetched = log.read_text().split()
+        assert fetched and set(fetched) == {fetched[0]}, fetched  # the missing shard, from any process
