@@ -16,7 +16,7 @@ from astreaming.errors import FormatError
 from astreaming.format.compression import get_compression
 from astreaming.format.hashing import verify_hash
 from astreaming.format.index import FileInfo, JSONEntry, MDSEntry, ShardEntry, XSVEntry
-from astreaming.format.mds.reader import MDSReader, map_file
+from astreaming.format.mds.reader import FileIdentity, MDSReader, map_identified
 from astreaming.format.paths import join_basename
 
 __all__ = ["ShardReader", "load_file", "open_shard", "verify_file"]
@@ -51,9 +51,16 @@ def load_file(
     Raises:
         FormatError: neither file exists, a size differs from the index, or decompression fails.
     """
+    return load_identified(root, raw, zipped, compression)[0]
+
+
+def load_identified(
+    root: str | Path, raw: FileInfo, zipped: FileInfo | None, compression: str | None
+) -> tuple[mmap.mmap | bytes, FileIdentity | None]:
+    """:func:`load_file`, and the identity of the file mapped (``None`` for a decompressed shard)."""
     raw_path = join_basename(root, raw.basename)
     if raw_path.exists() or zipped is None:
-        return map_file(raw_path, expected_size=raw.bytes)
+        return map_identified(raw_path, expected_size=raw.bytes)
     zip_path = join_basename(root, zipped.basename)
     codec = get_compression(compression)
     if codec is None:  # parse_shard guarantees compression is set when zip_data is
@@ -66,7 +73,7 @@ def load_file(
         raise FormatError(f"{zip_path}: is a directory, not a shard file") from None
     if len(packed) != zipped.bytes:
         raise FormatError(f"{zip_path}: file has {len(packed)} bytes but the index says {zipped.bytes}")
-    return codec.decompress(packed, expected_size=raw.bytes, name=str(zip_path))
+    return codec.decompress(packed, expected_size=raw.bytes, name=str(zip_path)), None
 
 
 def open_shard(root: str | Path, entry: ShardEntry, *, allow_unsafe_types: bool = False) -> ShardReader:
@@ -79,8 +86,8 @@ def open_shard(root: str | Path, entry: ShardEntry, *, allow_unsafe_types: bool 
     source = str(join_basename(root, entry.raw_data.basename))
     if isinstance(entry, MDSEntry):
         plan = MDSReader.plan(entry, source=source, allow_unsafe_types=allow_unsafe_types)
-        buf = load_file(root, entry.raw_data, entry.zip_data, entry.compression)
-        return MDSReader(buf, entry, source=source, plan=plan)
+        buf, identity = load_identified(root, entry.raw_data, entry.zip_data, entry.compression)
+        return MDSReader(buf, entry, source=source, plan=plan, identity=identity)
     if isinstance(entry, (JSONEntry, XSVEntry)):
         # Imported here: these readers bring the text formats' writers with them (~0.2 MB resident),
         # which an MDS dataset never needs.
