@@ -86,7 +86,9 @@ def test_a_run_is_read_by_span_and_decodes_as_get_many(
 
 
 @pytest.mark.parametrize(
-    "indices", [[0, 20, 39], [5], [3, 4, 5]], ids=["spread-over-the-shard", "one-sample", "under-the-minimum"]
+    "indices",
+    [[0, 20, 39], [5], [], [3, 4, 5]],
+    ids=["spread-over-the-shard", "one-sample", "none", "under-the-minimum"],
 )
 def test_other_runs_read_the_mapping(
     write_mds: WriteFn, monkeypatch: pytest.MonkeyPatch, indices: list[int]
