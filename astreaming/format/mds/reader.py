@@ -484,12 +484,13 @@ def _run_reader(
     with one ``pread`` of that span and decoded from the copy.
 
     Why not through the mapping: a mapped read takes a page fault for every 64 KB and the walk gives the
-    pages back every 2 MB, so every byte costs page-table work besides its copy; and the pages mapped
-    between two releases count in the resident set. One ``pread`` a run costs a system call and a second
-    copy (from the CPU cache). 10 KB samples, 64 a run (``benchmarks/read_segments.py``, 5 rounds of
-    fresh processes, another job running): 3.25 against 3.58 us a sample, 943 against 3,193 minor
-    faults an epoch, 1.5 MB less peak; the mapped read also varied more between rounds under load
-    (2.8-12.6 against 2.9-3.3 us in one run).
+    pages back every 2 MB, and the pages mapped between two releases count in the resident set. One
+    ``pread`` a run costs four system calls (open, fstat, pread, close) and a second copy, from the CPU
+    cache. 10 KB samples, 64 a run: the side-by-side ``large`` epoch peaks 1.6 MB lower (6.7 against
+    8.3 MB over ``import torch``) and takes 2,700 fewer page faults, at the same speed within this
+    machine's noise (136k against 138k samples/s, medians of 10 alternating pairs:
+    ``results/span_reads_s15.json``); alone (``benchmarks/read_segments.py``) 3.25 against 3.58 us a
+    sample, and steadier under another job's load (2.9-3.3 against 2.8-12.6 us over 5 rounds).
 
     The file is opened by path for each run and used only if it is the file mapped (a shard evicted and
     downloaded again is another inode): otherwise, and for runs spread over the shard (more samples in
