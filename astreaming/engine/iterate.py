@@ -575,7 +575,7 @@ def _add_triggers(
 
 def batch_decoder(reader: ShardReader) -> Decoder:
     """The fastest way to decode a run of samples of ``reader``: MDS readers decode a list in one loop
-    (``get_run``: one read of the run's bytes where they lie together, see ``MDSReader._get_run``;
+    (``get_run``: one read of the run's bytes where they lie together, see ``mds/reader.py::_run_reader``;
     a hooked reader's ``get_many``), other formats map ``get_item``."""
     many: Decoder | None = getattr(reader, "get_run", None) or getattr(reader, "get_many", None)
     return many if many is not None else functools.partial(map, reader.get_item)
