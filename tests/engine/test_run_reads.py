@@ -4,10 +4,10 @@ shuffled, from a local dataset and from a remote under a ``cache_limit``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from preads import spy_preads
 
 from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
 from astreaming.format.mds.reader import SPAN_READ_MIN
@@ -62,14 +62,7 @@ def test_large_samples_arrive_whole_and_once(
 
 
 def test_an_in_order_walk_reads_by_span(big_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sizes: list[int] = []
-    pread = os.pread
-
-    def spy(fd: int, size: int, offset: int) -> bytes:
-        sizes.append(size)
-        return pread(fd, size, offset)
-
-    monkeypatch.setattr(os, "pread", spy)
+    sizes = spy_preads(monkeypatch)
     ds = StreamingDataset(local=str(big_dataset), batch_size=4)
     try:
         assert _checked_ids(ds, 0, None) == list(range(SAMPLES))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from mds_samples import COLUMNS, assert_same_sample, sample
+from preads import spy_preads
 
 from astreaming.errors import FormatError
 from astreaming.format.index import MDSEntry, load_index
@@ -46,19 +47,6 @@ def _shard(write_mds: WriteFn, n: int = 40) -> tuple[Path, MDSEntry]:
     return root / entry.raw_data.basename, entry
 
 
-def _spy_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the ``os.pread`` calls made from now on."""
-    sizes: list[int] = []
-    pread = os.pread
-
-    def spy(fd: int, size: int, offset: int) -> bytes:
-        sizes.append(size)
-        return pread(fd, size, offset)
-
-    monkeypatch.setattr(os, "pread", spy)
-    return sizes
-
-
 @pytest.mark.parametrize(
     "indices",
     [
@@ -74,7 +62,7 @@ def test_a_run_is_read_by_span_and_decodes_as_get_many(
     path, entry = _shard(write_mds)
     with MDSReader.open(path, entry) as reader:
         want = reader.get_many(indices)
-        preads = _spy_preads(monkeypatch)
+        preads = spy_preads(monkeypatch)
         got = reader.get_run(indices)
         assert len(preads) == 1, "the run was not read by span"
         low, high = min(indices), max(indices)
@@ -97,7 +85,7 @@ def test_other_runs_read_the_mapping(
     with MDSReader.open(path, entry) as reader:
         if len(indices) == 3:  # three samples span less than SPAN_READ_MIN
             assert int(reader.offsets[6]) - int(reader.offsets[3]) < SPAN_READ_MIN
-        preads = _spy_preads(monkeypatch)
+        preads = spy_preads(monkeypatch)
         got = reader.get_run(indices)
         assert preads == []
     for i, one in zip(indices, got, strict=True):
@@ -110,7 +98,7 @@ def test_small_samples_are_read_through_the_mapping(
     root = write_mds(COLUMNS, [sample(i) for i in range(200)], size_limit=None)
     (entry,) = load_index(root / "index.json")
     reader = open_shard(root, entry)
-    preads = _spy_preads(monkeypatch)
+    preads = spy_preads(monkeypatch)
     got = reader.get_run(list(range(200)))  # type: ignore[attr-defined]
     assert preads == []
     want = reader.get_many(list(range(200)))  # type: ignore[attr-defined]
@@ -127,7 +115,7 @@ def test_a_replaced_file_is_not_read_by_path(write_mds: WriteFn, monkeypatch: py
     data = path.read_bytes()
     path.unlink()
     path.write_bytes(data.replace(bytes([7]) * PAD, bytes([8]) * PAD))  # same size, other pad bytes
-    preads = _spy_preads(monkeypatch)
+    preads = spy_preads(monkeypatch)
     got = reader.get_run(list(range(0, 20)))  # type: ignore[attr-defined]
     assert preads == []
     assert got[7]["pad"] == bytes([7]) * (PAD + 7)
