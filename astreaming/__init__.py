@@ -5,8 +5,7 @@ Public names are resolved lazily so that ``import astreaming`` imports neither t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from astreaming._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -60,14 +59,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'astreaming' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -104,6 +104,94 @@ def test_a_remote_on_a_shared_filesystem_imports_no_http_client(
     assert sorted(p.name for p in cache.glob("*.mds")), "nothing was copied from the remote"
 
 
+_LOCAL_WALKER = """
+import json, sys
+from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
+
+
+def modules():
+    return sorted(m for m in sys.modules if m.startswith("astreaming."))
+
+
+def collate(batch):  # runs in the DataLoader worker: what that process imported to walk its shards
+    return [s["x"] for s in batch], modules()
+
+
+if __name__ == "__main__":
+    out, workers, method, shuffle = sys.argv[1:5]
+    with MDSWriter(out=out, columns={"x": "int", "b": "bytes"}, size_limit=300) as writer:
+        for i in range(80):
+            writer.write({"x": i, "b": bytes([i]) * 20})
+    ds = StreamingDataset(local=out, batch_size=4, shuffle=shuffle == "1")
+    seen, imported = [], set(modules())
+    if workers == "0":
+        for sample in ds:
+            seen.append(sample["x"])
+    else:
+        loader = StreamingDataLoader(
+            ds, batch_size=4, num_workers=int(workers), multiprocessing_context=method, collate_fn=collate
+        )
+        for xs, names in loader:
+            seen.extend(xs)
+            imported.update(names)
+    imported.update(modules())
+    print(json.dumps([sorted(seen), sorted(imported)]))
+"""
+
+#: Modules a walk loads only when its options or columns use them.
+_ON_USE = {
+    "shuffle": {f"astreaming.order.shuffle.{algo}" for algo in ("naive", "py1s", "py2s", "py1br", "py1e")}
+    | {"astreaming.order.perm", "astreaming.order.shuffle.py1e_lazy"},
+    "batching": {
+        f"astreaming.order.batching.{name}"
+        for name in ("stratified", "per_stream", "device_per_stream", "worker_sources", "stream_source")
+    },
+    "columns": {"astreaming.format.mds.encodings_image", "astreaming.format.mds.encodings_ndarray"},
+}
+
+
+@pytest.mark.parametrize("shuffle", ["0", "1"])
+@pytest.mark.parametrize(("workers", "method"), [("0", ""), ("2", "fork"), ("2", "spawn")])
+def test_a_walk_imports_only_the_order_and_encodings_it_uses(
+    tmp_path: Path, workers: str, method: str, shuffle: str
+) -> None:
+    """A walk of int and bytes columns imports no image or array encoding and no batching method but
+    ``random``; unshuffled, no shuffle algorithm; shuffled, ``py1e`` (the default) and no other."""
+    script = tmp_path / "walker.py"
+    script.write_text(_LOCAL_WALKER)
+    args = [str(tmp_path / "ds"), workers, method, shuffle]
+    out = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    seen, imported = json.loads(out.stdout.splitlines()[-1])
+    assert seen == list(range(80))
+    used = {"astreaming.order.shuffle.py1e", "astreaming.order.perm", "astreaming.order.shuffle.py1e_lazy"}
+    expected_shuffle = used if shuffle == "1" else set()
+    assert set(imported) & _ON_USE["shuffle"] == expected_shuffle
+    assert set(imported) & (_ON_USE["batching"] | _ON_USE["columns"]) == set()
+
+
+def test_lazy_package_names_resolve_and_list() -> None:
+    """``astreaming.order`` and ``astreaming.storage`` resolve their public names on first use."""
+    code = (
+        "import sys, astreaming.order as order, astreaming.storage as storage\n"
+        "before = 'astreaming.order.shuffle' in sys.modules, 'astreaming.storage.retry' in sys.modules\n"
+        "assert order.get_shuffle.__module__ == 'astreaming.order.shuffle'\n"
+        "assert storage.RetryPolicy.__module__ == 'astreaming.storage.retry'\n"
+        "assert 'World' in dir(order) and 'backend_for' in dir(storage)\n"
+        "assert sorted(order.__all__) == sorted(order._EXPORTS)\n"
+        "assert sorted(storage.__all__) == sorted(storage._EXPORTS)\n"
+        "print(before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(False, False)"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        import astreaming.order
+
+        astreaming.order.no_such_name  # noqa: B018
+
+
 def test_unknown_public_name_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         astreaming.no_such_name  # noqa: B018

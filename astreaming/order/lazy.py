@@ -18,17 +18,20 @@ the others, so a node computes each once and a worker holds only its current chu
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from astreaming.errors import ConfigError
 from astreaming.order.batching._common import resample
 from astreaming.order.batching.random import worker_layout
-from astreaming.order.batching.worker_sources import BatchSource, worker_batch_source
-from astreaming.order.perm import PermSource
 from astreaming.order.spec import EpochSpec
 from astreaming.order.store import MemoryStore, PlanStore
 from astreaming.order.world import World
+
+if TYPE_CHECKING:
+    from astreaming.order.batching.worker_sources import BatchSource
+    from astreaming.order.perm import PermSource
 
 __all__ = ["CHUNK", "LazyWorkerPlan"]
 
@@ -72,10 +75,15 @@ class LazyWorkerPlan:
             self.res = resample(spec, epoch)
             self.layout = worker_layout(spec, world, self.res.epoch_size, sample_in_epoch)
             self.num_batches = self.layout.base.batches_per_worker
-            self.perm: PermSource | None = (
-                PermSource(spec, self.res, epoch, self.store) if spec.shuffle else None
-            )
+            self.perm: PermSource | None = None
+            if spec.shuffle:
+                # Imported only when used: an unshuffled walk needs no shuffle algorithm.
+                from astreaming.order.perm import PermSource
+
+                self.perm = PermSource(spec, self.res, epoch, self.store)
         else:
+            from astreaming.order.batching.worker_sources import worker_batch_source
+
             self.perm = None
             self._source = worker_batch_source(spec, world, epoch, sample_in_epoch, self.store)
             self.num_batches = self._source.num_batches

@@ -10,13 +10,48 @@ Usage::
         n = await with_retries(policy, lambda: backend.download(url, dest), url=url, what="download")
 
 Importing this package imports no cloud SDK and not aiohttp: each backend module is imported when its
-scheme is first used (see :mod:`astreaming.storage.registry`).
+scheme is first used (see :mod:`astreaming.storage.registry`). The names below are imported on first
+use too: a walk of local shards needs only :mod:`astreaming.storage.urls` of this package.
 """
 
-from astreaming.storage.base import Backend, BackendStats, ObjectInfo
-from astreaming.storage.registry import backend_class, backend_for, register_backend, supported_schemes
-from astreaming.storage.retry import RetryPolicy, RetryStats, with_retries
-from astreaming.storage.urls import join, parse_url, redact
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from astreaming._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from astreaming.storage.base import (
+        Backend,
+        BackendStats,
+        ObjectInfo,
+    )
+    from astreaming.storage.registry import (
+        backend_class,
+        backend_for,
+        register_backend,
+        supported_schemes,
+    )
+    from astreaming.storage.retry import (
+        RetryPolicy,
+        RetryStats,
+        with_retries,
+    )
+    from astreaming.storage.urls import (
+        join,
+        parse_url,
+        redact,
+    )
+
+_EXPORTS = {
+    **dict.fromkeys(["Backend", "BackendStats", "ObjectInfo"], "astreaming.storage.base"),
+    **dict.fromkeys(
+        ["backend_class", "backend_for", "register_backend", "supported_schemes"],
+        "astreaming.storage.registry",
+    ),
+    **dict.fromkeys(["RetryPolicy", "RetryStats", "with_retries"], "astreaming.storage.retry"),
+    **dict.fromkeys(["join", "parse_url", "redact"], "astreaming.storage.urls"),
+}
 
 __all__ = [
     "Backend",
@@ -33,3 +68,5 @@ __all__ = [
     "supported_schemes",
     "with_retries",
 ]
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -27,7 +27,6 @@ import numpy as np
 import numpy.typing as npt
 
 from astreaming.format.mds.encodings import get_encoding
-from astreaming.format.mds.encodings_ndarray import NDArrayEncoding
 from astreaming.format.mds.encodings_scalar import (
     BytesEncoding,
     IntEncoding,
@@ -286,8 +285,11 @@ def _column(name: str, spec: str) -> Column:
         return Column(name, "int", size, np.dtype("<i8"))
     if isinstance(enc, NumpyScalarEncoding):
         return Column(name, "scalar", size, enc.dtype)
-    if isinstance(enc, NDArrayEncoding) and size is not None:
-        assert enc.dtype is not None and enc.shape is not None
+    if size is not None and spec.partition(":")[0] == "ndarray":
+        # Imported by get_encoding already; only datasets with an ndarray column load the module.
+        from astreaming.format.mds.encodings_ndarray import NDArrayEncoding
+
+        assert isinstance(enc, NDArrayEncoding) and enc.dtype is not None and enc.shape is not None
         return Column(name, "array", size, enc.dtype, enc.shape)
     if isinstance(enc, BytesEncoding):
         return Column(name, "bytes", size)

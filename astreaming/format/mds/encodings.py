@@ -14,14 +14,6 @@ from typing import Any, Protocol
 from astreaming.errors import ConfigError, FormatError, WrongValueType
 from astreaming.format.mds.custom import UserEncoding, custom_encodings
 from astreaming.format.mds.encodings_base import EncodingBase
-from astreaming.format.mds.encodings_image import (
-    ImageListEncoding,
-    JPEGArrayEncoding,
-    JPEGEncoding,
-    PILEncoding,
-    PNGEncoding,
-)
-from astreaming.format.mds.encodings_ndarray import NDArrayEncoding
 from astreaming.format.mds.encodings_scalar import (
     NUMPY_SCALAR_NAMES,
     BytesEncoding,
@@ -58,6 +50,19 @@ class Encoding(Protocol):
         ...
 
 
+def _image(factory: str, *args: str) -> Callable[[], EncodingBase]:
+    """The image encoding ``factory(*args)``: its module is imported when a column first uses one (a
+    dataset without images never imports it)."""
+
+    def make() -> EncodingBase:
+        from astreaming.format.mds import encodings_image
+
+        built: EncodingBase = getattr(encodings_image, factory)(*args)
+        return built
+
+    return make
+
+
 _SIMPLE: dict[str, Callable[[], EncodingBase]] = {
     "bytes": BytesEncoding,
     "str": StrEncoding,
@@ -68,14 +73,14 @@ _SIMPLE: dict[str, Callable[[], EncodingBase]] = {
     "str_decimal": StrDecimalEncoding,
     "json": JSONEncoding,
     "pkl": PickleEncoding,
-    "pil": PILEncoding,
-    "jpeg": JPEGEncoding,
-    "png": PNGEncoding,
-    "list[pil]": lambda: ImageListEncoding(PILEncoding()),
-    "list[jpeg]": lambda: ImageListEncoding(JPEGEncoding()),
-    "list[png]": lambda: ImageListEncoding(PNGEncoding()),
-    "jpeg_array": lambda: JPEGArrayEncoding("jpeg_array"),
-    "jpegarray": lambda: JPEGArrayEncoding("jpegarray"),
+    "pil": _image("PILEncoding"),
+    "jpeg": _image("JPEGEncoding"),
+    "png": _image("PNGEncoding"),
+    "list[pil]": _image("image_list", "pil"),
+    "list[jpeg]": _image("image_list", "jpeg"),
+    "list[png]": _image("image_list", "png"),
+    "jpeg_array": _image("JPEGArrayEncoding", "jpeg_array"),
+    "jpegarray": _image("JPEGArrayEncoding", "jpegarray"),
 }
 _NAMES = sorted([*_SIMPLE, "ndarray"])
 
@@ -87,6 +92,8 @@ def _build(spec: str) -> EncodingBase:
         return factory()
     name, sep, config = spec.partition(":")
     if name == "ndarray":
+        from astreaming.format.mds.encodings_ndarray import NDArrayEncoding
+
         try:
             return NDArrayEncoding.from_config(config if sep else None)
         except FormatError as err:

@@ -150,6 +150,12 @@ class ImageListEncoding(EncodingBase):
         return [decode(item) for item in items]
 
 
+def image_list(element: str) -> ImageListEncoding:
+    """``list[<element>]`` of ``pil``, ``jpeg`` or ``png`` (the registry's factory)."""
+    kinds: dict[str, type[EncodingBase]] = {"pil": PILEncoding, "jpeg": JPEGEncoding, "png": PNGEncoding}
+    return ImageListEncoding(kinds[element]())
+
+
 class JPEGArrayEncoding(EncodingBase):
     """``jpeg_array`` (alias ``jpegarray``): a non-empty sequence of JPEG-encoded ``bytes``.
 

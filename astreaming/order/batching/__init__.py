@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import numpy as np
 
 from astreaming.errors import UnknownOptionError
-from astreaming.order.batching.device_per_stream import generate_work_device_per_stream
-from astreaming.order.batching.per_stream import generate_work_per_stream
-from astreaming.order.batching.random import generate_work_random, random_worker_ids
-from astreaming.order.batching.stratified import generate_work_stratified
 from astreaming.order.spec import EpochSpec
 from astreaming.order.world import World
 
@@ -18,21 +15,18 @@ __all__ = ["BATCHING_METHODS", "generate_work", "worker_work"]
 
 WorkFn = Callable[[EpochSpec, World, int, int], np.ndarray]
 
-BATCHING_METHODS: dict[str, WorkFn] = {
-    "random": generate_work_random,
-    "stratified": generate_work_stratified,
-    "per_stream": generate_work_per_stream,
-    "device_per_stream": generate_work_device_per_stream,
-}
+#: method -> its module here (``generate_work_<method>`` in ``<method>.py``), imported when first used.
+BATCHING_METHODS = ("random", "stratified", "per_stream", "device_per_stream")
 
 
 def _method(batching_method: str) -> WorkFn:
-    try:
-        return BATCHING_METHODS[batching_method]
-    except KeyError:
+    if batching_method not in BATCHING_METHODS:
         raise UnknownOptionError(
             f"batching_method: unknown method {batching_method!r}; expected one of {sorted(BATCHING_METHODS)}"
-        ) from None
+        )
+    module = importlib.import_module(f"{__name__}.{batching_method}")
+    fn: WorkFn = getattr(module, f"generate_work_{batching_method}")
+    return fn
 
 
 def generate_work(
@@ -56,6 +50,8 @@ def worker_work(dataset: EpochSpec, world: World, epoch: int, sample_in_epoch: i
     Random batching computes only this worker's part; the other methods build the epoch and slice it.
     """
     if dataset.batching_method == "random":
+        from astreaming.order.batching.random import random_worker_ids
+
         return random_worker_ids(dataset, world, epoch, sample_in_epoch)
     full = _method(dataset.batching_method)(dataset, world, epoch, sample_in_epoch)
     return np.ascontiguousarray(full[world.node, world.rank_of_node, world.worker_of_rank])

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Container, Generator, Sequence
 
 import numpy as np
 
 from astreaming.errors import ConfigError, UnknownOptionError
-from astreaming.order.shuffle.naive import iter_naive
-from astreaming.order.shuffle.py1br import iter_py1br
-from astreaming.order.shuffle.py1e import iter_py1e
-from astreaming.order.shuffle.py1s import iter_py1s
-from astreaming.order.shuffle.py2s import iter_py2s
 
 __all__ = ["SHUFFLE_ALGOS", "check_shuffle_args", "get_shuffle", "iter_shuffle"]
 
@@ -19,13 +15,9 @@ ShuffleIter = Callable[
     [Sequence[int] | np.ndarray, int, int, int, int], Generator[tuple[int, np.ndarray | None], None, None]
 ]
 
-SHUFFLE_ALGOS: dict[str, ShuffleIter] = {
-    "naive": iter_naive,
-    "py1s": iter_py1s,
-    "py2s": iter_py2s,
-    "py1br": iter_py1br,
-    "py1e": iter_py1e,
-}
+#: algorithm -> its module here (``iter_<algo>`` in ``<algo>.py``), imported when first used: a walk
+#: without shuffle imports none of them.
+SHUFFLE_ALGOS = ("naive", "py1s", "py2s", "py1br", "py1e")
 
 # Block-based algorithms draw integers from [0.75, 1.25) * block_size (py1br also [0, 0.75) * block_size).
 _MIN_BLOCK = {"py1e": 1, "py1br": 2}
@@ -55,9 +47,11 @@ def iter_shuffle(
         ConfigError: for a ``block_size`` the algorithm cannot use, or a bad ``num_canonical_nodes``.
     """
     check_shuffle_args(algo, num_canonical_nodes, block_size)
-    fn = SHUFFLE_ALGOS[algo]
     if algo == "py1e":
+        from astreaming.order.shuffle.py1e import iter_py1e
+
         return iter_py1e(shuffle_units, num_canonical_nodes, seed, epoch, block_size, skip=skip)
+    fn: ShuffleIter = getattr(importlib.import_module(f"{__name__}.{algo}"), f"iter_{algo}")
     return fn(shuffle_units, num_canonical_nodes, seed, epoch, block_size)
 
 
