@@ -118,11 +118,16 @@ def collate(batch):  # runs in the DataLoader worker: what that process imported
 
 
 if __name__ == "__main__":
-    out, workers, method, shuffle = sys.argv[1:5]
+    out, workers, method, shuffle, limit = sys.argv[1:6]
     with MDSWriter(out=out, columns={"x": "int", "b": "bytes"}, size_limit=300) as writer:
         for i in range(80):
             writer.write({"x": i, "b": bytes([i]) * 20})
-    ds = StreamingDataset(local=out, batch_size=4, shuffle=shuffle == "1")
+    if limit:  # the shards copied from ``out`` as a remote into a cache under a limit
+        ds = StreamingDataset(
+            remote=out, local=out + "-cache", batch_size=4, shuffle=shuffle == "1", cache_limit=limit
+        )
+    else:
+        ds = StreamingDataset(local=out, batch_size=4, shuffle=shuffle == "1")
     seen, imported = [], set(modules())
     if workers == "0":
         for sample in ds:
@@ -150,16 +155,24 @@ _ON_USE = {
 }
 
 
-@pytest.mark.parametrize("shuffle", ["0", "1"])
-@pytest.mark.parametrize(("workers", "method"), [("0", ""), ("2", "fork"), ("2", "spawn")])
+@pytest.mark.parametrize(
+    ("workers", "method", "shuffle", "limit"),
+    [
+        *[(w, m, s, "") for w, m in [("0", ""), ("2", "fork"), ("2", "spawn")] for s in ("0", "1")],
+        ("0", "", "1", "9kb"),
+        ("2", "fork", "1", "9kb"),
+        ("2", "spawn", "0", "9kb"),
+    ],
+)
 def test_a_walk_imports_only_the_order_and_encodings_it_uses(
-    tmp_path: Path, workers: str, method: str, shuffle: str
+    tmp_path: Path, workers: str, method: str, shuffle: str, limit: str
 ) -> None:
     """A walk of int and bytes columns imports no image or array encoding and no batching method but
-    ``random``; unshuffled, no shuffle algorithm; shuffled, ``py1e`` (the default) and no other."""
+    ``random``; unshuffled, no shuffle algorithm; shuffled, ``py1e`` (the default) and no other. The
+    same from a remote under a ``cache_limit`` (every sample still read once)."""
     script = tmp_path / "walker.py"
     script.write_text(_LOCAL_WALKER)
-    args = [str(tmp_path / "ds"), workers, method, shuffle]
+    args = [str(tmp_path / "ds"), workers, method, shuffle, limit]
     out = subprocess.run(
         [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
