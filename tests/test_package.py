@@ -43,19 +43,42 @@ def test_reading_an_uncompressed_dataset_imports_no_codec(tmp_path: Path) -> Non
     assert out.stdout.splitlines() == ["", "zstandard"]  # none after the plain read; zstd once written
 
 
-_SHARED_FS_READER = """
+#: A script's head: ``report()`` (defined by the script) is what a process imported, and the collate
+#: function makes each DataLoader worker report its own.
+_WALK_HEAD = """
 import json, sys
 from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
 
+
+def collate(batch):  # runs in the DataLoader worker: what that process imported to read its shards
+    return [s["x"] for s in batch], report()
+"""
+
+#: A script's tail: walks ``ds`` with ``workers`` (0, or a DataLoader's) and prints every sample's ``x``
+#: and every module reported by any process.
+_WALK_TAIL = """
+    seen, imported = [], set(report())
+    if workers == "0":
+        seen.extend(sample["x"] for sample in ds)
+    else:
+        loader = StreamingDataLoader(
+            ds, batch_size=4, num_workers=int(workers), multiprocessing_context=method, collate_fn=collate
+        )
+        for xs, names in loader:
+            seen.extend(xs)
+            imported.update(names)
+    imported.update(report())
+    print(json.dumps([sorted(seen), sorted(imported)]))
+"""
+
+_SHARED_FS_READER = (
+    _WALK_HEAD
+    + """
 CLIENTS = {"aiohttp", "aiobotocore", "botocore", "gcloud", "azure", "yarl"}
 
 
-def clients():
+def report():
     return sorted(CLIENTS & {m.split(".")[0] for m in sys.modules})
-
-
-def collate(batch):  # runs in the DataLoader worker: what that process imported to read its shards
-    return [s["x"] for s in batch], clients()
 
 
 if __name__ == "__main__":
@@ -64,21 +87,9 @@ if __name__ == "__main__":
         for i in range(60):
             writer.write({"x": i})
     ds = StreamingDataset(remote=remote, local=cache, batch_size=4, cache_limit=limit or None)
-    seen, imported = [], set(clients())
-    if workers == "0":
-        for sample in ds:
-            seen.append(sample["x"])
-            imported.update(clients())
-    else:
-        loader = StreamingDataLoader(
-            ds, batch_size=4, num_workers=int(workers), multiprocessing_context=method, collate_fn=collate
-        )
-        for xs, names in loader:
-            seen.extend(xs)
-            imported.update(names)
-    imported.update(clients())
-    print(json.dumps([sorted(seen), sorted(imported)]))
 """
+    + _WALK_TAIL
+)
 
 
 @pytest.mark.parametrize(
@@ -104,17 +115,11 @@ def test_a_remote_on_a_shared_filesystem_imports_no_http_client(
     assert sorted(p.name for p in cache.glob("*.mds")), "nothing was copied from the remote"
 
 
-_LOCAL_WALKER = """
-import json, sys
-from astreaming import MDSWriter, StreamingDataLoader, StreamingDataset
-
-
-def modules():
+_LOCAL_WALKER = (
+    _WALK_HEAD
+    + """
+def report():
     return sorted(m for m in sys.modules if m.startswith("astreaming."))
-
-
-def collate(batch):  # runs in the DataLoader worker: what that process imported to walk its shards
-    return [s["x"] for s in batch], modules()
 
 
 if __name__ == "__main__":
@@ -128,20 +133,9 @@ if __name__ == "__main__":
         )
     else:
         ds = StreamingDataset(local=out, batch_size=4, shuffle=shuffle == "1")
-    seen, imported = [], set(modules())
-    if workers == "0":
-        for sample in ds:
-            seen.append(sample["x"])
-    else:
-        loader = StreamingDataLoader(
-            ds, batch_size=4, num_workers=int(workers), multiprocessing_context=method, collate_fn=collate
-        )
-        for xs, names in loader:
-            seen.extend(xs)
-            imported.update(names)
-    imported.update(modules())
-    print(json.dumps([sorted(seen), sorted(imported)]))
 """
+    + _WALK_TAIL
+)
 
 #: Modules a walk loads only when its options or columns use them.
 _ON_USE = {
@@ -195,6 +189,10 @@ def test_lazy_package_names_resolve_and_list() -> None:
         "assert 'World' in dir(order) and 'backend_for' in dir(storage)\n"
         "assert sorted(order.__all__) == sorted(order._EXPORTS)\n"
         "assert sorted(storage.__all__) == sorted(storage._EXPORTS)\n"
+        "import importlib\n"
+        "for table in (order._EXPORTS, storage._EXPORTS):\n"
+        "    for name, source in table.items():\n"
+        "        assert name in importlib.import_module(source).__all__, (name, source)\n"
         "print(before)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
